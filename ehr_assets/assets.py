@@ -1,0 +1,475 @@
+"""Software-defined assets, generated from a :class:`~ehr_assets.specs.Project`.
+
+Each asset is a thin wrapper: it reads its inputs from the warehouse or the artifact store for *its* cohort partition,
+calls the stage module that does the work, writes one partition atomically and records metadata. Recipe assets
+(``<recipe>_checkpoint``, ``<recipe>_embeddings``, ``<recipe>_probe_metrics``) come from one factory per recipe.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+from meds import train_split
+
+from . import cohort as cohort_stage
+from . import decision_nodes as nodes_stage
+from . import labels as labels_stage
+from . import sequences as seq_stage
+from .evaluation import evaluate, markdown_table
+from .specs import Project, RecipeSpec
+from .warehouse import artifact_dir, atomic_dir, read_partition, replace_partition
+
+POOL = "duckdb"  # steps that write the warehouse; dagster.yaml limits this pool
+
+
+class ArtifactStore(dg.ConfigurableResource):
+    """Folder root for large artifacts: ``<root>/<asset>/<partition>/``."""
+
+    root: str
+
+    def path(self, asset: str, partition: str) -> Path:
+        return artifact_dir(self.root, asset, partition)
+
+
+def _meta_table(df: pd.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.md(markdown_table(df))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _plot_md(curve: list[dict], title: str) -> dg.MetadataValue:
+    """The loss curve as a markdown image (Dagster 1.13 has no image metadata type)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=90)
+    steps = [r["step"] for r in curve]
+    for key in ("loss", "sft_loss", "jepa_loss"):
+        ys = [r.get(key, float("nan")) for r in curve]
+        if any(y == y for y in ys):
+            ax.plot(steps, ys, label=key)
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})")
+
+
+def _read(warehouse: DuckDBResource, table: str, cohort: str, **kw) -> pd.DataFrame:
+    with warehouse.get_connection() as conn:
+        return read_partition(conn, table, {"cohort": cohort}, **kw)
+
+
+def _write(warehouse: DuckDBResource, table: str, cohort: str, df: pd.DataFrame, **extra) -> int:
+    df = df.copy()
+    df.insert(0, "cohort", cohort)
+    for k, v in extra.items():
+        df.insert(1, k, v)
+    with warehouse.get_connection() as conn:
+        return replace_partition(conn, table, df, {"cohort": cohort, **extra})
+
+
+def _subject_count(df: pd.DataFrame) -> int:
+    return int(df["subject_id"].nunique()) if len(df) else 0
+
+
+# ============================================================================================== data assets
+def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    common = dict(partitions_def=partitions, pool=POOL)
+
+    @dg.asset(group_name="cohort", kinds={"duckdb"}, **common)
+    def cohort_events(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """MEDS events of the cohort as its source delivers them (a union concatenates its members)."""
+        t0 = time.perf_counter()
+        key = context.partition_key
+        ev = cohort_stage.cohort_events(project, key)
+        n = _write(warehouse, "cohort_events", key, ev)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "subjects": _subject_count(ev),
+                "codes": int(ev["code"].nunique()),
+                "members": ", ".join(project.members(key)),
+                "wall_s": round(time.perf_counter() - t0, 2),
+            }
+        )
+
+    @dg.asset(group_name="cohort", kinds={"duckdb"}, deps=[cohort_events], **common)
+    def cohort_table(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """Validated events (pandera): typed columns, no event after death, no duplicate rows. Fails on bad rows."""
+        key = context.partition_key
+        ev = _read(warehouse, "cohort_events", key).drop(columns=["cohort"])
+        valid = cohort_stage.validate_events(ev, key)  # raises CohortDataError listing every failed rule
+        n = _write(warehouse, "cohort_table", key, valid)
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": n, "subjects": _subject_count(valid), "pandera": "passed"}
+        )
+
+    @dg.asset(group_name="cohort", kinds={"duckdb"}, deps=[cohort_table], **common)
+    def subjects(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """One row per subject: split (train / tuning / held_out), member cohort, follow-up window."""
+        key = context.partition_key
+        ev = _read(warehouse, "cohort_table", key, columns=["subject_id", "time", "code", "source_cohort"])
+        subj = cohort_stage.subjects_table(project, key, ev)
+        n = _write(warehouse, "subjects", key, subj)
+        counts = subj.groupby(["source_cohort", "split"]).size().rename("subjects").reset_index()
+        return dg.MaterializeResult(metadata={"dagster/row_count": n, "splits": _meta_table(counts)})
+
+    @dg.asset(group_name="cohort", kinds={"duckdb"}, deps=[subjects], **common)
+    def decision_nodes(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """Decision nodes (prediction times) from each member cohort's declared rule."""
+        key = context.partition_key
+        ev = _read(warehouse, "cohort_table", key, columns=["subject_id", "time", "code", "source_cohort"])
+        subj = _read(warehouse, "subjects", key)
+        nodes = nodes_stage.decision_nodes(project, key, ev, subj)
+        if nodes.empty:
+            raise ValueError(f"cohort {key!r}: no decision node matches the declared codes")
+        n = _write(warehouse, "decision_nodes", key, nodes)
+        per = nodes.groupby("node_code").size().rename("nodes").reset_index().sort_values("nodes", ascending=False)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "subjects": _subject_count(nodes),
+                "nodes_per_subject": round(n / max(_subject_count(nodes), 1), 2),
+                "by_code": _meta_table(per.head(15)),
+            }
+        )
+
+    @dg.asset(group_name="cohort", kinds={"duckdb"}, deps=[decision_nodes], **common)
+    def task_labels(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """Task labels at decision nodes in the MEDS label schema (+ task, horizon_days, split columns)."""
+        key = context.partition_key
+        ev = _read(warehouse, "cohort_table", key, columns=["subject_id", "time", "code"])
+        subj = _read(warehouse, "subjects", key)
+        nodes = _read(warehouse, "decision_nodes", key).drop(columns=["cohort"])
+        lab = labels_stage.cohort_labels(project, key, nodes, ev, subj)
+        n = _write(warehouse, "task_labels", key, lab)
+        summary = (
+            lab.groupby(["task", "horizon_days"])
+            .agg(rows=("boolean_value", "size"), positives=("boolean_value", "sum"))
+            .reset_index()
+        )
+        summary["rate"] = (summary["positives"] / summary["rows"]).round(3)
+        return dg.MaterializeResult(metadata={"dagster/row_count": n, "tasks": _meta_table(summary)})
+
+    @dg.asset(group_name="sequences", kinds={"huggingface"}, deps=[subjects], **common)
+    def tokenizer(context: dg.AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        """Offline word-level tokenizer: vocabulary and numeric-value bins fitted on the train split."""
+        key = context.partition_key
+        ev = _read(warehouse, "cohort_table", key).drop(columns=["cohort"])
+        subj = _read(warehouse, "subjects", key)
+        fast, edges = seq_stage.tokenizer_from_events(ev, subj)
+        dest = artifacts.path("tokenizer", key)
+        with atomic_dir(dest) as tmp:
+            seq_stage.save_tokenizer(fast, edges, tmp)
+        return dg.MaterializeResult(
+            metadata={"vocab_size": len(fast), "binned_codes": len(edges), "path": dg.MetadataValue.path(str(dest))}
+        )
+
+    @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=[tokenizer], **common)
+    def token_sequences(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore
+    ) -> dg.MaterializeResult:
+        """Each subject's serialized timeline (delimited format), its token ids and its time-block offsets."""
+        key = context.partition_key
+        ev = _read(warehouse, "cohort_table", key).drop(columns=["cohort"])
+        subj = _read(warehouse, "subjects", key, columns=["subject_id", "split", "source_cohort"])
+        fast, edges = seq_stage.load_tokenizer(artifacts.path("tokenizer", key))
+        ser = seq_stage.serialize_cohort(ev, edges, log=context.log.info)
+        ids = seq_stage.encode(fast, ser["text"].tolist())
+        ser["input_ids"] = [x.tolist() for x in ids]
+        ser["n_tokens"] = np.asarray([len(x) for x in ids], dtype=np.int64)
+        ser["n_unk"] = np.asarray([(x == fast.unk_token_id).sum() for x in ids], dtype=np.int64)
+        ser["block_times"] = [list(np.asarray(b, dtype="datetime64[us]")) for b in ser["block_times"]]
+        ser = ser.merge(subj, on="subject_id", how="left")
+        n = _write(warehouse, "token_sequences", key, ser)
+        lengths = ser["n_tokens"]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "tokens": int(lengths.sum()),
+                "tokens_per_subject_median": float(lengths.median()),
+                "tokens_per_subject_p90": float(lengths.quantile(0.9)),
+                "unk_rate": round(float(ser["n_unk"].sum() / max(lengths.sum(), 1)), 5),
+            }
+        )
+
+    @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=[token_sequences, decision_nodes], **common)
+    def node_contexts(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """Per decision node: where its context ends in the subject's tokens (everything at or before the node)."""
+        key = context.partition_key
+        seq = _read(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends", "n_tokens"])
+        nodes = _read(warehouse, "decision_nodes", key)
+        ctx = seq_stage.node_contexts(seq, nodes)
+        n = _write(warehouse, "node_contexts", key, ctx)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "context_tokens_median": float(ctx["context_end"].median()),
+                "future_tokens_median": float((ctx["n_tokens"] - ctx["context_end"]).median()),
+            }
+        )
+
+    return [cohort_events, cohort_table, subjects, decision_nodes, task_labels, tokenizer, token_sequences, node_contexts]
+
+
+# ============================================================================================ recipe assets
+def load_train_data(warehouse: DuckDBResource, cohort: str, tokenizer_dir: Path):
+    """The train split's timelines and decision-node (context, future) examples, as :class:`TrainData`."""
+    from .training import TrainData
+
+    fast, _ = seq_stage.load_tokenizer(tokenizer_dir)
+    seq = _read(warehouse, "token_sequences", cohort, columns=["subject_id", "split", "input_ids"])
+    seq = seq[seq["split"] == train_split]
+    ctx = _read(warehouse, "node_contexts", cohort)
+    ctx = ctx[ctx["split"] == train_split]
+    ids = {s: np.asarray(x, dtype=np.int64) for s, x in zip(seq["subject_id"], seq["input_ids"])}
+    examples = [
+        (ids[s], int(e)) for s, e, n in zip(ctx["subject_id"], ctx["context_end"], ctx["n_tokens"]) if e < n
+    ]  # a node with no future token teaches JEPA nothing
+    return TrainData(
+        sft_sequences=list(ids.values()),
+        jepa_examples=examples,
+        vocab_size=len(fast),
+        pad_id=fast.pad_token_id,
+        mask_id=fast.mask_token_id,
+        bos_id=fast.bos_token_id,
+        eos_id=fast.eos_token_id,
+    )
+
+
+def load_contexts(warehouse: DuckDBResource, cohort: str, seq_len: int):
+    """Every decision node's context tokens (the last ``seq_len`` at or before the node) and the node index."""
+    seq = _read(warehouse, "token_sequences", cohort, columns=["subject_id", "input_ids"])
+    ids = dict(zip(seq["subject_id"], seq["input_ids"]))
+    ctx = _read(warehouse, "node_contexts", cohort, order_by=["subject_id", "prediction_time"])
+    contexts = [
+        np.asarray(ids[s][max(0, e - seq_len) : e], dtype=np.int64) for s, e in zip(ctx["subject_id"], ctx["context_end"])
+    ]
+    return contexts, ctx.drop(columns=["cohort"])
+
+
+def build_recipe_assets(
+    project: Project, recipe: RecipeSpec, partitions: dg.PartitionsDefinition
+) -> list[dg.AssetsDefinition]:
+    name = recipe.name
+    ckpt_key, emb_key, metrics_key = f"{name}_checkpoint", f"{name}_embeddings", f"{name}_probe_metrics"
+    deps = ["token_sequences", "node_contexts", "tokenizer"]
+    if recipe.init_from:
+        deps.append(f"{recipe.init_from}_checkpoint")
+
+    @dg.asset(
+        name=ckpt_key,
+        group_name="training",
+        kinds={"pytorch"},
+        deps=deps,
+        partitions_def=partitions,
+        description=f"PEFT/LoRA checkpoint of recipe '{name}' ({recipe.objective}"
+        + (f", from {recipe.init_from}" if recipe.init_from else "")
+        + f"). {recipe.description}",
+        metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
+    )
+    def checkpoint(context: dg.AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        from .training import train
+
+        key = context.partition_key
+        tok_dir = artifacts.path("tokenizer", key)
+        data = load_train_data(warehouse, key, tok_dir)
+        init_dir = artifacts.path(f"{recipe.init_from}_checkpoint", key) if recipe.init_from else None
+        if init_dir is not None and not init_dir.exists():
+            raise FileNotFoundError(f"{ckpt_key}[{key}]: init_from checkpoint {init_dir} is missing; materialize it")
+        context.log.info(
+            f"training {name} on {key}: {len(data.sft_sequences)} train timelines, {len(data.jepa_examples)} nodes"
+        )
+        dest = artifacts.path(ckpt_key, key)
+        with atomic_dir(dest) as tmp:
+            res = train(recipe, data, tmp, init_dir=init_dir, tokenizer_dir=tok_dir, log=context.log.info)
+        curve = res.loss_curve
+        return dg.MaterializeResult(
+            metadata={
+                "steps": res.steps,
+                "wall_s": round(res.wall_s, 2),
+                "tokens_per_s": round(res.tokens_per_s, 1),
+                "peak_mem_mb": round(res.peak_mem_mb, 1),
+                "trainable_params": res.trainable_params,
+                "total_params": res.total_params,
+                "final_loss": float(curve[-1]["loss"]) if curve else float("nan"),
+                "loss_curve": _plot_md(curve, f"{name} [{key}]"),
+                "path": dg.MetadataValue.path(str(dest)),
+            }
+        )
+
+    @dg.asset(
+        name=emb_key,
+        group_name="embeddings",
+        kinds={"pytorch"},
+        deps=[ckpt_key, "node_contexts"],
+        partitions_def=partitions,
+        description=f"Frozen '{name}' embeddings at every decision node ({recipe.embedding.pool} pooling of the context).",
+    )
+    def embeddings(context: dg.AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        from safetensors.numpy import save_file
+
+        from .embeddings import embed
+
+        key = context.partition_key
+        t0 = time.perf_counter()
+        contexts, index = load_contexts(warehouse, key, recipe.training.seq_len)
+        fast, _ = seq_stage.load_tokenizer(artifacts.path("tokenizer", key))
+        emb = embed(
+            artifacts.path(ckpt_key, key),
+            contexts,
+            pool=recipe.embedding.pool,
+            batch_size=recipe.embedding.batch_size,
+            pad_id=fast.pad_token_id,
+            log=context.log.info,
+        )
+        dest = artifacts.path(emb_key, key)
+        with atomic_dir(dest) as tmp:
+            save_file({"embeddings": np.ascontiguousarray(emb, dtype=np.float32)}, str(tmp / "embeddings.safetensors"))
+            index.to_parquet(tmp / "index.parquet", index=False)
+        std = emb.std(axis=0)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": int(emb.shape[0]),
+                "dim": int(emb.shape[1]),
+                "min_dim_std": float(std.min()),
+                "mean_dim_std": float(std.mean()),
+                "wall_s": round(time.perf_counter() - t0, 2),
+                "path": dg.MetadataValue.path(str(dest)),
+            }
+        )
+
+    @dg.asset(
+        name=metrics_key,
+        group_name="evaluation",
+        kinds={"duckdb", "sklearn"},
+        deps=[emb_key, "task_labels"],
+        partitions_def=partitions,
+        pool=POOL,
+        description=f"Linear probes on '{name}' embeddings: logistic AUROC/AUPRC, Cox C-index, on held_out.",
+    )
+    def probe_metrics(context: dg.AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        key = context.partition_key
+        emb, index = load_embeddings(artifacts.path(emb_key, key))
+        return _probe_and_write(context, warehouse, project, key, name, emb, index)
+
+    return [checkpoint, embeddings, probe_metrics]
+
+
+def load_embeddings(folder: Path) -> tuple[np.ndarray, pd.DataFrame]:
+    from safetensors.numpy import load_file
+
+    emb = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
+    index = pd.read_parquet(folder / "index.parquet")
+    index["prediction_time"] = index["prediction_time"].astype("datetime64[us]")
+    return emb, index
+
+
+def _probe_and_write(context, warehouse, project: Project, key: str, recipe: str, features, nodes):
+    labels = _read(warehouse, "task_labels", key)
+    labels["prediction_time"] = labels["prediction_time"].astype("datetime64[us]")
+    nodes = nodes.assign(prediction_time=nodes["prediction_time"].astype("datetime64[us]"))
+    kinds = {p.name: p.kind for p in project.probes.values()}
+    metrics, preds = evaluate(key, recipe, features, nodes, labels, kinds, log=context.log.info)
+    stamp = _now()
+    metrics["materialized_at"] = stamp
+    with warehouse.get_connection() as conn:
+        replace_partition(conn, "probe_metrics", metrics, {"cohort": key, "recipe": recipe})
+        replace_partition(conn, "probe_predictions", preds, {"cohort": key, "recipe": recipe})
+    main = metrics[metrics["metric"].isin(["auroc", "c_index"])][["task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(metrics),
+            "metrics": _meta_table(main),
+            "mean_auroc": float(metrics.loc[metrics["metric"] == "auroc", "value"].mean()),
+        }
+    )
+
+
+def build_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="count_baseline_probe_metrics",
+        group_name="evaluation",
+        kinds={"duckdb", "sklearn"},
+        deps=["task_labels", "decision_nodes"],
+        partitions_def=partitions,
+        pool=POOL,
+    )
+    def count_baseline_probe_metrics(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        """The count-feature baseline: log counts of the most frequent codes in the context, plus age."""
+        from .probes import count_features, select_count_vocab
+
+        key = context.partition_key
+        ev = _read(warehouse, "cohort_table", key, columns=["subject_id", "time", "code"])
+        ev["time"] = ev["time"].astype("datetime64[us]")
+        subj = _read(warehouse, "subjects", key)
+        nodes = _read(warehouse, "decision_nodes", key, order_by=["subject_id", "prediction_time"])
+        nodes["prediction_time"] = nodes["prediction_time"].astype("datetime64[us]")
+        vocab = select_count_vocab(ev, subj.loc[subj["split"] == train_split, "subject_id"].to_numpy())
+        feats = count_features(ev, nodes, vocab)
+        return _probe_and_write(context, warehouse, project, key, "count_baseline", feats, nodes.drop(columns=["cohort"]))
+
+    return count_baseline_probe_metrics
+
+
+# ============================================================================================ cross-disease
+def build_report_asset(project: Project, metric_assets: list[str]) -> dg.AssetsDefinition | None:
+    unions = [c for c, s in project.cohorts.items() if s.is_union]
+    if not unions:
+        return None
+
+    @dg.asset(group_name="reports", kinds={"duckdb"}, deps=metric_assets, pool=POOL)
+    def cross_disease_report(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """For each member cohort and task: held-out AUROC of a probe whose encoder (and probe) was trained on the
+        member alone vs. on the union, scored on the same member's held-out subjects."""
+        from sklearn.metrics import roc_auc_score
+
+        with warehouse.get_connection() as conn:
+            preds = conn.execute("SELECT * FROM probe_predictions WHERE predicted_boolean_probability IS NOT NULL").df()
+        rows = []
+        for union in unions:
+            for member in project.members(union):
+                alone = preds[preds["cohort"] == member]
+                pooled = preds[(preds["cohort"] == union) & (preds["source_cohort"] == member)]
+                for (recipe, task, h), a in alone.groupby(["recipe", "task", "horizon_days"]):
+                    p = pooled[(pooled["recipe"] == recipe) & (pooled["task"] == task) & (pooled["horizon_days"] == h)]
+
+                    def auc(df):
+                        y = df["boolean_value"].astype(int)
+                        return float(roc_auc_score(y, df["predicted_boolean_probability"])) if y.nunique() == 2 else np.nan
+
+                    rows.append((member, union, recipe, task, int(h), auc(a), auc(p) if len(p) else np.nan, len(a)))
+        report = pd.DataFrame(
+            rows,
+            columns=["member", "union", "recipe", "task", "horizon_days", "auroc_member", "auroc_union", "n"],
+        )
+        report["delta"] = report["auroc_union"] - report["auroc_member"]
+        with warehouse.get_connection() as conn:
+            conn.register("__report", report)
+            conn.execute("CREATE OR REPLACE TABLE cross_disease_report AS SELECT * FROM __report")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(report),
+                "report": _meta_table(report),
+                "mean_delta_by_recipe": _meta_table(report.groupby("recipe")["delta"].mean().reset_index()),
+            }
+        )
+
+    return cross_disease_report

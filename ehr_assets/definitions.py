@@ -1,0 +1,69 @@
+"""Dagster entry point: ``dagster dev -m ehr_assets.definitions`` / ``dagster asset materialize -m ehr_assets.definitions``.
+
+Everything is generated from the project's YAML declarations (``cohorts/``, ``models/``, ``probes/``): the cohort
+partitions, the data assets, one checkpoint / embeddings / probe-metrics asset per recipe, and the checks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from .assets import ArtifactStore, build_baseline_asset, build_data_assets, build_recipe_assets, build_report_asset
+from .checks import build_checks
+from .specs import Project, default_project_dir, load_project
+
+PIPELINE_JOB = "smb_pipeline"
+REPORT_JOB = "cross_disease_report_job"
+
+
+def default_home(project_dir: Path) -> Path:
+    """$DAGSTER_HOME if set, else ``<project>/dagster_home``."""
+    env = os.environ.get("DAGSTER_HOME")
+    return Path(env).resolve() if env else project_dir / "dagster_home"
+
+
+def build_definitions(
+    project: Project | str | Path | None = None,
+    *,
+    warehouse_path: str | Path | None = None,
+    artifact_root: str | Path | None = None,
+) -> dg.Definitions:
+    if not isinstance(project, Project):
+        project = load_project(project or default_project_dir())
+    home = default_home(project.root)
+    warehouse_path = Path(warehouse_path or os.environ.get("EHR_WAREHOUSE") or home / "warehouse.duckdb")
+    artifact_root = Path(artifact_root or os.environ.get("EHR_ARTIFACT_ROOT") or home / "artifacts")
+    warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+
+    partitions = dg.StaticPartitionsDefinition(project.partition_keys)
+    assets = build_data_assets(project, partitions)
+    for recipe in project.recipes.values():
+        assets += build_recipe_assets(project, recipe, partitions)
+    assets.append(build_baseline_asset(project, partitions))
+    metric_assets = [f"{r}_probe_metrics" for r in project.recipes] + ["count_baseline_probe_metrics"]
+    report = build_report_asset(project, metric_assets)
+
+    partitioned = dg.AssetSelection.assets(*assets)
+    jobs = [
+        dg.define_asset_job(PIPELINE_JOB, selection=partitioned, partitions_def=partitions,
+                            description="Every cohort-partitioned asset: data, training, embeddings, probes."),
+    ]
+    if report is not None:
+        assets.append(report)
+        jobs.append(dg.define_asset_job(REPORT_JOB, selection=dg.AssetSelection.assets(report)))
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=build_checks(project),
+        jobs=jobs,
+        resources={
+            "warehouse": DuckDBResource(database=str(warehouse_path)),
+            "artifacts": ArtifactStore(root=str(artifact_root)),
+        },
+    )
+
+
+defs = build_definitions()

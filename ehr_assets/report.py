@@ -1,0 +1,73 @@
+"""Print the latest probe metrics from the warehouse.
+
+    python -m ehr_assets.report --format table|csv [--warehouse PATH] [--cohort msk] [--recipe sft]
+
+One row per (cohort partition, recipe, task, horizon_days, metric); columns
+``cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n``. The warehouse is opened read-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from .warehouse import read_partition, table_exists
+
+COLUMNS = ["cohort", "recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]
+
+
+def default_warehouse() -> Path:
+    from .definitions import default_home
+    from .specs import default_project_dir
+
+    import os
+
+    env = os.environ.get("EHR_WAREHOUSE")
+    return Path(env) if env else default_home(default_project_dir()) / "warehouse.duckdb"
+
+
+def load_metrics(warehouse: str | Path, cohort: str | None = None, recipe: str | None = None) -> pd.DataFrame:
+    path = Path(warehouse)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no warehouse yet; run `make demo` or materialize the *_probe_metrics assets")
+    with duckdb.connect(str(path), read_only=True) as conn:
+        if not table_exists(conn, "probe_metrics"):
+            raise LookupError(f"{path}: no probe_metrics table yet; materialize a *_probe_metrics asset")
+        where = {k: v for k, v in (("cohort", cohort), ("recipe", recipe)) if v}
+        df = read_partition(conn, "probe_metrics", where, columns=COLUMNS)
+    df = df.sort_values(["cohort", "recipe", "task", "horizon_days", "metric"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def format_table(df: pd.DataFrame) -> str:
+    fmt = df.copy()
+    for c in ("value", "ci_low", "ci_high"):
+        fmt[c] = fmt[c].map(lambda v: "nan" if pd.isna(v) else f"{v:.3f}")
+    return fmt.to_string(index=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ehr_assets.report", description=__doc__.splitlines()[0])
+    ap.add_argument("--format", choices=["table", "csv"], default="table")
+    ap.add_argument("--warehouse", type=Path, default=None, help="DuckDB file (default: $DAGSTER_HOME/warehouse.duckdb)")
+    ap.add_argument("--cohort")
+    ap.add_argument("--recipe")
+    args = ap.parse_args(argv)
+    try:
+        df = load_metrics(args.warehouse or default_warehouse(), args.cohort, args.recipe)
+    except (FileNotFoundError, LookupError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False, float_format="%.4f")
+    else:
+        print(format_table(df))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

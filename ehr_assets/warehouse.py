@@ -1,0 +1,131 @@
+"""The embedded warehouse (DuckDB) and the artifact store (folders), with atomic writes.
+
+Tables: one per asset, each with a ``cohort`` partition column. :func:`replace_partition` swaps exactly one partition
+in one transaction, so a failed materialization leaves the previous one readable. Identifiers are validated and
+values always go through bound parameters.
+
+Artifacts: ``<root>/<asset>/<partition>/``. :func:`atomic_dir` yields a temporary sibling folder and renames it into
+place only when the body succeeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def ident(name: str) -> str:
+    """Return ``name`` quoted as a SQL identifier, refusing anything but letters, digits and '_'."""
+    if not IDENT_RE.match(name):
+        raise ValueError(f"invalid SQL identifier {name!r}")
+    return f'"{name}"'
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    ident(table)
+    row = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = current_schema()",
+        [table],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def replace_partition(
+    conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, where: dict[str, object]
+) -> int:
+    """Replace the rows of ``table`` matching ``where`` (e.g. ``{"cohort": "msk"}``) by ``df``, in one transaction.
+
+    The table is created from ``df``'s schema on first write; ``df`` must carry the ``where`` columns with those
+    values. Returns the number of rows written.
+    """
+    for col, val in where.items():
+        ident(col)
+        if col not in df.columns:
+            raise ValueError(f"{table}: frame lacks partition column {col!r}")
+        if len(df) and not (df[col] == val).all():
+            raise ValueError(f"{table}: rows outside partition {col}={val!r}")
+    cols = ", ".join(ident(c) for c in df.columns)
+    conn.register("__incoming", df)
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            if not table_exists(conn, table):
+                conn.execute(f"CREATE TABLE {ident(table)} AS SELECT {cols} FROM __incoming LIMIT 0")
+            else:
+                _add_missing_columns(conn, table, df)
+            cond = " AND ".join(f"{ident(c)} = ?" for c in where)
+            conn.execute(f"DELETE FROM {ident(table)} WHERE {cond}", list(where.values()))
+            conn.execute(f"INSERT INTO {ident(table)} ({cols}) SELECT {cols} FROM __incoming")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.unregister("__incoming")
+    return len(df)
+
+
+def _add_missing_columns(conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> None:
+    existing = {r[0] for r in conn.execute(f"DESCRIBE {ident(table)}").fetchall()}
+    missing = [c for c in df.columns if c not in existing]
+    if missing:
+        types = dict(conn.execute("DESCRIBE SELECT * FROM __incoming").fetchall()[i][:2] for i in range(len(df.columns)))
+        for c in missing:
+            conn.execute(f"ALTER TABLE {ident(table)} ADD COLUMN {ident(c)} {types[c]}")
+
+
+def read_partition(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    where: dict[str, object],
+    columns: Sequence[str] | None = None,
+    order_by: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Read the rows of ``table`` matching ``where``; a missing table is an error naming the asset to materialize."""
+    if not table_exists(conn, table):
+        raise LookupError(f"table {table!r} does not exist in the warehouse: materialize asset {table!r} first")
+    cols = ", ".join(ident(c) for c in columns) if columns else "*"
+    cond = " AND ".join(f"{ident(c)} = ?" for c in where) or "TRUE"
+    order = f" ORDER BY {', '.join(ident(c) for c in order_by)}" if order_by else ""
+    return conn.execute(f"SELECT {cols} FROM {ident(table)} WHERE {cond}{order}", list(where.values())).df()
+
+
+# ------------------------------------------------------------------------------------------------------- artifacts
+def artifact_dir(root: str | Path, asset: str, partition: str) -> Path:
+    ident(asset)
+    ident(partition)
+    return Path(root) / asset / partition
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``final``; on success, replace ``final`` with it.
+
+    On failure the temporary folder is removed and the previous ``final`` (if any) is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
