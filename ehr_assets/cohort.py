@@ -90,8 +90,8 @@ EVENTS_SCHEMA = pa.DataFrameSchema(
         "source_cohort": pa.Column(str, nullable=False),
     },
     checks=[
-        pa.Check(_no_event_after_death, name="no_event_after_death", error="event after the subject's MEDS_DEATH"),
-        pa.Check(lambda df: ~df.duplicated(), name="no_duplicate_rows", error="duplicate event row"),
+        pa.Check(_no_event_after_death, name="no_event_after_death"),
+        pa.Check(lambda df: ~df.duplicated(), name="no_duplicate_rows"),
     ],
     strict=False,
     coerce=False,
@@ -99,11 +99,18 @@ EVENTS_SCHEMA = pa.DataFrameSchema(
 
 
 def format_failures(err: pa.errors.SchemaErrors, limit: int = 20) -> str:
-    """A markdown table of pandera's failure cases (check, column, count), without subject data."""
-    fc = err.failure_cases
-    summary = fc.groupby(["check", "column"], dropna=False).size().reset_index(name="rows").head(limit)
-    lines = ["| check | column | rows |", "|---|---|---|"]
-    lines += [f"| {r.check} | {r.column} | {r.rows} |" for r in summary.itertuples()]
+    """A markdown table of pandera's failure cases (check, columns, failing rows), without subject data."""
+    fc = err.failure_cases.copy()
+    fc["column"] = fc["column"].fillna("(row)").astype(str)
+    fc["check"] = fc["check"].astype(str)
+    summary = (
+        fc.groupby("check", dropna=False)
+        .agg(columns=("column", lambda c: ", ".join(sorted(set(c)))), rows=("index", "nunique"))
+        .reset_index()
+        .head(limit)
+    )
+    lines = ["| check | columns | failing rows |", "|---|---|---|"]
+    lines += [f"| {r.check} | {r.columns} | {r.rows} |" for r in summary.itertuples()]
     return "\n".join(lines)
 
 

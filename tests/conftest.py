@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny hand-built MEDS cohort and a tiny project folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ev(rows):
+    """Events from (subject_id, 'YYYY-MM-DD[ HH:MM]', code, numeric_value, table[, unit, text_value]) tuples."""
+    out = []
+    for r in rows:
+        sid, t, code, val, table = r[:5]
+        unit = r[5] if len(r) > 5 else None
+        text = r[6] if len(r) > 6 else None
+        out.append((sid, pd.Timestamp(t), code, np.nan if val is None else val, text, table, unit))
+    df = pd.DataFrame(out, columns=["subject_id", "time", "code", "numeric_value", "text_value", "table", "unit"])
+    df["subject_id"] = df["subject_id"].astype("int64")
+    df["time"] = df["time"].astype("datetime64[us]")
+    df["numeric_value"] = df["numeric_value"].astype("float32")
+    return df
+
+
+@pytest.fixture
+def tiny_events() -> pd.DataFrame:
+    return ev(
+        [
+            (1, "1960-01-01", "MEDS_BIRTH", None, "person"),
+            (1, "1960-01-01", "GENDER/F", None, "person"),
+            (1, "2015-01-01", "Visit/OP", None, "observation"),
+            (1, "2015-01-01", "LOINC/718-7", 12.5, "measurement", "g/dL"),
+            (1, "2015-03-01", "ICD10/C34.90", None, "condition"),
+            (1, "2015-03-01", "RXNORM/40048", None, "drug_exposure"),
+            (1, "2015-06-01", "SNOMED/444391001", None, "condition"),
+            (1, "2015-07-01", "MEDS_DEATH", None, "death"),
+            (2, "1950-05-05", "MEDS_BIRTH", None, "person"),
+            (2, "1950-05-05", "GENDER/M", None, "person"),
+            (2, "2014-01-01", "Visit/OP", None, "observation"),
+            (2, "2014-01-01", "LOINC/718-7", 14.0, "measurement", "g/dL"),
+            (2, "2015-03-01", "ICD10/C18.9", None, "condition"),
+            (2, "2016-12-01", "Visit/OP", None, "observation"),
+            (2, "2018-01-01", "LOINC/718-7", 13.0, "measurement", "g/dL"),
+        ]
+    )
+
+
+TINY_MODEL = {
+    "architecture": "llama",
+    "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+               "intermediate_size": 64},
+}
+
+
+@pytest.fixture
+def tiny_project(tmp_path) -> Path:
+    """A copy of the shipped declarations shrunk to run the whole graph in seconds."""
+    import yaml
+
+    root = tmp_path / "project"
+    for d in ("cohorts", "models", "probes"):
+        shutil.copytree(REPO / d, root / d)
+    for name, n in (("msk", 80), ("inspect", 80)):
+        p = root / "cohorts" / f"{name}.yaml"
+        spec = yaml.safe_load(p.read_text())
+        spec["source"]["subjects"] = n
+        spec["splits"] = {"train": 0.5, "tuning": 0.2, "held_out": 0.3, "seed": 1}
+        p.write_text(yaml.safe_dump(spec))
+    for name in ("sft", "jepa"):
+        p = root / "models" / f"{name}.yaml"
+        spec = yaml.safe_load(p.read_text())
+        spec["backbone"] = TINY_MODEL
+        spec["training"].update(steps=6, batch_size=4, seq_len=64, log_every=2)
+        p.write_text(yaml.safe_dump(spec))
+    return root
