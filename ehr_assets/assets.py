@@ -5,7 +5,6 @@ calls the stage module that does the work, writes one partition atomically and r
 (``<recipe>_checkpoint``, ``<recipe>_embeddings``, ``<recipe>_probe_metrics``) come from one factory per recipe.
 """
 
-from __future__ import annotations
 
 import base64
 import io
@@ -15,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
+from dagster import AssetExecutionContext
 import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
@@ -94,7 +94,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
     common = dict(partitions_def=partitions, pool=POOL)
 
     @dg.asset(group_name="cohort", kinds={"duckdb"}, **common)
-    def cohort_events(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def cohort_events(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """MEDS events of the cohort as its source delivers them (a union concatenates its members)."""
         t0 = time.perf_counter()
         key = context.partition_key
@@ -111,7 +111,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         )
 
     @dg.asset(group_name="cohort", kinds={"duckdb"}, deps=[cohort_events], **common)
-    def cohort_table(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def cohort_table(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Validated events (pandera): typed columns, no event after death, no duplicate rows. Fails on bad rows."""
         key = context.partition_key
         ev = _read(warehouse, "cohort_events", key).drop(columns=["cohort"])
@@ -122,7 +122,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         )
 
     @dg.asset(group_name="cohort", kinds={"duckdb"}, deps=[cohort_table], **common)
-    def subjects(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def subjects(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """One row per subject: split (train / tuning / held_out), member cohort, follow-up window."""
         key = context.partition_key
         ev = _read(warehouse, "cohort_table", key, columns=["subject_id", "time", "code", "source_cohort"])
@@ -132,7 +132,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         return dg.MaterializeResult(metadata={"dagster/row_count": n, "splits": _meta_table(counts)})
 
     @dg.asset(group_name="cohort", kinds={"duckdb"}, deps=[subjects], **common)
-    def decision_nodes(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def decision_nodes(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Decision nodes (prediction times) from each member cohort's declared rule."""
         key = context.partition_key
         ev = _read(warehouse, "cohort_table", key, columns=["subject_id", "time", "code", "source_cohort"])
@@ -152,7 +152,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         )
 
     @dg.asset(group_name="cohort", kinds={"duckdb"}, deps=[decision_nodes], **common)
-    def task_labels(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def task_labels(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Task labels at decision nodes in the MEDS label schema (+ task, horizon_days, split columns)."""
         key = context.partition_key
         ev = _read(warehouse, "cohort_table", key, columns=["subject_id", "time", "code"])
@@ -169,7 +169,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         return dg.MaterializeResult(metadata={"dagster/row_count": n, "tasks": _meta_table(summary)})
 
     @dg.asset(group_name="sequences", kinds={"huggingface"}, deps=[subjects], **common)
-    def tokenizer(context: dg.AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+    def tokenizer(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
         """Offline word-level tokenizer: vocabulary and numeric-value bins fitted on the train split."""
         key = context.partition_key
         ev = _read(warehouse, "cohort_table", key).drop(columns=["cohort"])
@@ -184,7 +184,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
 
     @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=[tokenizer], **common)
     def token_sequences(
-        context: dg.AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore
     ) -> dg.MaterializeResult:
         """Each subject's serialized timeline (delimited format), its token ids and its time-block offsets."""
         key = context.partition_key
@@ -211,7 +211,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         )
 
     @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=[token_sequences, decision_nodes], **common)
-    def node_contexts(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def node_contexts(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Per decision node: where its context ends in the subject's tokens (everything at or before the node)."""
         key = context.partition_key
         seq = _read(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends", "n_tokens"])
@@ -285,7 +285,7 @@ def build_recipe_assets(
         + f"). {recipe.description}",
         metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
     )
-    def checkpoint(context: dg.AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+    def checkpoint(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
         from .training import train
 
         key = context.partition_key
@@ -323,7 +323,7 @@ def build_recipe_assets(
         partitions_def=partitions,
         description=f"Frozen '{name}' embeddings at every decision node ({recipe.embedding.pool} pooling of the context).",
     )
-    def embeddings(context: dg.AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+    def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
         from safetensors.numpy import save_file
 
         from .embeddings import embed
@@ -365,7 +365,7 @@ def build_recipe_assets(
         pool=POOL,
         description=f"Linear probes on '{name}' embeddings: logistic AUROC/AUPRC, Cox C-index, on held_out.",
     )
-    def probe_metrics(context: dg.AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+    def probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
         key = context.partition_key
         emb, index = load_embeddings(artifacts.path(emb_key, key))
         return _probe_and_write(context, warehouse, project, key, name, emb, index)
@@ -412,7 +412,7 @@ def build_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) 
         partitions_def=partitions,
         pool=POOL,
     )
-    def count_baseline_probe_metrics(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def count_baseline_probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource):
         """The count-feature baseline: log counts of the most frequent codes in the context, plus age."""
         from .probes import count_features, select_count_vocab
 
@@ -436,7 +436,7 @@ def build_report_asset(project: Project, metric_assets: list[str]) -> dg.AssetsD
         return None
 
     @dg.asset(group_name="reports", kinds={"duckdb"}, deps=metric_assets, pool=POOL)
-    def cross_disease_report(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def cross_disease_report(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """For each member cohort and task: held-out AUROC of a probe whose encoder (and probe) was trained on the
         member alone vs. on the union, scored on the same member's held-out subjects."""
         from sklearn.metrics import roc_auc_score

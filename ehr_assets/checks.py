@@ -1,20 +1,28 @@
 """Asset checks: the project's data tests, run after each materialization and on demand from the UI.
 
-Blocking checks stop downstream assets in the same run. Each check reads only the partition being checked.
+Blocking checks stop downstream assets in the same run. In a partitioned run a check reads only the partition being
+materialized; run on its own (the UI's "Execute check", or a check-only job without a partition) it checks every
+cohort partition present in the warehouse and reports per partition.
 """
 
-from __future__ import annotations
+from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
+import pandas as pd
+from dagster import AssetCheckExecutionContext
 from dagster_duckdb import DuckDBResource
 
 from . import cohort as cohort_stage
 from . import sequences as seq_stage
-from .assets import ArtifactStore, _read, load_embeddings
+from .assets import ArtifactStore, load_embeddings
 from .specs import Project
+from .warehouse import read_partition, table_exists
 
 EMBEDDING_STD_FLOOR = 1e-4
+
+# (problems, metadata) of one partition
+PartitionCheck = Callable[[str], tuple[list[str], dict]]
 
 
 def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
@@ -22,62 +30,120 @@ def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not problems, metadata=md)
 
 
+def _keys(context: AssetCheckExecutionContext, project: Project) -> list[str]:
+    return [context.partition_key] if context.has_partition_key else list(project.partition_keys)
+
+
+def _run(context: AssetCheckExecutionContext, project: Project, one: PartitionCheck) -> dg.AssetCheckResult:
+    """Apply ``one`` to the run's partition, or to every partition when the check runs without one."""
+    keys = _keys(context, project)
+    if len(keys) == 1 and context.has_partition_key:
+        problems, md = one(keys[0])
+        return _result(problems, **md)
+    problems, checked = [], []
+    for key in keys:
+        p, _ = one(key)
+        if p == ["not materialized"]:
+            continue
+        checked.append(key)
+        problems += [f"[{key}] {x}" for x in p]
+    return _result(problems, partitions_checked=", ".join(checked) or "none")
+
+
+def _read_or_none(warehouse: DuckDBResource, table: str, key: str, **kw) -> pd.DataFrame | None:
+    with warehouse.get_connection() as conn:
+        if not table_exists(conn, table):
+            return None
+        df = read_partition(conn, table, {"cohort": key}, **kw)
+    return df if len(df) else None
+
+
 def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(asset="cohort_events", blocking=True, description="Events conform to the MEDS DataSchema (meds package).")
-    def meds_schema(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        ev = _read(warehouse, "cohort_events", context.partition_key)
-        return _result(cohort_stage.meds_violations(ev), rows=len(ev))
+    def meds_schema(context: AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        def one(key):
+            ev = _read_or_none(warehouse, "cohort_events", key)
+            if ev is None:
+                return ["not materialized"], {}
+            return cohort_stage.meds_violations(ev), {"rows": len(ev)}
+
+        return _run(context, project, one)
 
     @dg.asset_check(asset="subjects", blocking=True, description="Every subject is in exactly one split.")
-    def split_disjointness(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        subj = _read(warehouse, "subjects", context.partition_key)
-        return _result(cohort_stage.split_violations(subj), subjects=int(subj["subject_id"].nunique()))
+    def split_disjointness(context: AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        def one(key):
+            subj = _read_or_none(warehouse, "subjects", key)
+            if subj is None:
+                return ["not materialized"], {}
+            return cohort_stage.split_violations(subj), {"subjects": int(subj["subject_id"].nunique())}
+
+        return _run(context, project, one)
 
     @dg.asset_check(
         asset="node_contexts",
         blocking=True,
         description="No token a model reads for a decision node comes from an event after its prediction time.",
     )
-    def no_future_in_context(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        key = context.partition_key
-        ctx = _read(warehouse, "node_contexts", key)
-        seq = _read(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends"])
-        bad = seq_stage.context_violations(ctx, seq)
-        problems = [f"{len(bad)} of {len(ctx)} decision nodes read events after their prediction time"] if len(bad) else []
-        return _result(problems, nodes_checked=len(ctx))
+    def no_future_in_context(context: AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        def one(key):
+            ctx = _read_or_none(warehouse, "node_contexts", key)
+            if ctx is None:
+                return ["not materialized"], {}
+            seq = _read_or_none(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends"])
+            if seq is None:
+                return [f"node_contexts exist but token_sequences of {key!r} do not"], {}
+            bad = seq_stage.context_violations(ctx, seq)
+            problems = (
+                [f"{len(bad)} of {len(ctx)} decision nodes read events after their prediction time"] if len(bad) else []
+            )
+            return problems, {"nodes_checked": len(ctx)}
+
+        return _run(context, project, one)
 
     @dg.asset_check(
         asset="task_labels",
         blocking=True,
         description="Every outcome that sets a label lies strictly after the prediction time (never in the context).",
     )
-    def labels_after_prediction_time(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
-        lab = _read(warehouse, "task_labels", context.partition_key)
-        bad = lab["outcome_time"].notna() & (lab["outcome_time"] <= lab["prediction_time"]) & lab["boolean_value"]
-        problems = [f"{int(bad.sum())} labels set by an outcome at or before the prediction time"] if bad.any() else []
-        return _result(problems, labels_checked=len(lab))
+    def labels_after_prediction_time(context: AssetCheckExecutionContext, warehouse: DuckDBResource):
+        def one(key):
+            lab = _read_or_none(warehouse, "task_labels", key)
+            if lab is None:
+                return ["not materialized"], {}
+            bad = lab["outcome_time"].notna() & (lab["outcome_time"] <= lab["prediction_time"]) & lab["boolean_value"]
+            problems = [f"{int(bad.sum())} labels set by an outcome at or before the prediction time"] if bad.any() else []
+            return problems, {"labels_checked": len(lab)}
+
+        return _run(context, project, one)
 
     checks = [meds_schema, split_disjointness, no_future_in_context, labels_after_prediction_time]
     for recipe in project.recipes:
-        checks.append(_collapse_check(recipe))
+        checks.append(_collapse_check(project, recipe))
     return checks
 
 
-def _collapse_check(recipe: str) -> dg.AssetChecksDefinition:
+def _collapse_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=f"{recipe}_embeddings",
         name="not_collapsed",
         blocking=True,
         description=f"Every embedding dimension varies across decision nodes (std > {EMBEDDING_STD_FLOOR}).",
     )
-    def not_collapsed(context: dg.AssetCheckExecutionContext, artifacts: ArtifactStore) -> dg.AssetCheckResult:
-        emb, _ = load_embeddings(artifacts.path(f"{recipe}_embeddings", context.partition_key))
-        return collapse_result(emb)
+    def not_collapsed(context: AssetCheckExecutionContext, artifacts: ArtifactStore) -> dg.AssetCheckResult:
+        def one(key):
+            folder = artifacts.path(f"{recipe}_embeddings", key)
+            if not (folder / "embeddings.safetensors").exists():
+                return ["not materialized"], {}
+            emb, _ = load_embeddings(folder)
+            return collapse_problems(emb)
+
+        return _run(context, project, one)
 
     return not_collapsed
 
 
-def collapse_result(emb: np.ndarray, floor: float = EMBEDDING_STD_FLOOR) -> dg.AssetCheckResult:
+def collapse_problems(emb: np.ndarray, floor: float = EMBEDDING_STD_FLOOR) -> tuple[list[str], dict]:
+    """Problems (NaN/inf, dimensions with std <= floor) and metadata (min std, effective rank) of embeddings."""
     std = emb.std(axis=0)
     n_low = int((std <= floor).sum())
     finite = bool(np.isfinite(emb).all())
@@ -86,10 +152,24 @@ def collapse_result(emb: np.ndarray, floor: float = EMBEDDING_STD_FLOOR) -> dg.A
         problems.append("embeddings contain NaN or inf")
     if n_low:
         problems.append(f"{n_low} of {emb.shape[1]} dimensions have std <= {floor}")
-    # effective rank of the centered embeddings (exp of the entropy of normalized singular values)
-    s = np.linalg.svd(emb - emb.mean(0), compute_uv=False) if finite and len(emb) > 1 else np.zeros(1)
-    p = s / s.sum() if s.sum() > 0 else np.ones_like(s) / len(s)
-    eff_rank = float(np.exp(-(p * np.log(p + 1e-12)).sum()))
-    return _result(problems, min_std=float(std.min()), effective_rank=round(eff_rank, 2), dims=int(emb.shape[1]))
+    return problems, {
+        "min_std": float(std.min()),
+        "effective_rank": round(effective_rank(emb), 2) if finite else float("nan"),
+        "dims": int(emb.shape[1]),
+    }
 
 
+def effective_rank(emb: np.ndarray) -> float:
+    """exp(entropy of the normalized singular values) of the centered embeddings (Roy & Vetterli, 2007)."""
+    if len(emb) < 2:
+        return 0.0
+    s = np.linalg.svd(emb - emb.mean(0), compute_uv=False)
+    if s.sum() <= 0:
+        return 0.0
+    p = s / s.sum()
+    return float(np.exp(-(p * np.log(p + 1e-12)).sum()))
+
+
+def collapse_result(emb: np.ndarray, floor: float = EMBEDDING_STD_FLOOR) -> dg.AssetCheckResult:
+    problems, md = collapse_problems(emb, floor)
+    return _result(problems, **md)

@@ -97,9 +97,12 @@ def test_metrics_in_range_for_every_task_and_recipe(built):
     m = q(db, "SELECT * FROM probe_metrics WHERE cohort = ?", [PARTITION])
     assert set(m["recipe"]) == {"sft", "jepa", "count_baseline"}
     auroc = m[m["metric"] == "auroc"]
-    assert len(auroc) == 3 * 4  # 3 recipes x (mortality x3... see probes) -> checked below per recipe
+    # inspect's binary tasks: mortality x3 horizons, readmission x2, pulmonary_hypertension x1
+    expected = {("mortality", 90), ("mortality", 180), ("mortality", 365), ("readmission", 30),
+                ("readmission", 180), ("pulmonary_hypertension", 365)}
     for recipe, g in auroc.groupby("recipe"):
-        assert set(zip(g["task"], g["horizon_days"])) >= {("mortality", 90), ("mortality", 180), ("mortality", 365)}
+        assert set(zip(g["task"], g["horizon_days"])) == expected, recipe
+    assert len(auroc) == 3 * len(expected)
     finite = m["value"].dropna()
     assert len(finite) > 0
     scored = m[m["metric"].isin(["auroc", "auprc", "c_index", "brier"])]["value"].dropna()
@@ -128,12 +131,15 @@ def test_leaking_table_fails_the_leakage_check(built):
         leaky.loc[leaky.index[:5], "context_end"] = leaky.loc[leaky.index[:5], "n_tokens"]  # read the whole future
         replace_partition(c, "node_contexts", leaky, {"cohort": PARTITION})
     try:
+        # a check-only run (the UI's "Execute check") checks every partition present in the warehouse
         check_job = dg.define_asset_job("leak", selection=dg.AssetSelection.checks_for_assets("node_contexts"))
         job = dg.Definitions.merge(defs, dg.Definitions(jobs=[check_job])).resolve_job_def("leak")
-        res = job.execute_in_process(partition_key=PARTITION, instance=instance, raise_on_error=False)
+        res = job.execute_in_process(instance=instance, raise_on_error=False)
         ev = {e.check_name: e for e in res.get_asset_check_evaluations()}
         assert ev["no_future_in_context"].passed is False
-        assert "read events after their prediction time" in ev["no_future_in_context"].metadata["problems"].text
+        text = ev["no_future_in_context"].metadata["problems"].value
+        assert f"[{PARTITION}] 5 of {len(ctx)} decision nodes read events after their prediction time" in text
+        assert ev["no_future_in_context"].metadata["partitions_checked"].value == PARTITION
     finally:
         with duckdb.connect(str(db)) as c:
             replace_partition(c, "node_contexts", ctx, {"cohort": PARTITION})

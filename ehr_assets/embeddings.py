@@ -1,0 +1,101 @@
+"""Frozen embeddings from a trained checkpoint (see :mod:`ehr_assets.training` for the folder layout).
+
+Standalone (torch / transformers / peft / numpy, no Dagster). An embedding is the final-layer hidden state of the
+decoder stack (after the final norm, no lm_head) at the last non-pad token (``pool='last'``) or its mean over the
+non-pad tokens (``pool='mean'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .training import _quiet, decoder_of, load_base, pick_device
+
+__all__ = ["load_encoder", "embed", "pool_hidden"]
+
+
+def load_encoder(ckpt_dir: Path, device=None) -> tuple[torch.nn.Module, dict]:
+    """The checkpoint's PeftModel (base + adapter) in eval mode on ``device`` (default: cuda if available), and the
+    recipe as a dict."""
+    from peft import PeftModel
+
+    ckpt_dir = Path(ckpt_dir)
+    rpath = ckpt_dir / "recipe.json"
+    if not rpath.is_file() or not (ckpt_dir / "adapter").is_dir():
+        raise FileNotFoundError(f"{ckpt_dir}: not a checkpoint (recipe.json and adapter/ expected)")
+    recipe = json.loads(rpath.read_text())
+    with _quiet():
+        base, _ = load_base(ckpt_dir)
+        model = PeftModel.from_pretrained(base, str(ckpt_dir / "adapter"), is_trainable=False)
+    model.to(pick_device(device))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, recipe
+
+
+def pool_hidden(h: torch.Tensor, attention_mask: torch.Tensor, pool: str) -> torch.Tensor:
+    """[B, L, H] hidden states, [B, L] right-padded mask -> [B, H]."""
+    m = attention_mask.to(h.dtype)
+    if pool == "last":
+        last = attention_mask.long().sum(1) - 1
+        return h[torch.arange(h.shape[0], device=h.device), last]
+    if pool == "mean":
+        return (h * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0)
+    raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
+
+
+@torch.no_grad()
+def embed(ckpt_dir: Path, contexts: list[np.ndarray], *, pool: str = "last", batch_size: int = 32, pad_id: int = 0,
+          log: Callable[[str], None] | None = None) -> np.ndarray:
+    """float32 ``[N, H]`` embeddings of ``contexts`` (token id arrays, already cropped), rows in input order.
+
+    Batches are formed by length (longest first) and right-padded with an attention mask, so a row's embedding does
+    not depend on its batch. On CUDA with a bf16 recipe the forward runs under bf16 autocast.
+    """
+    if pool not in ("last", "mean"):
+        raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    ctxs = [np.asarray(c, dtype=np.int64).reshape(-1) for c in contexts]
+    for i, c in enumerate(ctxs):
+        if c.size == 0:
+            raise ValueError(f"contexts[{i}] is empty: every context needs at least one token")
+    model, recipe = load_encoder(ckpt_dir)
+    dec, _ = decoder_of(model)
+    H = model.get_base_model().config.hidden_size
+    V = model.get_base_model().get_input_embeddings().weight.shape[0]
+    out = np.zeros((len(ctxs), H), dtype=np.float32)
+    if not ctxs:
+        return out
+    bad = [i for i, c in enumerate(ctxs) if int(c.min()) < 0 or int(c.max()) >= V]
+    if bad:
+        raise ValueError(f"contexts {bad[:5]} have token ids outside the model's vocabulary [0, {V})")
+    device = next(model.parameters()).device
+    bf16 = device.type == "cuda" and recipe.get("training", {}).get("precision") == "bf16"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    lengths = np.array([len(c) for c in ctxs])
+    order = np.argsort(-lengths, kind="stable")
+    n_batches = (len(ctxs) + batch_size - 1) // batch_size
+    for bi in range(n_batches):
+        idx = order[bi * batch_size : (bi + 1) * batch_size]
+        L = int(lengths[idx].max())
+        inp = np.full((len(idx), L), pad_id, dtype=np.int64)
+        am = np.zeros((len(idx), L), dtype=np.int64)
+        for r, i in enumerate(idx):
+            inp[r, : lengths[i]] = ctxs[i]
+            am[r, : lengths[i]] = 1
+        inp_t, am_t = torch.from_numpy(inp).to(device), torch.from_numpy(am).to(device)
+        with autocast:
+            h = dec(input_ids=inp_t, attention_mask=am_t, use_cache=False).last_hidden_state
+        out[idx] = pool_hidden(h.float(), am_t, pool).cpu().numpy()
+        if log is not None and ((bi + 1) % 10 == 0 or bi + 1 == n_batches):
+            log(f"embedded {min((bi + 1) * batch_size, len(ctxs))}/{len(ctxs)} contexts ({bi + 1}/{n_batches} batches)")
+    return out
