@@ -1,9 +1,11 @@
 """Print the latest probe metrics from the warehouse.
 
-    python -m ehr_assets.report --format table|csv [--warehouse PATH] [--cohort msk] [--recipe sft]
+    python -m ehr_assets.report --format table|csv|wide [--warehouse PATH] [--cohort msk] [--recipe sft]
 
-One row per (cohort partition, recipe, task, horizon_days, metric); columns
-``cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n``. The warehouse is opened read-only.
+``table`` and ``csv``: one row per (cohort partition, recipe, task, horizon_days, metric); columns
+``cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n``. ``wide``: the headline metric of every task
+(AUROC for binary tasks, Harrell's C for survival) with one column per recipe, the count baseline first.
+The warehouse is opened read-only.
 """
 
 from __future__ import annotations
@@ -50,9 +52,32 @@ def format_table(df: pd.DataFrame) -> str:
     return fmt.to_string(index=False)
 
 
+HEADLINE = ("auroc", "c_index")
+
+
+def wide_table(df: pd.DataFrame) -> str:
+    """Headline metrics, rows (cohort, task, horizon_days, metric), one ``value [ci_low, ci_high]`` column per recipe."""
+    head = df[df["metric"].isin(HEADLINE)].copy()
+    if head.empty:
+        return "(no AUROC or C-index rows)"
+
+    def cell(r) -> str:
+        if pd.isna(r.value):
+            return "nan"
+        ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+        return f"{r.value:.3f}{ci}"
+
+    head["cell"] = [cell(r) for r in head.itertuples()]
+    wide = head.pivot_table(
+        index=["cohort", "task", "horizon_days", "metric"], columns="recipe", values="cell", aggfunc="first"
+    )
+    recipes = sorted(wide.columns, key=lambda r: (r != "count_baseline", r == "oracle", r))
+    return wide[recipes].reset_index().rename_axis(columns=None).to_string(index=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ehr_assets.report", description=__doc__.splitlines()[0])
-    ap.add_argument("--format", choices=["table", "csv"], default="table")
+    ap.add_argument("--format", choices=["table", "csv", "wide"], default="table")
     ap.add_argument("--warehouse", type=Path, default=None, help="DuckDB file (default: $DAGSTER_HOME/warehouse.duckdb)")
     ap.add_argument("--cohort")
     ap.add_argument("--recipe")
@@ -64,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.format == "csv":
         df.to_csv(sys.stdout, index=False, float_format="%.4f")
+    elif args.format == "wide":
+        print(wide_table(df))
     else:
         print(format_table(df))
     return 0

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 import dagster as dg
 
-from ehr_assets.definitions import PIPELINE_JOB, build_definitions
+from ehr_assets.definitions import PIPELINE_JOB, REPORT_JOB, build_definitions
 from ehr_assets.warehouse import replace_partition
 
 PARTITION = "inspect"
@@ -48,6 +48,17 @@ def built(tmp_path_factory):
         job = defs.resolve_job_def(PIPELINE_JOB)
         result = job.execute_in_process(partition_key=PARTITION, instance=instance, raise_on_error=False)
         yield defs, result, db, tmp, instance
+
+
+@pytest.fixture(scope="module")
+def cross_disease(built):
+    """The other two partitions and the unpartitioned cross-disease report, on the same instance and warehouse."""
+    defs, _, db, _, instance = built
+    job = defs.resolve_job_def(PIPELINE_JOB)
+    results = {k: job.execute_in_process(partition_key=k, instance=instance, raise_on_error=False).success
+               for k in ("msk", "combined")}
+    report = defs.resolve_job_def(REPORT_JOB).execute_in_process(instance=instance, raise_on_error=False)
+    return results, report, db
 
 
 def q(db, sql, params=None):
@@ -143,3 +154,28 @@ def test_leaking_table_fails_the_leakage_check(built):
     finally:
         with duckdb.connect(str(db)) as c:
             replace_partition(c, "node_contexts", ctx, {"cohort": PARTITION})
+
+
+def test_cross_disease_report_compares_member_and_union_encoders(cross_disease):
+    results, report, db = cross_disease
+    assert results == {"msk": True, "combined": True} and report.success
+    r = q(db, "SELECT * FROM cross_disease_report")
+    assert set(r["member"]) == {"msk", "inspect"} and set(r["union"]) == {"combined"}
+    assert set(r["recipe"]) == {"sft", "jepa", "count_baseline"}
+    # every binary task of a member appears once per recipe, scored on that member's held-out subjects both ways
+    ins = r[(r["member"] == "inspect") & (r["recipe"] == "sft")]
+    assert set(zip(ins["task"], ins["horizon_days"])) == {
+        ("mortality", 90), ("mortality", 180), ("mortality", 365), ("readmission", 30), ("readmission", 180),
+        ("pulmonary_hypertension", 365)}
+    both = r.dropna(subset=["auroc_member", "auroc_union"])
+    assert len(both) > 0
+    assert both["auroc_member"].between(0, 1).all() and both["auroc_union"].between(0, 1).all()
+    assert np.allclose(both["delta"], both["auroc_union"] - both["auroc_member"])
+    # the union partition's held-out predictions for a member are exactly that member's held-out rows
+    p = q(db, "SELECT cohort, source_cohort, subject_id, prediction_time FROM probe_predictions "
+              "WHERE recipe = 'sft' AND task = 'mortality' AND horizon_days = 365")
+    alone = p[p["cohort"] == "inspect"][["subject_id", "prediction_time"]]
+    pooled = p[(p["cohort"] == "combined") & (p["source_cohort"] == "inspect")][["subject_id", "prediction_time"]]
+    key = ["subject_id", "prediction_time"]
+    pd.testing.assert_frame_equal(alone.sort_values(key).reset_index(drop=True),
+                                  pooled.sort_values(key).reset_index(drop=True))
