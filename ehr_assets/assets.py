@@ -9,6 +9,7 @@ calls the stage module that does the work, writes one partition atomically and r
 import base64
 import io
 import json
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +27,7 @@ from . import labels as labels_stage
 from . import sequences as seq_stage
 from .evaluation import evaluate, markdown_table
 from .specs import Project, RecipeSpec
-from .warehouse import artifact_dir, atomic_dir, read_partition, replace_partition
+from .warehouse import artifact_dir, atomic_dir, read_partition, replace_partition, resume_dir
 
 POOL = "duckdb"  # steps that write the warehouse; dagster.yaml limits this pool
 
@@ -40,6 +41,41 @@ class ArtifactStore(dg.ConfigurableResource):
         return artifact_dir(self.root, asset, partition)
 
 
+class Trainer(dg.ConfigurableResource):
+    """Where ``<recipe>_checkpoint`` assets train.
+
+    ``in_process`` (default): in the step's own process. ``subprocess``: ``command`` (default ``python -m
+    ehr_assets.training``; e.g. ``["accelerate", "launch", "--num_processes", "8", "-m", "ehr_assets.training"]``) is
+    launched through Dagster Pipes with a training-data bundle, so training can move to a GPU node (or a cluster
+    launcher) while logs stream back into the run. Either way a killed attempt resumes from its last step checkpoint.
+    """
+
+    launcher: str = "in_process"
+    command: list[str] = []
+    env: dict[str, str] = {}
+
+    def model_post_init(self, __context) -> None:
+        if self.launcher not in ("in_process", "subprocess"):
+            raise ValueError(f"trainer.launcher must be 'in_process' or 'subprocess', got {self.launcher!r}")
+
+    def run_subprocess(self, context, recipe_file: Path, data, tokenizer_dir: Path, init_dir: Path | None,
+                       dest: Path, rdir: Path) -> None:
+        import sys
+        import tempfile
+
+        cmd = list(self.command) or [sys.executable, "-m", "ehr_assets.training"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{dest.name}.data-", dir=dest.parent) as bundle:
+            data.save(Path(bundle))
+            cmd += ["--recipe", str(recipe_file), "--data", bundle, "--tokenizer", str(tokenizer_dir),
+                    "--out", str(dest), "--resume-dir", str(rdir)]
+            if init_dir is not None:
+                cmd += ["--init-dir", str(init_dir)]
+            dg.PipesSubprocessClient(env=dict(self.env)).run(command=cmd, context=context).get_results()
+        if not (dest / "train_log.json").is_file():
+            raise RuntimeError(f"training subprocess exited without writing {dest}")
+
+
 def _meta_table(df: pd.DataFrame) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(df))
 
@@ -48,14 +84,26 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _png_md(fig, title: str) -> dg.MetadataValue:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})")
+
+
 def _plot_md(curve: list[dict], title: str) -> dg.MetadataValue:
-    """The loss curve as a markdown image (Dagster 1.13 has no image metadata type)."""
+    """Loss curves and, when recorded, the collapse monitor (embedding std, effective rank) as a markdown image
+    (Dagster 1.13 has no image metadata type)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=90)
+    mon = [r for r in curve if "emb_eff_rank" in r]
+    fig, axes = plt.subplots(1, 2 if mon else 1, figsize=(9 if mon else 5, 3), dpi=90, squeeze=False)
+    ax = axes[0][0]
     steps = [r["step"] for r in curve]
     for key in ("loss", "sft_loss", "jepa_loss"):
         ys = [r.get(key, float("nan")) for r in curve]
@@ -64,11 +112,18 @@ def _plot_md(curve: list[dict], title: str) -> dg.MetadataValue:
     ax.set_xlabel("step")
     ax.set_title(title)
     ax.legend()
+    if mon:
+        ax = axes[0][1]
+        ms = [r["step"] for r in mon]
+        ax.plot(ms, [r["emb_eff_rank"] for r in mon], color="tab:purple", label="effective rank")
+        ax.set_xlabel("step")
+        ax.set_ylabel("effective rank")
+        ax2 = ax.twinx()
+        ax2.plot(ms, [r["emb_mean_std"] for r in mon], color="tab:gray", ls="--", label="mean dim std")
+        ax2.set_ylabel("mean per-dim std")
+        ax.set_title("collapse monitor (node embeddings)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})")
+    return _png_md(fig, title)
 
 
 def _read(warehouse: DuckDBResource, table: str, cohort: str, **kw) -> pd.DataFrame:
@@ -232,26 +287,10 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
 # ============================================================================================ recipe assets
 def load_train_data(warehouse: DuckDBResource, cohort: str, tokenizer_dir: Path):
     """The train split's timelines and decision-node (context, future) examples, as :class:`TrainData`."""
-    from .training import TrainData
+    from .training import train_data_from_warehouse
 
-    fast, _ = seq_stage.load_tokenizer(tokenizer_dir)
-    seq = _read(warehouse, "token_sequences", cohort, columns=["subject_id", "split", "input_ids"])
-    seq = seq[seq["split"] == train_split]
-    ctx = _read(warehouse, "node_contexts", cohort)
-    ctx = ctx[ctx["split"] == train_split]
-    ids = {s: np.asarray(x, dtype=np.int64) for s, x in zip(seq["subject_id"], seq["input_ids"])}
-    examples = [
-        (ids[s], int(e)) for s, e, n in zip(ctx["subject_id"], ctx["context_end"], ctx["n_tokens"]) if e < n
-    ]  # a node with no future token teaches JEPA nothing
-    return TrainData(
-        sft_sequences=list(ids.values()),
-        jepa_examples=examples,
-        vocab_size=len(fast),
-        pad_id=fast.pad_token_id,
-        mask_id=fast.mask_token_id,
-        bos_id=fast.bos_token_id,
-        eos_id=fast.eos_token_id,
-    )
+    with warehouse.get_connection() as conn:
+        return train_data_from_warehouse(conn, cohort, tokenizer_dir)
 
 
 def load_contexts(warehouse: DuckDBResource, cohort: str, seq_len: int):
@@ -285,9 +324,9 @@ def build_recipe_assets(
         + f"). {recipe.description}",
         metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
     )
-    def checkpoint(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
-        from .training import train
-
+    def checkpoint(
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, trainer: Trainer
+    ):
         key = context.partition_key
         tok_dir = artifacts.path("tokenizer", key)
         data = load_train_data(warehouse, key, tok_dir)
@@ -295,21 +334,36 @@ def build_recipe_assets(
         if init_dir is not None and not init_dir.exists():
             raise FileNotFoundError(f"{ckpt_key}[{key}]: init_from checkpoint {init_dir} is missing; materialize it")
         context.log.info(
-            f"training {name} on {key}: {len(data.sft_sequences)} train timelines, {len(data.jepa_examples)} nodes"
+            f"training {name} on {key} ({trainer.launcher}): {len(data.sft_sequences)} train timelines, "
+            f"{len(data.jepa_examples)} decision-node examples"
         )
         dest = artifacts.path(ckpt_key, key)
-        with atomic_dir(dest) as tmp:
-            res = train(recipe, data, tmp, init_dir=init_dir, tokenizer_dir=tok_dir, log=context.log.info)
-        curve = res.loss_curve
+        rdir = resume_dir(artifacts.root, ckpt_key, key)
+        if trainer.launcher == "subprocess":
+            trainer.run_subprocess(context, project.root / "models" / f"{name}.yaml", data, tok_dir, init_dir,
+                                   dest, rdir)
+        else:
+            from .training import train
+
+            with atomic_dir(dest) as tmp:
+                train(recipe, data, tmp, init_dir=init_dir, tokenizer_dir=tok_dir, resume_dir=rdir,
+                      log=context.log.info)
+            shutil.rmtree(rdir, ignore_errors=True)  # published: nothing left to resume
+        res = json.loads((dest / "train_log.json").read_text())
+        curve = res["loss_curve"]
+        last = curve[-1] if curve else {}
         return dg.MaterializeResult(
             metadata={
-                "steps": res.steps,
-                "wall_s": round(res.wall_s, 2),
-                "tokens_per_s": round(res.tokens_per_s, 1),
-                "peak_mem_mb": round(res.peak_mem_mb, 1),
-                "trainable_params": res.trainable_params,
-                "total_params": res.total_params,
-                "final_loss": float(curve[-1]["loss"]) if curve else float("nan"),
+                "steps": res["steps"],
+                "wall_s": round(res["wall_s"], 2),
+                "tokens_per_s": round(res["tokens_per_s"], 1),
+                "peak_mem_mb": round(res["peak_mem_mb"], 1),
+                "trainable_params": res["trainable_params"],
+                "total_params": res["total_params"],
+                "final_loss": float(last.get("loss", float("nan"))),
+                "final_emb_eff_rank": float(last.get("emb_eff_rank", float("nan"))),
+                "final_emb_mean_std": float(last.get("emb_mean_std", float("nan"))),
+                "launcher": trainer.launcher,
                 "loss_curve": _plot_md(curve, f"{name} [{key}]"),
                 "path": dg.MetadataValue.path(str(dest)),
             }

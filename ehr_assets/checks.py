@@ -17,6 +17,7 @@ from . import cohort as cohort_stage
 from . import sequences as seq_stage
 from .assets import ArtifactStore, load_embeddings
 from .specs import Project
+from .stats import effective_rank
 from .warehouse import read_partition, table_exists
 
 EMBEDDING_STD_FLOOR = 1e-4
@@ -157,17 +158,6 @@ def collapse_problems(emb: np.ndarray, floor: float = EMBEDDING_STD_FLOOR) -> tu
         "effective_rank": round(effective_rank(emb), 2) if finite else float("nan"),
         "dims": int(emb.shape[1]),
     }
-
-
-def effective_rank(emb: np.ndarray) -> float:
-    """exp(entropy of the normalized singular values) of the centered embeddings (Roy & Vetterli, 2007)."""
-    if len(emb) < 2:
-        return 0.0
-    s = np.linalg.svd(emb - emb.mean(0), compute_uv=False)
-    if s.sum() <= 0:
-        return 0.0
-    p = s / s.sum()
-    return float(np.exp(-(p * np.log(p + 1e-12)).sum()))
 
 
 def collapse_result(emb: np.ndarray, floor: float = EMBEDDING_STD_FLOOR) -> dg.AssetCheckResult:

@@ -12,18 +12,13 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from .assets import ArtifactStore, build_baseline_asset, build_data_assets, build_recipe_assets, build_report_asset
+from .assets import ArtifactStore, Trainer, build_baseline_asset, build_data_assets, build_recipe_assets, build_report_asset
 from .checks import build_checks
 from .specs import Project, default_project_dir, load_project
+from .warehouse import default_artifact_root, default_warehouse
 
 PIPELINE_JOB = "smb_pipeline"
 REPORT_JOB = "cross_disease_report_job"
-
-
-def default_home(project_dir: Path) -> Path:
-    """$DAGSTER_HOME if set, else ``<project>/dagster_home``."""
-    env = os.environ.get("DAGSTER_HOME")
-    return Path(env).resolve() if env else project_dir / "dagster_home"
 
 
 def build_definitions(
@@ -31,12 +26,12 @@ def build_definitions(
     *,
     warehouse_path: str | Path | None = None,
     artifact_root: str | Path | None = None,
+    trainer: Trainer | None = None,
 ) -> dg.Definitions:
     if not isinstance(project, Project):
         project = load_project(project or default_project_dir())
-    home = default_home(project.root)
-    warehouse_path = Path(warehouse_path or os.environ.get("EHR_WAREHOUSE") or home / "warehouse.duckdb")
-    artifact_root = Path(artifact_root or os.environ.get("EHR_ARTIFACT_ROOT") or home / "artifacts")
+    warehouse_path = Path(warehouse_path or default_warehouse(project.root))
+    artifact_root = Path(artifact_root or default_artifact_root(project.root))
     warehouse_path.parent.mkdir(parents=True, exist_ok=True)
 
     partitions = dg.StaticPartitionsDefinition(project.partition_keys)
@@ -62,6 +57,7 @@ def build_definitions(
         resources={
             "warehouse": DuckDBResource(database=str(warehouse_path)),
             "artifacts": ArtifactStore(root=str(artifact_root)),
+            "trainer": trainer or Trainer(launcher=os.environ.get("EHR_TRAINER_LAUNCHER", "in_process")),
         },
     )
 

@@ -17,19 +17,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from .warehouse import read_partition, table_exists
+from .warehouse import default_warehouse, read_partition, table_exists
 
 COLUMNS = ["cohort", "recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]
-
-
-def default_warehouse() -> Path:
-    from .definitions import default_home
-    from .specs import default_project_dir
-
-    import os
-
-    env = os.environ.get("EHR_WAREHOUSE")
-    return Path(env) if env else default_home(default_project_dir()) / "warehouse.duckdb"
 
 
 def load_metrics(warehouse: str | Path, cohort: str | None = None, recipe: str | None = None) -> pd.DataFrame:

@@ -196,7 +196,11 @@ class Training(_Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
     log_every: int = Field(default=10, gt=0)
-    checkpoint_every: int = Field(default=0, ge=0, description="0: no step checkpoints")
+    checkpoint_every: int = Field(default=0, ge=0, description="0: no step checkpoints (and nothing to resume from)")
+    keep_checkpoints: int = Field(default=2, gt=0, description="step checkpoints kept for resume (the latest ones)")
+    resume: bool = Field(default=True, description="resume from the latest matching step checkpoint of a killed run")
+    monitor_every: int = Field(default=0, ge=0, description="collapse monitor interval in steps; 0: log_every")
+    monitor_nodes: int = Field(default=64, ge=0, description="decision-node contexts the collapse monitor embeds")
 
 
 class Embedding(_Strict):

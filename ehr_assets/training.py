@@ -81,6 +81,79 @@ class TrainData:
     bos_id: int
     eos_id: int
 
+    SPECIAL = ("vocab_size", "pad_id", "mask_id", "bos_id", "eos_id")
+
+    def save(self, folder: Path) -> None:
+        """A self-contained bundle a training process on another machine can read (parquet + JSON, no pickle):
+        ``sequences.parquet`` (input_ids), ``examples.parquet`` (sequence row, boundary), ``special.json``."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        seqs = [np.asarray(s, dtype=np.int64) for s in self.sft_sequences]
+        row = {id(s): i for i, s in enumerate(self.sft_sequences)}
+        extra, ex_rows = [], []
+        for ids, b in self.jepa_examples:  # examples normally point at a timeline of sft_sequences
+            i = row.get(id(ids))
+            if i is None:
+                i = len(seqs) + len(extra)
+                extra.append(np.asarray(ids, dtype=np.int64))
+                row[id(ids)] = i
+            ex_rows.append((i, int(b)))
+        all_seqs = seqs + extra
+        pq.write_table(pa.table({"input_ids": pa.array([s.tolist() for s in all_seqs], pa.list_(pa.int64())),
+                                 "is_sft": pa.array([True] * len(seqs) + [False] * len(extra))}),
+                       folder / "sequences.parquet")
+        pq.write_table(pa.table({"sequence": pa.array([r[0] for r in ex_rows], pa.int64()),
+                                 "boundary": pa.array([r[1] for r in ex_rows], pa.int64())}),
+                       folder / "examples.parquet")
+        (folder / "special.json").write_text(json.dumps({k: int(getattr(self, k)) for k in self.SPECIAL}))
+
+    @classmethod
+    def load(cls, folder: Path) -> "TrainData":
+        import pyarrow.parquet as pq
+
+        folder = Path(folder)
+        missing = [f for f in ("sequences.parquet", "examples.parquet", "special.json") if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: not a training-data bundle (missing {missing})")
+        st = pq.read_table(folder / "sequences.parquet")
+        seqs = [np.asarray(x, dtype=np.int64) for x in st.column("input_ids").to_pylist()]
+        is_sft = st.column("is_sft").to_pylist()
+        ex = pq.read_table(folder / "examples.parquet")
+        examples = [(seqs[i], int(b)) for i, b in zip(ex.column("sequence").to_pylist(), ex.column("boundary").to_pylist())]
+        special = json.loads((folder / "special.json").read_text())
+        return cls([s for s, f in zip(seqs, is_sft) if f], examples, **{k: int(special[k]) for k in cls.SPECIAL})
+
+
+def train_data_from_warehouse(conn, cohort: str, tokenizer_dir: Path) -> TrainData:
+    """The train split's timelines and decision-node (context, future) examples of ``cohort`` from the warehouse
+    (tables ``token_sequences`` and ``node_contexts``) and its tokenizer folder."""
+    from meds import train_split
+
+    from .sequences import load_tokenizer
+    from .warehouse import read_partition
+
+    fast, _ = load_tokenizer(tokenizer_dir)
+    seq = read_partition(conn, "token_sequences", {"cohort": cohort}, columns=["subject_id", "split", "input_ids"])
+    seq = seq[seq["split"] == train_split]
+    ctx = read_partition(conn, "node_contexts", {"cohort": cohort}, order_by=["subject_id", "prediction_time"])
+    ctx = ctx[ctx["split"] == train_split]
+    ids = {s: np.asarray(x, dtype=np.int64) for s, x in zip(seq["subject_id"], seq["input_ids"])}
+    examples = [
+        (ids[s], int(e)) for s, e, n in zip(ctx["subject_id"], ctx["context_end"], ctx["n_tokens"]) if e < n
+    ]  # a node with no future token teaches JEPA nothing
+    return TrainData(
+        sft_sequences=list(ids.values()),
+        jepa_examples=examples,
+        vocab_size=len(fast),
+        pad_id=fast.pad_token_id,
+        mask_id=fast.mask_token_id,
+        bos_id=fast.bos_token_id,
+        eos_id=fast.eos_token_id,
+    )
+
 
 @dataclass
 class TrainResult:
@@ -296,8 +369,10 @@ def _check_parent(recipe: RecipeSpec, init_dir: Path) -> dict:
 
 
 def build_model(recipe: RecipeSpec, data: TrainData, *, init_dir: Path | None = None,
-                log: Callable[[str], None] = print, save_base_to: Path | None = None):
-    """The trainable PeftModel (fp32, on CPU) and its base_info.
+                log: Callable[[str], None] = print, save_base_to: Path | None = None,
+                base_dtype: torch.dtype | None = None):
+    """The trainable PeftModel (on CPU) and its base_info. Trainable tensors are fp32; the frozen base is fp32 too,
+    or ``base_dtype`` (bf16 on GPU: half the memory, the adapters and their optimizer state stay fp32).
 
     Without ``init_dir``: a fresh backbone (seeded with ``training.seed``) plus a fresh LoRA adapter. With ``init_dir``
     (the ``init_from`` recipe's checkpoint): exactly that checkpoint's base and adapter weights, trainable.
@@ -330,6 +405,10 @@ def build_model(recipe: RecipeSpec, data: TrainData, *, init_dir: Path | None = 
             if recipe.lora.dropout != parent.get("lora", {}).get("dropout", recipe.lora.dropout):
                 log(f"note: lora.dropout of {parent.get('name')!r}'s adapter is used")
     model.to(torch.float32)
+    if base_dtype is not None and base_dtype != torch.float32:
+        for p in model.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(base_dtype)
     return model, info
 
 
@@ -502,10 +581,34 @@ def make_sft_batch(sequences: list[np.ndarray], seq_len: int, pad_id: int, rng: 
     return inp, am
 
 
-def _cycle(n: int, rng: np.random.Generator) -> Iterator[int]:
-    """Indices 0..n-1 in a fresh random order every epoch."""
-    while True:
-        yield from (int(i) for i in rng.permutation(n))
+class Sampler:
+    """Which examples a micro-batch reads, and its random stream, as pure functions of (seed, step).
+
+    Example ``g`` of the run (counted over steps, accumulation rounds and the global batch) is
+    ``perm(g // n)[g % n]``, where ``perm(e)`` is epoch ``e``'s permutation drawn from ``default_rng([seed, 1, e])``;
+    masks and windows of (step, accumulation round, process) come from ``default_rng([seed, 2, step, round, rank])``.
+    A run resumed at step ``k`` therefore reads exactly what the uninterrupted run read, with no sampler state to save.
+    """
+
+    def __init__(self, n: int, seed: int, batch_size: int, grad_accum: int, world: int = 1, rank: int = 0):
+        if n <= 0:
+            raise ValueError("no training examples")
+        self.n, self.seed, self.B, self.A, self.world, self.rank = n, seed, batch_size, grad_accum, world, rank
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) > 2:
+                self._perms.pop(min(self._perms))
+            self._perms[epoch] = np.random.default_rng([self.seed, 1, epoch]).permutation(self.n)
+        return self._perms[epoch]
+
+    def indices(self, step: int, micro: int) -> list[int]:
+        first = ((step * self.A + micro) * self.world + self.rank) * self.B
+        return [int(self._perm(g // self.n)[g % self.n]) for g in range(first, first + self.B)]
+
+    def rng(self, step: int, micro: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, 2, step, micro, self.rank])
 
 
 # ====================================================================================================== losses
@@ -589,20 +692,234 @@ def _save_state(model, predictor, momentum, info: dict, dest: Path) -> None:
         save_file(momentum.adapter_state_dict(), str(dest / "ema_adapter.safetensors"))
 
 
+# ------------------------------------------------------------------------------------------- step checkpoints
+def data_fingerprint(data: TrainData) -> str:
+    """sha256 over every token id, boundary and special id the run reads (what a resumed run must also read)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(np.asarray([data.vocab_size, data.pad_id, data.mask_id, data.bos_id, data.eos_id], np.int64).tobytes())
+    for s in data.sft_sequences:
+        a = np.ascontiguousarray(s, dtype=np.int64)
+        h.update(np.int64(a.size).tobytes())
+        h.update(a.tobytes())
+    for ids, b in data.jepa_examples:
+        a = np.ascontiguousarray(ids, dtype=np.int64)
+        h.update(np.asarray([a.size, int(b)], np.int64).tobytes())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _run_fingerprint(recipe: RecipeSpec, data: TrainData, init_dir: Path | None) -> str:
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(recipe.model_dump(mode="json"), sort_keys=True).encode())
+    h.update(data_fingerprint(data).encode())
+    if init_dir is not None:
+        for f in sorted((Path(init_dir) / "adapter").glob("*.safetensors")):
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _save_step(dest: Path, step: int, fingerprint: str, model, predictor, momentum, optim, sched, info: dict,
+               curve: list[dict], tokens: int, device: torch.device) -> None:
+    """A resumable step checkpoint (all safetensors + JSON, no pickle): ``adapter/`` and friends as in the final
+    checkpoint, plus ``trainer_state.safetensors`` (trainable tensors, EMA, predictor, AdamW moments, RNG states)
+    and ``trainer_state.json`` (step, fingerprint, optimizer hyper-parameters, scheduler, loss curve so far)."""
+    from safetensors.torch import save_file
+
+    tmp = dest.parent / f".{dest.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _save_state(model, predictor, momentum, info, tmp)
+    t: dict[str, torch.Tensor] = {}
+    for n, p in _trainable(model):
+        t[f"param/{n}"] = p.detach().cpu().contiguous()
+    if momentum is not None:
+        for n, e in momentum.ema.items():
+            t[f"ema/{n}"] = e.detach().cpu().contiguous()
+    if predictor is not None:
+        for n, v in predictor.state_dict().items():
+            t[f"predictor/{n}"] = v.detach().cpu().contiguous()
+    osd = optim.state_dict()
+    for i, st in osd["state"].items():
+        for k, v in st.items():
+            t[f"optim/{i}/{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+    t["rng/torch"] = torch.get_rng_state()
+    if device.type == "cuda":
+        t["rng/cuda"] = torch.cuda.get_rng_state(device)
+    save_file(t, str(tmp / "trainer_state.safetensors"))
+    sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
+    meta = {"step": step, "fingerprint": fingerprint, "param_groups": osd["param_groups"], "scheduler": sched_state,
+            "curve": curve, "tokens": tokens}
+    (tmp / "trainer_state.json").write_text(json.dumps(meta, allow_nan=True))
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+
+
+def _latest_step(folder: Path, fingerprint: str, log: Callable[[str], None]) -> Path | None:
+    """The newest complete step checkpoint in ``folder`` made by the same recipe, data and parent, or None."""
+    if not folder.is_dir():
+        return None
+    for d in sorted(folder.glob("step_*"), reverse=True):
+        meta = d / "trainer_state.json"
+        if not meta.is_file() or not (d / "trainer_state.safetensors").is_file():
+            continue
+        try:
+            fp = json.loads(meta.read_text()).get("fingerprint")
+        except json.JSONDecodeError:
+            continue
+        if fp == fingerprint:
+            return d
+        log(f"ignoring step checkpoint {d}: it was made by another recipe, data or parent checkpoint")
+    return None
+
+
+def _load_step(src: Path, model, predictor, momentum, optim, sched, device: torch.device) -> tuple[int, list, int]:
+    from safetensors.torch import load_file
+
+    t = load_file(str(src / "trainer_state.safetensors"))
+    meta = json.loads((src / "trainer_state.json").read_text())
+    with torch.no_grad():
+        for n, p in _trainable(model):
+            p.copy_(t[f"param/{n}"].to(p.device, p.dtype))
+        if momentum is not None:
+            for n, e in momentum.ema.items():
+                e.copy_(t[f"ema/{n}"].to(e.device, e.dtype))
+    if predictor is not None:
+        predictor.load_state_dict({n: t[f"predictor/{n}"] for n in predictor.state_dict()})
+    state: dict[int, dict] = {}
+    for k, v in t.items():
+        if k.startswith("optim/"):
+            _, i, name = k.split("/", 2)
+            state.setdefault(int(i), {})[name] = v.to(device) if name != "step" else v
+    optim.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    sched.load_state_dict({**sched.state_dict(), **meta["scheduler"]})
+    torch.set_rng_state(t["rng/torch"])
+    if device.type == "cuda" and "rng/cuda" in t:
+        torch.cuda.set_rng_state(t["rng/cuda"], device)
+    return int(meta["step"]), list(meta["curve"]), int(meta["tokens"])
+
+
+def _prune_steps(folder: Path, keep: int) -> None:
+    steps = sorted(folder.glob("step_*"))
+    for d in steps[: max(0, len(steps) - keep)]:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------- collapse monitor
+def monitor_contexts(data: TrainData, seq_len: int, n: int) -> list[np.ndarray]:
+    """A fixed set of up to ``n`` contexts the collapse monitor embeds: decision-node contexts (the last ``seq_len``
+    tokens up to each node), evenly spread over the examples; SFT-only data: the first ``seq_len`` tokens."""
+    if n <= 0:
+        return []
+    if data.jepa_examples:
+        pick = np.unique(np.linspace(0, len(data.jepa_examples) - 1, min(n, len(data.jepa_examples))).astype(int))
+        return [np.asarray(data.jepa_examples[i][0][max(0, data.jepa_examples[i][1] - seq_len): data.jepa_examples[i][1]],
+                           dtype=np.int64) for i in pick]
+    seqs = [s for s in data.sft_sequences if len(s)]
+    pick = np.unique(np.linspace(0, len(seqs) - 1, min(n, len(seqs))).astype(int)) if seqs else []
+    return [np.asarray(seqs[i][:seq_len], dtype=np.int64) for i in pick]
+
+
+@torch.no_grad()
+def _monitor(model, contexts: list[np.ndarray], pad_id: int, device: torch.device, autocast) -> dict[str, float]:
+    """Last-token hidden states of the online encoder on the monitor contexts -> std and effective rank."""
+    from .stats import embedding_stats
+
+    if len(contexts) < 2:
+        return {}
+    dec, _ = decoder_of(model)
+    was = model.training
+    model.eval()
+    try:
+        L = max(len(c) for c in contexts)
+        inp = torch.full((len(contexts), L), pad_id, dtype=torch.long)
+        am = torch.zeros((len(contexts), L), dtype=torch.long)
+        for i, c in enumerate(contexts):
+            inp[i, : len(c)] = torch.from_numpy(c)
+            am[i, : len(c)] = 1
+        inp, am = inp.to(device), am.to(device)
+        with autocast():
+            h = dec(input_ids=inp, attention_mask=am, use_cache=False).last_hidden_state
+        last = am.sum(1) - 1
+        emb = h[torch.arange(len(contexts), device=device), last].float().cpu().numpy()
+    finally:
+        model.train(was)
+    return embedding_stats(emb)
+
+
+# -------------------------------------------------------------------------------------------------- distributed
+def _dist():
+    """(device, rank, world): one process on cuda/cpu, or one of several under ``accelerate launch`` / torchrun."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        from accelerate import PartialState
+
+        st = PartialState()
+        return st.device, st.process_index, st.num_processes
+    return pick_device(), 0, 1
+
+
+def _all_reduce_grads(params: list[torch.Tensor], world: int) -> None:
+    """Average gradients over processes (data parallel without wrapping the model: the JEPA passes call the decoder
+    stack and the momentum encoder directly, which a DDP wrapper would not see)."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    off = 0
+    for g in grads:
+        g.copy_(flat[off: off + g.numel()].view_as(g))
+        off += g.numel()
+
+
+def _mean_over_processes(values: list[float], device, world: int) -> list[float]:
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / world).tolist()
+
+
 def train(recipe: RecipeSpec, data: TrainData, out_dir: Path, *, init_dir: Path | None = None,
-          tokenizer_dir: Path | None = None, log: Callable[[str], None] = print) -> TrainResult:
-    """Train ``recipe`` on ``data`` and write the checkpoint into ``out_dir`` (missing or empty)."""
+          tokenizer_dir: Path | None = None, resume_dir: Path | None = None,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train ``recipe`` on ``data`` and write the checkpoint into ``out_dir`` (missing or empty).
+
+    Step checkpoints (every ``training.checkpoint_every`` steps) go to ``resume_dir`` (default
+    ``out_dir/checkpoints``); when ``training.resume`` is on and ``resume_dir`` holds a step checkpoint of the same
+    recipe, data and parent checkpoint (a killed run), training continues from it and ends with the same weights as
+    an uninterrupted run (CPU, same seeds: bit for bit; the sampler is a pure function of seed and step).
+    Under ``accelerate launch`` / torchrun each process trains on its own share of every global batch
+    (``batch_size`` per process) and gradients are averaged; only process 0 writes.
+    """
     t_start = time.perf_counter()
     _validate(recipe, data)
     if recipe.init_from is not None and init_dir is None:
         raise ValueError(f"recipe {recipe.name!r} has init_from {recipe.init_from!r}: pass init_dir (its checkpoint)")
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(f"{out_dir}: output folder is not empty")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    device, rank, world = _dist()
+    main = rank == 0
+    if not main:
+        log = lambda _m: None  # noqa: E731
+    if main:
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise ValueError(f"{out_dir}: output folder is not empty")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    resume_dir = Path(resume_dir) if resume_dir is not None else out_dir / "checkpoints"
 
     tr, jcfg, lw = recipe.training, recipe.jepa, recipe.loss_weights
-    device = pick_device()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     use_bf16 = tr.precision == "bf16" and device.type == "cuda"
@@ -611,7 +928,8 @@ def train(recipe: RecipeSpec, data: TrainData, out_dir: Path, *, init_dir: Path 
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
     # ---- model; its frozen base is saved right away (before LoRA wraps it), it never changes
-    model, info = build_model(recipe, data, init_dir=init_dir, log=log, save_base_to=out_dir)
+    model, info = build_model(recipe, data, init_dir=init_dir, log=log, save_base_to=out_dir if main else None,
+                              base_dtype=torch.bfloat16 if use_bf16 else None)
     model.to(device)
     model.train()
     model.config.use_cache = False
@@ -636,34 +954,44 @@ def train(recipe: RecipeSpec, data: TrainData, out_dir: Path, *, init_dir: Path 
     optim = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, o, tr.steps))
 
-    rng = np.random.default_rng(tr.seed)
     if jepa_mode:
-        order = _cycle(len(data.jepa_examples), rng)
+        n_items = len(data.jepa_examples)
     else:
         seqs = [np.asarray(s, dtype=np.int64) for s in data.sft_sequences if len(s) >= 2]
-        order = _cycle(len(seqs), rng)
+        n_items = len(seqs)
+    sampler = Sampler(n_items, tr.seed, tr.batch_size, tr.grad_accum, world, rank)
+    monitor_every = tr.monitor_every or tr.log_every
+    mon_ctx = monitor_contexts(data, tr.seq_len, tr.monitor_nodes) if main else []
+
+    fingerprint = _run_fingerprint(recipe, data, init_dir)
+    start, curve, tokens = 0, [], 0
+    if tr.resume and tr.checkpoint_every:
+        found = _latest_step(resume_dir, fingerprint, log)
+        if found is not None:
+            start, curve, tokens = _load_step(found, model, predictor, momentum, optim, sched, device)
+            log(f"{recipe.name}: resuming from {found} (step {start}/{tr.steps})")
     log(
-        f"{recipe.name}: {recipe.objective} on {device.type}"
+        f"{recipe.name}: {recipe.objective} on {device.type}" + (f" x {world} processes" if world > 1 else "")
         + (f" from {init_dir}" if init_dir is not None else "")
         + f", {n_trainable:,} trainable / {n_total:,} params, {tr.steps} steps x {tr.batch_size}"
         + (f" x {tr.grad_accum}" if tr.grad_accum > 1 else "")
         + f" x <= {tr.seq_len} tokens"
     )
 
-    curve: list[dict] = []
-    tokens = 0
     t_loop = time.perf_counter()
+    tokens0 = tokens
     nan = float("nan")
-    for step in range(tr.steps):
+    for step in range(start, tr.steps):
         lr_now = optim.param_groups[0]["lr"]
         tot = s_tot = j_tot = 0.0
-        for _ in range(tr.grad_accum):
-            idx = [next(order) for _ in range(tr.batch_size)]
+        for micro in range(tr.grad_accum):
+            idx = sampler.indices(step, micro)
+            rng = sampler.rng(step, micro)
             if jepa_mode:
                 jb = make_jepa_batch([data.jepa_examples[i] for i in idx], tr.seq_len, jcfg, data.mask_id,
                                      data.pad_id, rng)
                 b = jb.tensors(device)
-                tokens += int(jb.attention_mask.sum())
+                tokens += int(jb.attention_mask.sum()) * world
                 loss = torch.zeros((), device=device)
                 with autocast():
                     if use_sft_aux:
@@ -676,13 +1004,15 @@ def train(recipe: RecipeSpec, data: TrainData, out_dir: Path, *, init_dir: Path 
                         j_tot += float(lj.detach())
             else:
                 inp, am = make_sft_batch([seqs[i] for i in idx], tr.seq_len, data.pad_id, rng)
-                tokens += int(am.sum())
+                tokens += int(am.sum()) * world
                 with autocast():
                     loss = sft_loss(model, torch.from_numpy(inp).to(device), torch.from_numpy(am).to(device))
                 s_tot += float(loss.detach())
                 loss = lw.sft * loss
             (loss / tr.grad_accum).backward()
             tot += float(loss.detach())
+        if world > 1:
+            _all_reduce_grads(params, world)
         if o.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
         optim.step()
@@ -696,6 +1026,7 @@ def train(recipe: RecipeSpec, data: TrainData, out_dir: Path, *, init_dir: Path 
         n = step + 1
         if n == 1 or n % tr.log_every == 0 or n == tr.steps:
             ga = tr.grad_accum
+            tot, s_tot, j_tot = _mean_over_processes([tot, s_tot, j_tot], device, world)
             rec = {
                 "step": n,
                 "loss": tot / ga,
@@ -704,35 +1035,144 @@ def train(recipe: RecipeSpec, data: TrainData, out_dir: Path, *, init_dir: Path 
                 "lr": lr_now,
                 "tau": tau,
             }
+            if main and (n == 1 or n % monitor_every == 0 or n == tr.steps):
+                rec.update(_monitor(model, mon_ctx, data.pad_id, device, autocast))
             curve.append(rec)
             el = time.perf_counter() - t_loop
+            mon = f" | emb std {rec['emb_mean_std']:.3g} eff.rank {rec['emb_eff_rank']:.1f}" if "emb_eff_rank" in rec else ""
             log(
                 f"{recipe.name} step {n}/{tr.steps} loss {rec['loss']:.4f}"
                 + (f" (sft {rec['sft_loss']:.4f}, jepa {rec['jepa_loss']:.4f})" if jepa_mode else "")
                 + f" lr {lr_now:.2e}" + (f" tau {tau:.4f}" if momentum is not None else "")
-                + f" | {tokens / max(el, 1e-9):,.0f} tok/s"
+                + f" | {(tokens - tokens0) / max(el, 1e-9):,.0f} tok/s" + mon
             )
-        if tr.checkpoint_every and n % tr.checkpoint_every == 0 and n < tr.steps:
-            dest = out_dir / "checkpoints" / f"step_{n:06d}"
-            dest.mkdir(parents=True)
-            _save_state(model, predictor, momentum, info, dest)
+        if main and tr.checkpoint_every and n % tr.checkpoint_every == 0 and n < tr.steps:
+            dest = resume_dir / f"step_{n:06d}"
+            _save_step(dest, n, fingerprint, model, predictor, momentum, optim, sched, info, curve, tokens, device)
+            _prune_steps(resume_dir, tr.keep_checkpoints)
             log(f"{recipe.name}: step checkpoint {dest}")
     loop_s = time.perf_counter() - t_loop
 
-    # ---- save
-    _save_state(model, predictor, momentum, info, out_dir)
-    if tokenizer_dir is not None:
-        shutil.copytree(Path(tokenizer_dir), out_dir / "tokenizer")
-    (out_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
     res = TrainResult(
         steps=tr.steps,
         wall_s=time.perf_counter() - t_start,
-        tokens_per_s=tokens / max(loop_s, 1e-9),
+        tokens_per_s=(tokens - tokens0) / max(loop_s, 1e-9),
         peak_mem_mb=_peak_mem_mb(device),
         loss_curve=curve,
         trainable_params=int(n_trainable),
         total_params=int(n_total),
     )
+    if not main:
+        return res
+    # ---- save
+    _save_state(model, predictor, momentum, info, out_dir)
+    if tokenizer_dir is not None:
+        shutil.copytree(Path(tokenizer_dir), out_dir / "tokenizer")
+    (out_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
     (out_dir / "train_log.json").write_text(json.dumps(res.to_dict(), indent=2, allow_nan=True))
-    log(f"{recipe.name}: done in {res.wall_s:.1f}s, {res.tokens_per_s:,.0f} tok/s, peak {res.peak_mem_mb:,.0f} MiB")
+    log(f"{recipe.name}: done in {res.wall_s:.1f}s, {res.tokens_per_s:,.0f} tok/s, peak {res.peak_mem_mb:,.0f} MiB"
+        + (f" (resumed at step {start})" if start else ""))
     return res
+
+
+# ========================================================================================================= CLI
+def _pipes():
+    """The Dagster Pipes context when this process was launched by the ``<recipe>_checkpoint`` asset in subprocess
+    mode (logs then stream to the Dagster run), else None. ``dagster-pipes`` is a small standalone package; a GPU
+    machine without it simply logs to stdout."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    try:
+        from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+    except ImportError:
+        return None
+    return open_dagster_pipes() if PipesEnvVarParamsLoader().is_dagster_pipes_process() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ehr_assets.training --recipe NAME --cohort KEY``: train one recipe on one cohort, no Dagster.
+
+    Reads the cohort's ``token_sequences`` / ``node_contexts`` from the DuckDB warehouse (read-only) and its
+    tokenizer from the artifact root, or a training-data bundle (``--data``, written by :meth:`TrainData.save`), and
+    writes ``<artifacts>/<recipe>_checkpoint/<cohort>/`` atomically. A killed run resumes from its last step
+    checkpoint when started again. Runs under ``accelerate launch`` / torchrun for several GPUs.
+    """
+    import argparse
+    import os
+    import sys
+
+    from .specs import RecipeSpec, SpecError, default_project_dir, load_project, load_spec
+    from .warehouse import atomic_dir, default_artifact_root, default_warehouse
+    from .warehouse import resume_dir as default_resume_dir
+
+    ap = argparse.ArgumentParser(prog="python -m ehr_assets.training", description=main.__doc__.splitlines()[0])
+    ap.add_argument("--recipe", required=True, help="a recipe name in <project>/models/, or a recipe YAML file")
+    ap.add_argument("--cohort", help="cohort partition (reads the warehouse; names the default output folder)")
+    ap.add_argument("--data", type=Path, help="training-data bundle folder instead of the warehouse")
+    ap.add_argument("--project", type=Path, default=None, help="project folder (default: this repository)")
+    ap.add_argument("--warehouse", type=Path, help="DuckDB file (default: $EHR_WAREHOUSE or <home>/warehouse.duckdb)")
+    ap.add_argument("--artifacts", type=Path, help="artifact root (default: $EHR_ARTIFACT_ROOT or <home>/artifacts)")
+    ap.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: <artifacts>/tokenizer/<cohort>)")
+    ap.add_argument("--init-dir", type=Path, help="checkpoint of init_from (default: <artifacts>/<parent>_checkpoint/<cohort>)")
+    ap.add_argument("--resume-dir", type=Path, help="step checkpoints (default: <artifacts>/.resume/<asset>/<cohort>)")
+    ap.add_argument("--out", type=Path, help="output checkpoint folder (default: <artifacts>/<recipe>_checkpoint/<cohort>)")
+    args = ap.parse_args(argv)
+
+    pipes = _pipes()
+    log = pipes.log.info if pipes is not None else (lambda m: print(m, flush=True))
+    try:
+        project_dir = Path(args.project or default_project_dir())
+        rpath = Path(args.recipe)
+        if rpath.suffix in (".yaml", ".yml"):
+            recipe = load_spec(rpath, RecipeSpec)
+        else:
+            recipes = load_project(project_dir).recipes
+            if args.recipe not in recipes:
+                raise SpecError(f"{project_dir / 'models'}: no recipe {args.recipe!r} (known: {sorted(recipes)})")
+            recipe = recipes[args.recipe]
+        if args.data is None and args.cohort is None:
+            raise SystemExit("error: give --cohort (read the warehouse) or --data (a training-data bundle)")
+        if args.cohort is None and args.out is None:
+            raise SystemExit("error: --out is required with --data and no --cohort")
+        artifacts = Path(args.artifacts or default_artifact_root(project_dir))
+        asset = f"{recipe.name}_checkpoint"
+        tok = args.tokenizer or (artifacts / "tokenizer" / args.cohort if args.cohort else None)
+        if args.data is not None:
+            data = TrainData.load(args.data)
+        else:
+            import duckdb
+
+            wh = Path(args.warehouse or default_warehouse(project_dir))
+            if not wh.is_file():
+                raise FileNotFoundError(f"{wh}: no warehouse; materialize the cohort's token_sequences first")
+            with duckdb.connect(str(wh), read_only=True) as conn:
+                data = train_data_from_warehouse(conn, args.cohort, tok)
+        init_dir = args.init_dir
+        if recipe.init_from and init_dir is None:
+            if args.cohort is None:
+                raise SystemExit(f"error: recipe {recipe.name!r} starts from {recipe.init_from!r}: give --init-dir")
+            init_dir = artifacts / f"{recipe.init_from}_checkpoint" / args.cohort
+        out = Path(args.out or artifacts / asset / args.cohort)
+        rdir = args.resume_dir or (default_resume_dir(artifacts, asset, args.cohort) if args.cohort else out.parent /
+                                   f".{out.name}.resume")
+        main_rank = int(os.environ.get("RANK", "0")) == 0
+        if main_rank:
+            with atomic_dir(out) as tmp:
+                train(recipe, data, tmp, init_dir=init_dir, tokenizer_dir=tok, resume_dir=rdir, log=log)
+            shutil.rmtree(rdir, ignore_errors=True)  # done: nothing left to resume
+            log(f"wrote {out}")
+        else:
+            train(recipe, data, out, init_dir=init_dir, resume_dir=rdir, log=log)  # rank > 0 writes nothing
+    except (SpecError, FileNotFoundError, LookupError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if pipes is not None:
+            pipes.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -100,7 +100,35 @@ def read_partition(
     return conn.execute(f"SELECT {cols} FROM {ident(table)} WHERE {cond}{order}", list(where.values())).df()
 
 
+# ----------------------------------------------------------------------------------------------------- default paths
+def default_home(project_dir: Path | None = None) -> Path:
+    """$DAGSTER_HOME if set, else ``<project>/dagster_home``."""
+    from .specs import default_project_dir
+
+    env = os.environ.get("DAGSTER_HOME")
+    return Path(env).resolve() if env else Path(project_dir or default_project_dir()) / "dagster_home"
+
+
+def default_warehouse(project_dir: Path | None = None) -> Path:
+    """$EHR_WAREHOUSE, else ``<home>/warehouse.duckdb``."""
+    env = os.environ.get("EHR_WAREHOUSE")
+    return Path(env) if env else default_home(project_dir) / "warehouse.duckdb"
+
+
+def default_artifact_root(project_dir: Path | None = None) -> Path:
+    """$EHR_ARTIFACT_ROOT, else ``<home>/artifacts``."""
+    env = os.environ.get("EHR_ARTIFACT_ROOT")
+    return Path(env) if env else default_home(project_dir) / "artifacts"
+
+
 # ------------------------------------------------------------------------------------------------------- artifacts
+def resume_dir(root: str | Path, asset: str, partition: str) -> Path:
+    """Where a training asset keeps step checkpoints between attempts: ``<root>/.resume/<asset>/<partition>/``."""
+    ident(asset)
+    ident(partition)
+    return Path(root) / ".resume" / asset / partition
+
+
 def artifact_dir(root: str | Path, asset: str, partition: str) -> Path:
     ident(asset)
     ident(partition)

@@ -179,3 +179,31 @@ def test_cross_disease_report_compares_member_and_union_encoders(cross_disease):
     key = ["subject_id", "prediction_time"]
     pd.testing.assert_frame_equal(alone.sort_values(key).reset_index(drop=True),
                                   pooled.sort_values(key).reset_index(drop=True))
+
+
+def test_training_in_a_pipes_subprocess(built):
+    """The same checkpoint asset with the trainer launched as a subprocess through Dagster Pipes (the route to a GPU
+    node): logs stream into the run, the checkpoint is published, and it matches in-process training bit for bit."""
+    from safetensors.torch import load_file
+
+    from ehr_assets.assets import Trainer
+
+    defs, _, db, tmp, instance = built
+    ck = tmp / "artifacts" / "sft_checkpoint" / PARTITION
+    before = load_file(str(ck / "adapter" / "adapter_model.safetensors"))
+    sub = build_definitions(tmp / "project",
+                            warehouse_path=db, artifact_root=tmp / "artifacts", trainer=Trainer(launcher="subprocess"))
+    job = sub.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey("sft_checkpoint")})
+    res = job.execute_in_process(partition_key=PARTITION, instance=instance, raise_on_error=False)
+    assert res.success
+    mat = res.asset_materializations_for_node("sft_checkpoint")[0]
+    assert mat.metadata["launcher"].value == "subprocess" and mat.metadata["steps"].value == 6
+    logs = [e.user_message for e in instance.all_logs(res.run_id)]
+    assert any("sft step 6/6" in m for m in logs), "training logs did not stream back through Pipes"
+    after = load_file(str(ck / "adapter" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    import torch
+
+    for k in before:  # same recipe, data and seed: the subprocess trains the same weights
+        torch.testing.assert_close(before[k], after[k], rtol=0, atol=1e-6)
+    assert not (tmp / "artifacts" / ".resume" / "sft_checkpoint" / PARTITION).exists()

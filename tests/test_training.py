@@ -195,7 +195,7 @@ def test_sft_overfits_tiny_set(tmp_path):
 
 def test_jepa_loss_falls(tmp_path):
     d = make_data(n=4, seed=4, min_len=14, max_len=20)
-    r = recipe("jp", "hybrid", training={"steps": 40, "batch_size": 4, "seq_len": 32},
+    r = recipe("jp", "hybrid", training={"steps": 60, "batch_size": 4, "seq_len": 32},
                loss_weights={"sft": 0.0, "jepa": 1.0}, jepa={"ema_tau": 0.99},
                optimizer={"lr": 1e-2, "schedule": "constant", "warmup_steps": 0})
     res = train(r, d, tmp_path / "ck", log=quiet)
