@@ -8,13 +8,15 @@ unpartitioned ``cross_disease_report`` runs over all partitions.
 """
 
 import argparse
+import os
 import sys
 import time
 
 import dagster as dg
 
 from .definitions import PIPELINE_JOB, REPORT_JOB, defs
-from .report import default_warehouse, load_metrics, wide_table
+from .report import load_metrics, wide_table
+from .warehouse import default_home, default_warehouse
 
 
 def _run_config(log_level: str) -> dict:
@@ -26,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", help="comma-separated cohort keys (default: all)")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = ap.parse_args(argv)
+    if not os.environ.get("DAGSTER_HOME"):  # the project's own instance folder (dagster.yaml, run history)
+        os.environ["DAGSTER_HOME"] = str(default_home())
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def(PIPELINE_JOB)
     all_keys = job.partitions_def.get_partition_keys()

@@ -211,6 +211,7 @@ class Embedding(_Strict):
 class RecipeSpec(_Strict):
     name: str
     description: str = ""
+    extends: str | None = Field(default=None, description="inherit every key of this recipe, then override")
     format: Literal["delimited"] = "delimited"
     backbone: Backbone
     lora: Lora = Lora()
@@ -288,12 +289,44 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _deep_merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``: mappings merge key by key, anything else (lists included) is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+NOT_INHERITED = ("name", "description", "extends")
+
+
+def _resolve_extends(path: Path, data: dict, chain: tuple[str, ...] = ()) -> dict:
+    """A recipe may declare ``extends: <other recipe in the same folder>``: it inherits every key of that recipe
+    (recursively) except name and description, and overrides what it declares. Ablations stay one-line diffs."""
+    parent = data.get("extends")
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise SpecError(f"{path}: extends: must be the name of a recipe in {path.parent} (got {parent!r})")
+    if parent in chain or parent == path.stem:
+        raise SpecError(f"{path}: extends: cycle {' -> '.join((*chain, path.stem, parent))}")
+    ppath = path.parent / f"{parent}.yaml"
+    if not ppath.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml") if p != path)
+        raise SpecError(f"{path}: extends: unknown recipe {parent!r} (known: {known})")
+    pdata = _resolve_extends(ppath, _read_yaml(ppath), (*chain, path.stem))
+    inherited = {k: v for k, v in pdata.items() if k not in NOT_INHERITED}
+    return _deep_merge(inherited, data)
+
+
 def load_spec(path: str | Path, model: type[BaseModel]):
     path = Path(path)
     data = _read_yaml(path)
     data.setdefault("name", path.stem)
     if data["name"] != path.stem:
         raise SpecError(f"{path}: name: {data['name']!r} must equal the file name {path.stem!r}")
+    if "extends" in data and model is RecipeSpec:
+        data = _resolve_extends(path, data)
     try:
         return model.model_validate(data)
     except ValidationError as e:

@@ -853,16 +853,22 @@ def _monitor(model, contexts: list[np.ndarray], pad_id: int, device: torch.devic
 
 # -------------------------------------------------------------------------------------------------- distributed
 def _dist():
-    """(device, rank, world): one process on cuda/cpu, or one of several under ``accelerate launch`` / torchrun."""
+    """(device, rank, world): one process on cuda/cpu, or one of several started by ``accelerate launch`` or torchrun
+    (both set RANK / WORLD_SIZE / LOCAL_RANK); the process group is NCCL on GPUs, gloo on CPUs."""
     import os
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        from accelerate import PartialState
+    if world <= 1:
+        return pick_device(), 0, 1
+    import torch.distributed as dist
 
-        st = PartialState()
-        return st.device, st.process_index, st.num_processes
-    return pick_device(), 0, 1
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, dist.get_rank(), dist.get_world_size()
 
 
 def _all_reduce_grads(params: list[torch.Tensor], world: int) -> None:

@@ -57,24 +57,30 @@ TINY_MODEL = {
 }
 
 
-@pytest.fixture
-def tiny_project(tmp_path) -> Path:
-    """A copy of the shipped declarations shrunk to run the whole graph in seconds."""
+def make_tiny_project(root: Path, subjects: dict[str, int], recipes=("sft", "jepa"), steps: int = 6) -> Path:
+    """A copy of the shipped declarations shrunk to run the whole graph in seconds: ``subjects`` per source cohort,
+    only ``recipes`` (tiny backbone, ``steps`` steps), splits 50/20/30."""
     import yaml
 
-    root = tmp_path / "project"
     for d in ("cohorts", "models", "probes"):
         shutil.copytree(REPO / d, root / d)
-    for name, n in (("msk", 80), ("inspect", 80)):
+    for name, n in subjects.items():
         p = root / "cohorts" / f"{name}.yaml"
         spec = yaml.safe_load(p.read_text())
         spec["source"]["subjects"] = n
         spec["splits"] = {"train": 0.5, "tuning": 0.2, "held_out": 0.3, "seed": 1}
         p.write_text(yaml.safe_dump(spec))
-    for name in ("sft", "jepa"):
-        p = root / "models" / f"{name}.yaml"
+    for p in sorted((root / "models").glob("*.yaml")):
+        if p.stem not in recipes:
+            p.unlink()
+            continue
         spec = yaml.safe_load(p.read_text())
         spec["backbone"] = TINY_MODEL
-        spec["training"].update(steps=6, batch_size=4, seq_len=64, log_every=2)
+        spec.setdefault("training", {}).update(steps=steps, batch_size=4, seq_len=64, log_every=2)
         p.write_text(yaml.safe_dump(spec))
     return root
+
+
+@pytest.fixture
+def tiny_project(tmp_path) -> Path:
+    return make_tiny_project(tmp_path / "project", {"msk": 80, "inspect": 80})

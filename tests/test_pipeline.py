@@ -19,29 +19,10 @@ PARTITION = "inspect"
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from .conftest import REPO  # noqa: F401  (fixtures are function-scoped; build the tiny project by hand)
-    import shutil
-
-    import yaml
-
-    from .conftest import TINY_MODEL
+    from .conftest import make_tiny_project
 
     tmp = tmp_path_factory.mktemp("pipeline")
-    root = tmp / "project"
-    for d in ("cohorts", "models", "probes"):
-        shutil.copytree(REPO / d, root / d)
-    for name, n in (("msk", 60), ("inspect", 160)):
-        p = root / "cohorts" / f"{name}.yaml"
-        spec = yaml.safe_load(p.read_text())
-        spec["source"]["subjects"] = n
-        spec["splits"] = {"train": 0.5, "tuning": 0.2, "held_out": 0.3, "seed": 1}
-        p.write_text(yaml.safe_dump(spec))
-    for name in ("sft", "jepa"):
-        p = root / "models" / f"{name}.yaml"
-        spec = yaml.safe_load(p.read_text())
-        spec["backbone"] = TINY_MODEL
-        spec["training"].update(steps=6, batch_size=4, seq_len=64, log_every=2)
-        p.write_text(yaml.safe_dump(spec))
+    root = make_tiny_project(tmp / "project", {"msk": 60, "inspect": 160})
     db = tmp / "warehouse.duckdb"
     defs = build_definitions(root, warehouse_path=db, artifact_root=tmp / "artifacts")
     with dg.instance_for_test() as instance:
@@ -207,3 +188,22 @@ def test_training_in_a_pipes_subprocess(built):
     for k in before:  # same recipe, data and seed: the subprocess trains the same weights
         torch.testing.assert_close(before[k], after[k], rtol=0, atol=1e-6)
     assert not (tmp / "artifacts" / ".resume" / "sft_checkpoint" / PARTITION).exists()
+
+
+def test_every_shipped_recipe_yields_its_assets_and_check(tmp_path):
+    from ehr_assets.specs import load_project
+
+    from .conftest import REPO
+
+    project = load_project(REPO)
+    defs = build_definitions(project, warehouse_path=tmp_path / "w.duckdb", artifact_root=tmp_path / "a")
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    for r in project.recipes.values():
+        assert {f"{r.name}_checkpoint", f"{r.name}_embeddings", f"{r.name}_probe_metrics"} <= keys
+        parents = {k.to_user_string() for k in graph.get(dg.AssetKey(f"{r.name}_checkpoint")).parent_keys}
+        assert (f"{r.init_from}_checkpoint" in parents) == (r.init_from is not None)
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert {(f"{r}_embeddings", "not_collapsed") for r in project.recipes} <= checks
+    report_parents = {k.to_user_string() for k in graph.get(dg.AssetKey("cross_disease_report")).parent_keys}
+    assert report_parents == {f"{r}_probe_metrics" for r in project.recipes} | {"count_baseline_probe_metrics"}

@@ -99,3 +99,43 @@ def test_probe_rules(tmp_path):
         load_spec(f, ProbeSpec)
     f = write(tmp_path / "s.yaml", {"kind": "survival", "outcome_codes": ["X"], "cohorts": ["a"]})
     assert load_spec(f, ProbeSpec).horizons() == [0]
+
+
+def test_extends_inherits_and_overrides(tmp_path):
+    base = {"objective": "jepa", "backbone": {"config": {"hidden_size": 32, "num_attention_heads": 2,
+                                                          "num_key_value_heads": 1}},
+            "jepa": {"mask_ratio": 0.5, "ema_tau": 0.996}, "training": {"steps": 7, "seq_len": 64},
+            "description": "the base"}
+    write(tmp_path / "models" / "jepa.yaml", base)
+    f = write(tmp_path / "models" / "abl.yaml", {"extends": "jepa", "jepa": {"mask_ratio": 0.25}})
+    r = load_spec(f, RecipeSpec)
+    assert r.jepa.mask_ratio == 0.25 and r.jepa.ema_tau == 0.996  # mappings merge key by key
+    assert r.training.steps == 7 and r.backbone.config.hidden_size == 32 and r.objective == "jepa"
+    assert r.name == "abl" and r.description == "" and r.extends == "jepa"  # name/description are not inherited
+
+    write(tmp_path / "models" / "bad.yaml", {"extends": "nope"})
+    with pytest.raises(SpecError, match=r"bad.yaml: extends: unknown recipe 'nope'"):
+        load_spec(tmp_path / "models" / "bad.yaml", RecipeSpec)
+    write(tmp_path / "models" / "a.yaml", {"extends": "b"})
+    write(tmp_path / "models" / "b.yaml", {"extends": "a"})
+    with pytest.raises(SpecError, match=r"extends: cycle a -> b -> a"):
+        load_spec(tmp_path / "models" / "a.yaml", RecipeSpec)
+    f = write(tmp_path / "models" / "typo.yaml", {"extends": "jepa", "jepa": {"mask_ratoi": 0.3}})
+    with pytest.raises(SpecError, match=r"typo.yaml: jepa.mask_ratoi: unknown key"):
+        load_spec(f, RecipeSpec)
+
+
+def test_shipped_recipes_are_the_paper_regimes_and_ablations():
+    r = load_project(REPO).recipes
+    assert {"sft", "jepa", "hybrid", "jepa_only", "jepa_mask025", "jepa_mask075", "jepa_tau_sched"} <= set(r)
+    assert r["sft"].objective == "sft" and r["sft"].init_from is None
+    assert r["jepa"].objective == "jepa" and r["jepa"].init_from == "sft" and r["jepa"].loss_weights.sft == 1.0
+    assert r["jepa"].jepa.mask_ratio == 0.5 and r["jepa"].jepa.ema_tau == 0.996 and r["jepa"].jepa.predictor_depth == 2
+    assert r["hybrid"].objective == "hybrid" and r["hybrid"].init_from is None
+    assert r["jepa_only"].init_from is None and r["jepa_only"].loss_weights.sft == 0.0
+    assert r["jepa_mask025"].jepa.mask_ratio == 0.25 and r["jepa_mask075"].jepa.mask_ratio == 0.75
+    assert r["jepa_mask025"].init_from == "sft"
+    assert r["jepa_tau_sched"].jepa.ema_tau_end == 1.0
+    # the regimes get the same compute: hybrid and jepa_only take as many steps as both curriculum phases
+    assert r["hybrid"].training.steps == r["jepa_only"].training.steps == (r["sft"].training.steps
+                                                                           + r["jepa"].training.steps)
