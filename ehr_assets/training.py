@@ -638,6 +638,98 @@ def jepa_loss(model, predictor: Predictor, momentum: MomentumEncoder, batch: dic
     return (loss, pred, tgt) if return_parts else loss
 
 
+# ---------------------------------------------------------------------------------------- the optimized step
+class _LinearCrossEntropy(torch.autograd.Function):
+    """mean CE(h @ w.T, labels) without materializing the [N, V] logits: forward and backward walk ``chunk`` rows
+    at a time in fp32 (backward recomputes each chunk's logits). Same value and gradients as
+    ``F.cross_entropy((h @ w.T).float(), labels)`` up to float summation order."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, h, w, labels, chunk: int):
+        n = h.shape[0]
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        for s in range(0, n, chunk):
+            logits = (h[s: s + chunk] @ w.t()).float()
+            total = total + F.cross_entropy(logits, labels[s: s + chunk], reduction="sum")
+        ctx.save_for_backward(h, w, labels)
+        ctx.chunk = chunk
+        return total / max(n, 1)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad):
+        h, w, labels = ctx.saved_tensors
+        n, chunk = h.shape[0], ctx.chunk
+        gh = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        gw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if ctx.needs_input_grad[1] else None
+        scale = grad.float() / max(n, 1)
+        for s in range(0, n, chunk):
+            hs = h[s: s + chunk]
+            p = (hs @ w.t()).float().softmax(-1)
+            p[torch.arange(hs.shape[0], device=p.device), labels[s: s + chunk]] -= 1.0
+            p = (p * scale).to(h.dtype)
+            if gh is not None:
+                gh[s: s + chunk] = p @ w.to(h.dtype)
+            if gw is not None:
+                gw += (p.t() @ hs).float()
+        return gh, (gw.to(w.dtype) if gw is not None else None), None, None
+
+
+def _output_weight(model) -> torch.Tensor | None:
+    """The lm_head weight the fused cross-entropy can use (plain or modules_to_save head, no bias, no softcap), or
+    None when the head must run as a module (a LoRA-wrapped head, a bias, logit soft-capping)."""
+    head = model.get_output_embeddings()
+    cfg = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    if head is None or hasattr(head, "lora_A") or getattr(head, "bias", None) is not None:
+        return None
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    w = getattr(head, "weight", None)
+    return w if isinstance(w, torch.Tensor) and w.dim() == 2 else None
+
+
+def next_token_loss(model, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    chunk: int = 4096) -> torch.Tensor:
+    """The SFT loss from final hidden states: lm_head only at positions whose next token is real (no pad rows),
+    through :class:`_LinearCrossEntropy` (no full-vocabulary fp32 logits in memory)."""
+    valid = attention_mask[:, 1:] == 1
+    h = hidden[:, :-1][valid]
+    labels = input_ids[:, 1:][valid]
+    w = _output_weight(model)
+    if w is None:
+        return F.cross_entropy(model.get_output_embeddings()(h).float(), labels)
+    return _LinearCrossEntropy.apply(h, w, labels, chunk)
+
+
+def step_losses(model, predictor: Predictor | None, momentum: MomentumEncoder | None, batch: dict[str, torch.Tensor],
+                *, sft: bool, jepa: bool, chunk: int = 4096) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(SFT loss, JEPA loss) of one batch, as computed by :func:`sft_loss` and :func:`jepa_loss` (the plain
+    three-pass step) but faster: one decoder call over the SFT rows and the masked online rows stacked together, no
+    lm_head in the JEPA rows, and the next-token loss without full-vocabulary logits. The momentum pass stays a
+    separate no-grad call (other weights). ``tests/test_training.py`` checks losses and gradients match."""
+    dec = decoder_of(model)[0]
+    ids, am = batch["input_ids"], batch["attention_mask"]
+    B = ids.shape[0]
+    if sft and jepa:
+        h = dec(input_ids=torch.cat([ids, batch["masked_ids"]]), attention_mask=torch.cat([am, am]),
+                use_cache=False).last_hidden_state
+        h_sft, h_on = h[:B], h[B:]
+    elif sft:
+        h_sft, h_on = dec(input_ids=ids, attention_mask=am, use_cache=False).last_hidden_state, None
+    else:
+        h_sft = None
+        h_on = dec(input_ids=batch["masked_ids"], attention_mask=am, use_cache=False).last_hidden_state
+    ls = next_token_loss(model, h_sft, ids, am, chunk) if sft else None
+    lj = None
+    if jepa:
+        with torch.no_grad():
+            target = momentum.hidden(ids, am)
+        m = batch["mask"]
+        lj = F.mse_loss(predictor(h_on[m]).float(), target[m].float())
+    return ls, lj
+
+
 # =================================================================================================== schedules
 def tau_at(step: int, steps: int, jepa: Jepa) -> float:
     """EMA momentum after optimizer step ``step`` (0-based): cosine from ema_tau to ema_tau_end, else constant."""
@@ -998,23 +1090,20 @@ def train(recipe: RecipeSpec, data: TrainData, out_dir: Path, *, init_dir: Path 
                                      data.pad_id, rng)
                 b = jb.tensors(device)
                 tokens += int(jb.attention_mask.sum()) * world
-                loss = torch.zeros((), device=device)
-                with autocast():
-                    if use_sft_aux:
-                        ls = sft_loss(model, b["input_ids"], b["attention_mask"])
-                        loss = loss + lw.sft * ls
-                        s_tot += float(ls.detach())
-                    if use_jepa:
-                        lj = jepa_loss(model, predictor, momentum, b)
-                        loss = loss + lw.jepa * lj
-                        j_tot += float(lj.detach())
             else:
                 inp, am = make_sft_batch([seqs[i] for i in idx], tr.seq_len, data.pad_id, rng)
+                b = {"input_ids": torch.from_numpy(inp).to(device), "attention_mask": torch.from_numpy(am).to(device)}
                 tokens += int(am.sum()) * world
-                with autocast():
-                    loss = sft_loss(model, torch.from_numpy(inp).to(device), torch.from_numpy(am).to(device))
-                s_tot += float(loss.detach())
-                loss = lw.sft * loss
+            with autocast():
+                ls, lj = step_losses(model, predictor, momentum, b, sft=not jepa_mode or use_sft_aux,
+                                     jepa=use_jepa)
+            loss = torch.zeros((), device=device)
+            if ls is not None:
+                loss = loss + lw.sft * ls
+                s_tot += float(ls.detach())
+            if lj is not None:
+                loss = loss + lw.jepa * lj
+                j_tot += float(lj.detach())
             (loss / tr.grad_accum).backward()
             tot += float(loss.detach())
         if world > 1:

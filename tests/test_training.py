@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ehr_assets import training as T
@@ -319,3 +320,69 @@ def test_bad_data_raises(tmp_path, data):
         train(recipe(), data, tmp_path / "full", log=quiet)
     with pytest.raises(ValueError, match="init_dir"):
         train(recipe("j", "jepa", init_from="sft"), data, tmp_path / "e", log=quiet)
+
+
+# ------------------------------------------------------------------------------------- 8. the optimized step
+@pytest.mark.parametrize("modules_to_save", [["embed_tokens", "lm_head"], []])
+@pytest.mark.parametrize("sft_w,jepa_w", [(1.0, 1.0), (1.0, 0.0), (0.0, 1.0)])
+def test_optimized_step_matches_the_plain_three_pass_step(data, modules_to_save, sft_w, jepa_w):
+    """step_losses (stacked SFT + online rows, chunked linear cross-entropy without full logits, no lm_head in the
+    JEPA rows) gives the losses and gradients of sft_loss + jepa_loss, in fp32 to rtol 1e-5 / atol 1e-6."""
+    r = recipe("hyb", "hybrid", lora={"rank": 4, "alpha": 8, "modules_to_save": modules_to_save},
+               jepa={"mask_ratio": 0.5})
+    torch.manual_seed(0)
+    model, _ = build_model(r, data, log=quiet)
+    model.train()
+    with torch.no_grad():  # a non-zero adapter, so LoRA paths matter
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    pred = Predictor(32, 2)
+    mom = MomentumEncoder(model)
+    with torch.no_grad():
+        for t in mom.ema.values():  # a target encoder that differs from the online one
+            t.add_(0.01 * torch.randn_like(t))
+    b = make_jepa_batch(data.jepa_examples[:6], 32, r.jepa, MASK, PAD, np.random.default_rng(0)).tensors("cpu")
+    params = [p for p in model.parameters() if p.requires_grad] + list(pred.parameters())
+
+    def grads_of(loss):
+        for p in params:
+            p.grad = None
+        loss.backward()
+        return [None if p.grad is None else p.grad.clone() for p in params]
+
+    ref = torch.zeros(())
+    ref_s = T.sft_loss(model, b["input_ids"], b["attention_mask"]) if sft_w else None
+    ref_j = T.jepa_loss(model, pred, mom, b) if jepa_w else None
+    ref = (sft_w * ref_s if ref_s is not None else 0) + (jepa_w * ref_j if ref_j is not None else 0)
+    g_ref = grads_of(ref)
+
+    fs, fj = T.step_losses(model, pred, mom, b, sft=bool(sft_w), jepa=bool(jepa_w), chunk=7)  # several chunks
+    fast = (sft_w * fs if fs is not None else 0) + (jepa_w * fj if fj is not None else 0)
+    g_fast = grads_of(fast)
+
+    if sft_w:
+        torch.testing.assert_close(fs, ref_s, rtol=1e-5, atol=1e-6)
+    if jepa_w:
+        torch.testing.assert_close(fj, ref_j, rtol=1e-5, atol=1e-6)
+    n_checked = 0
+    for a, c in zip(g_ref, g_fast):
+        assert (a is None) == (c is None)
+        if a is not None:
+            torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-6)
+            n_checked += 1
+    assert n_checked > 10
+
+
+def test_linear_cross_entropy_matches_full_logits():
+    torch.manual_seed(0)
+    h = torch.randn(37, 16, requires_grad=True)
+    w = torch.randn(50, 16, requires_grad=True)
+    y = torch.randint(0, 50, (37,))
+    ref = F.cross_entropy(h @ w.t(), y)
+    gh, gw = torch.autograd.grad(ref, (h, w))
+    fast = T._LinearCrossEntropy.apply(h, w, y, 8)
+    fh, fw = torch.autograd.grad(fast, (h, w))
+    torch.testing.assert_close(fast, ref)
+    torch.testing.assert_close(fh, gh)
+    torch.testing.assert_close(fw, gw)

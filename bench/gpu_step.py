@@ -1,0 +1,193 @@
+"""Throughput of the SMB training step and of embedding extraction, using the project's own training code.
+
+    python bench/gpu_step.py                        # Llama-3.1-8B shape, LoRA r=16 on all linear layers, bf16, 4 x 2048
+    python bench/gpu_step.py --shape demo           # the demo recipe (models/jepa.yaml) on the CPU
+    python bench/gpu_step.py --batch 2 --no-grad-ckpt --steps 8
+
+Random weights, random tokens (a future of 50 % of the sequence after a random boundary). Measured, after warm-up:
+- ``embed``: forward of the decoder stack (no lm_head), no grad, last-token pooling;
+- ``sft``: one SFT optimizer step; ``smb``: one JEPA-phase step with the SFT loss (SFT pass, online masked pass,
+  momentum target pass), each with the optimized :func:`ehr_assets.training.step_losses` and, for comparison, the
+  plain three-pass ``sft_loss`` + ``jepa_loss``.
+MFU (the convention of the measured peer baseline): forward F = 2 * matmul params * tokens + 2 * layers * seq * hidden
+* tokens; a LoRA pass with grad = 2F; the SMB step = 5F; divided by the bf16 matmul peak (``--peak-tflops``, 772 on
+an H100 as measured there). Prints a table and writes ``bench/results/gpu_step_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ehr_assets import training as T  # noqa: E402
+from ehr_assets.specs import RecipeSpec, load_project  # noqa: E402
+
+LLAMA_8B = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "intermediate_size": 14336, "max_position_embeddings": 8192}
+LLAMA_8B_VOCAB = 128256
+
+
+def make_recipe(args) -> tuple[RecipeSpec, int]:
+    if args.shape == "demo":
+        base = load_project(ROOT).recipes["jepa"].model_dump()
+        base.update(name="bench", init_from=None)
+        vocab = args.vocab or 2000
+        r = RecipeSpec.model_validate(base)
+        return r, vocab
+    spec = {
+        "name": "bench", "objective": "jepa",
+        "backbone": {"architecture": "llama", "config": LLAMA_8B},
+        "lora": {"rank": 16, "alpha": 32, "modules_to_save": []},
+        "jepa": {"mask_ratio": 0.5},
+        "training": {"steps": 1, "batch_size": args.batch or 4, "seq_len": args.seq or 2048,
+                     "gradient_checkpointing": not args.no_grad_ckpt, "precision": "bf16"},
+    }
+    return RecipeSpec.model_validate(spec), args.vocab or LLAMA_8B_VOCAB
+
+
+def flops_per_forward(model, tokens: int, seq: int) -> float:
+    cfg = model.get_base_model().config
+    matmul = 0
+    for name, mod in model.get_base_model().named_modules():
+        if isinstance(mod, torch.nn.Linear) and "lora_" not in name:
+            matmul += mod.in_features * mod.out_features
+    return 2.0 * matmul * tokens + 2.0 * cfg.num_hidden_layers * seq * cfg.hidden_size * tokens
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", choices=["llama8b", "demo"], default="llama8b")
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--seq", type=int)
+    ap.add_argument("--vocab", type=int)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per measurement (after 2 warm-up steps)")
+    ap.add_argument("--no-grad-ckpt", action="store_true")
+    ap.add_argument("--peak-tflops", type=float, default=772.0)
+    ap.add_argument("--skip-plain", action="store_true", help="do not time the plain three-pass step")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    device = T.pick_device()
+    recipe, vocab = make_recipe(args)
+    tr = recipe.training
+    B, L = tr.batch_size, tr.seq_len
+    use_bf16 = tr.precision == "bf16" and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    rng = np.random.default_rng(0)
+    data = T.TrainData([np.array([1, 5, 2])], [], vocab, 0, 3, 1, 2)
+    t0 = time.perf_counter()
+    with torch.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        model, _ = T.build_model(recipe, data, log=lambda m: None, base_dtype=torch.bfloat16 if use_bf16 else None)
+    model.to(device)
+    model.train()
+    if tr.gradient_checkpointing:
+        T._enable_checkpointing(model)
+    H = model.get_base_model().config.hidden_size
+    predictor = T.Predictor(H, 2).to(device)
+    momentum = T.MomentumEncoder(model)
+    params = [p for p in model.parameters() if p.requires_grad] + list(predictor.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    build_s = time.perf_counter() - t0
+
+    examples = [(rng.integers(5, vocab, size=L).astype(np.int64), L // 2) for _ in range(B)]
+    jepa_cfg = recipe.jepa.model_copy(update={"max_future_tokens": L // 2})
+    jb = T.make_jepa_batch(examples, L, jepa_cfg, 3, 0, rng).tensors(device)
+    tokens = B * L
+    F_ = flops_per_forward(model, tokens, L)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def timed(fn, n):
+        for _ in range(2):
+            fn()
+        sync()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        sync()
+        return (time.perf_counter() - t) / n
+
+    def embed():
+        with torch.no_grad(), autocast():
+            model.eval()
+            h = T.decoder_of(model)[0](input_ids=jb["input_ids"], attention_mask=jb["attention_mask"],
+                                       use_cache=False).last_hidden_state
+            h[:, -1].float().sum().item()
+            model.train()
+
+    def step(fast: bool, jepa: bool):
+        def run():
+            with autocast():
+                if fast:
+                    ls, lj = T.step_losses(model, predictor, momentum, jb, sft=True, jepa=jepa)
+                else:
+                    ls = T.sft_loss(model, jb["input_ids"], jb["attention_mask"])
+                    lj = T.jepa_loss(model, predictor, momentum, jb) if jepa else None
+                loss = ls + (lj if lj is not None else 0)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            momentum.update(0.996)
+        return run
+
+    rows = []
+    peak = 0.0
+
+    def record(name, fn, mult):
+        nonlocal peak
+        try:
+            s = timed(fn, args.steps)
+        except torch.OutOfMemoryError:
+            rows.append((name, float("nan"), float("nan"), float("nan")))
+            torch.cuda.empty_cache()
+            return
+        mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+        peak = max(peak, mem if mem == mem else 0.0)
+        rows.append((name, tokens / s, mult * F_ / s / (args.peak_tflops * 1e12), mem))
+
+    record("embed", embed, 1)
+    record("sft", step(True, False), 2)
+    record("smb", step(True, True), 5)
+    if not args.skip_plain:
+        record("sft_plain", step(False, False), 2)
+        record("smb_plain", step(False, True), 5)
+
+    dev_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    print(f"device {dev_name}; shape {args.shape}; batch {B} x seq {L}; vocab {vocab}; grad ckpt "
+          f"{tr.gradient_checkpointing}; {'bf16' if use_bf16 else 'fp32'}; build {build_s:.1f}s")
+    print(f"{'measure':<10} {'tok/s':>10} {'MFU':>6} {'peak GB':>8}")
+    for name, tps, mfu, mem in rows:
+        print(f"{name:<10} {tps:>10,.0f} {mfu:>6.3f} {mem:>8.1f}")
+    by = {n: (t, m) for n, t, m, _ in rows}
+    result = {
+        "device": dev_name, "embed_mfu": by["embed"][1], "sft_mfu": by["sft"][1], "smb_mfu": by["smb"][1],
+        "embed_tok_s": by["embed"][0], "sft_tok_s": by["sft"][0], "smb_tok_s": by["smb"][0], "peak_gb": peak,
+        "settings": {"shape": args.shape, "batch": B, "seq": L, "vocab": vocab, "lora_rank": recipe.lora.rank,
+                     "grad_ckpt": tr.gradient_checkpointing, "bf16": use_bf16, "steps": args.steps,
+                     "peak_tflops": args.peak_tflops, "torch": torch.__version__},
+        "plain": {n: {"tok_s": t, "mfu": m} for n, (t, m) in by.items() if n.endswith("_plain")},
+    }
+    tag = dev_name.replace(" ", "_") if args.shape == "llama8b" else f"{dev_name}_{args.shape}".replace(" ", "_")
+    out = args.out or ROOT / "bench" / "results" / f"gpu_step_{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
