@@ -26,7 +26,7 @@ from . import labels as labels_stage
 from . import sequences as seq_stage
 from .evaluation import evaluate, markdown_table
 from .specs import Project, RecipeSpec
-from .warehouse import artifact_dir, atomic_dir, read_partition, replace_partition
+from .warehouse import artifact_dir, atomic_dir, read_partition, replace_partition, table_exists
 
 POOL = "duckdb"  # steps that write the warehouse; dagster.yaml limits this pool
 
@@ -89,6 +89,23 @@ def _subject_count(df: pd.DataFrame) -> int:
     return int(df["subject_id"].nunique()) if len(df) else 0
 
 
+def source_metadata(reports: dict[str, dict]) -> dict:
+    """Asset metadata from the source readers' reports: one JSON per member, malformed rows as a table."""
+    md: dict = {}
+    for member, rep in reports.items():
+        if rep.get("kind") == "synthetic":
+            continue
+        prefix = f"source[{member}]"
+        md[prefix] = dg.MetadataValue.json({k: v for k, v in rep.items() if k not in ("malformed_rows", "timeline_files")})
+        if "timeline_files" in rep:
+            md[f"{prefix} timeline files"] = _meta_table(pd.DataFrame(rep["timeline_files"]))
+        if "malformed_rows" in rep:
+            bad = pd.DataFrame(rep["malformed_rows"], columns=["file", "reason", "rows", "first_line"])
+            md[f"{prefix} malformed rows"] = _meta_table(bad) if len(bad) else dg.MetadataValue.text("none")
+            md[f"{prefix} malformed_rows_total"] = int(rep.get("malformed_rows_total", 0))
+    return md
+
+
 # ============================================================================================== data assets
 def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     common = dict(partitions_def=partitions, pool=POOL)
@@ -98,8 +115,9 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         """MEDS events of the cohort as its source delivers them (a union concatenates its members)."""
         t0 = time.perf_counter()
         key = context.partition_key
-        ev = cohort_stage.cohort_events(project, key)
+        ev, shipped_splits, reports = cohort_stage.cohort_source(project, key)  # raises before anything is written
         n = _write(warehouse, "cohort_events", key, ev)
+        _write(warehouse, "source_splits", key, shipped_splits)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": n,
@@ -107,6 +125,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
                 "codes": int(ev["code"].nunique()),
                 "members": ", ".join(project.members(key)),
                 "wall_s": round(time.perf_counter() - t0, 2),
+                **source_metadata(reports),
             }
         )
 
@@ -126,7 +145,9 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         """One row per subject: split (train / tuning / held_out), member cohort, follow-up window."""
         key = context.partition_key
         ev = _read(warehouse, "cohort_table", key, columns=["subject_id", "time", "code", "source_cohort"])
-        subj = cohort_stage.subjects_table(project, key, ev)
+        with warehouse.get_connection() as conn:  # splits shipped by the source (e.g. MEDS subject_splits.parquet)
+            shipped = read_partition(conn, "source_splits", {"cohort": key}) if table_exists(conn, "source_splits") else None
+        subj = cohort_stage.subjects_table(project, key, ev, shipped)
         n = _write(warehouse, "subjects", key, subj)
         counts = subj.groupby(["source_cohort", "split"]).size().rename("subjects").reset_index()
         return dg.MaterializeResult(metadata={"dagster/row_count": n, "splits": _meta_table(counts)})
@@ -265,14 +286,81 @@ def load_contexts(warehouse: DuckDBResource, cohort: str, seq_len: int):
     return contexts, ctx.drop(columns=["cohort"])
 
 
+def recipe_special_ids(tokens_dir: Path) -> dict:
+    """pad/mask/bos/eos ids and vocabulary size of a ``<recipe>_tokens`` tokenizer folder."""
+    from .tokenization import load_tokenizer_folder, special_ids
+
+    tok = load_tokenizer_folder(tokens_dir)
+    return {**special_ids(tok), "vocab_size": len(tok)}
+
+
+def _read_recipe(warehouse: DuckDBResource, table: str, cohort: str, tokens_key: str, **kw) -> pd.DataFrame:
+    with warehouse.get_connection() as conn:
+        return read_partition(conn, table, {"cohort": cohort, "tokens_asset": tokens_key}, **kw)
+
+
+def load_recipe_train_data(warehouse: DuckDBResource, cohort: str, tokens_key: str, tokens_dir: Path):
+    """:class:`TrainData` from a ``<recipe>_tokens`` asset: whole train timelines for SFT; per train node, its
+    context tokens (tokenized on their own) followed by the timeline's tokens after the context for JEPA."""
+    from .training import TrainData
+
+    sp = recipe_special_ids(tokens_dir)
+    seq = _read_recipe(warehouse, "recipe_token_sequences", cohort, tokens_key,
+                       columns=["subject_id", "split", "input_ids"])
+    seq = seq[seq["split"] == train_split]
+    ids = {s: np.asarray(x, dtype=np.int64) for s, x in zip(seq["subject_id"], seq["input_ids"])}
+    ctx = _read_recipe(warehouse, "recipe_node_contexts", cohort, tokens_key,
+                       columns=["subject_id", "split", "context_ids", "future_start"])
+    ctx = ctx[ctx["split"] == train_split]
+    examples = []
+    for s, c, fs in zip(ctx["subject_id"], ctx["context_ids"], ctx["future_start"]):
+        c = np.asarray(c, dtype=np.int64)
+        future = ids[s][int(fs):]
+        if len(c) and len(future):  # a node with no future token teaches JEPA nothing
+            examples.append((np.concatenate([c, future]), len(c)))
+    return TrainData(sft_sequences=list(ids.values()), jepa_examples=examples, vocab_size=sp["vocab_size"],
+                     pad_id=sp["pad_id"], mask_id=sp["mask_id"], bos_id=sp["bos_id"], eos_id=sp["eos_id"])
+
+
+def load_recipe_contexts(warehouse: DuckDBResource, cohort: str, tokens_key: str, max_tokens: int):
+    """Every decision node's context tokens from a ``<recipe>_tokens`` asset (the last ``max_tokens``)."""
+    ctx = _read_recipe(warehouse, "recipe_node_contexts", cohort, tokens_key,
+                       order_by=["subject_id", "prediction_time"])
+    contexts = [np.asarray(c, dtype=np.int64)[-max_tokens:] for c in ctx["context_ids"]]
+    index = ctx.drop(columns=["cohort", "tokens_asset", "context_ids"])
+    return contexts, index
+
+
+def _save_embeddings(dest: Path, emb: np.ndarray, index: pd.DataFrame, t0: float) -> dg.MaterializeResult:
+    from safetensors.numpy import save_file
+
+    with atomic_dir(dest) as tmp:
+        save_file({"embeddings": np.ascontiguousarray(emb, dtype=np.float32)}, str(tmp / "embeddings.safetensors"))
+        index.to_parquet(tmp / "index.parquet", index=False)
+    std = emb.std(axis=0)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": int(emb.shape[0]),
+            "dim": int(emb.shape[1]),
+            "min_dim_std": float(std.min()),
+            "mean_dim_std": float(std.mean()),
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "path": dg.MetadataValue.path(str(dest)),
+        }
+    )
+
+
 def build_recipe_assets(
     project: Project, recipe: RecipeSpec, partitions: dg.PartitionsDefinition
 ) -> list[dg.AssetsDefinition]:
     name = recipe.name
     ckpt_key, emb_key, metrics_key = f"{name}_checkpoint", f"{name}_embeddings", f"{name}_probe_metrics"
-    deps = ["token_sequences", "node_contexts", "tokenizer"]
+    tokens_key = project.tokens_asset(name)  # None: the shared default tokenization (token_sequences)
+    deps = [tokens_key] if tokens_key else ["token_sequences", "node_contexts", "tokenizer"]
     if recipe.init_from:
         deps.append(f"{recipe.init_from}_checkpoint")
+    if recipe.is_frozen:
+        return build_frozen_assets(project, recipe, partitions, tokens_key)
 
     @dg.asset(
         name=ckpt_key,
@@ -289,8 +377,12 @@ def build_recipe_assets(
         from .training import train
 
         key = context.partition_key
-        tok_dir = artifacts.path("tokenizer", key)
-        data = load_train_data(warehouse, key, tok_dir)
+        if tokens_key:
+            tok_dir = artifacts.path(tokens_key, key)
+            data = load_recipe_train_data(warehouse, key, tokens_key, tok_dir)
+        else:
+            tok_dir = artifacts.path("tokenizer", key)
+            data = load_train_data(warehouse, key, tok_dir)
         init_dir = artifacts.path(f"{recipe.init_from}_checkpoint", key) if recipe.init_from else None
         if init_dir is not None and not init_dir.exists():
             raise FileNotFoundError(f"{ckpt_key}[{key}]: init_from checkpoint {init_dir} is missing; materialize it")
@@ -319,42 +411,37 @@ def build_recipe_assets(
         name=emb_key,
         group_name="embeddings",
         kinds={"pytorch"},
-        deps=[ckpt_key, "node_contexts"],
+        deps=[ckpt_key, tokens_key or "node_contexts"],
         partitions_def=partitions,
         description=f"Frozen '{name}' embeddings at every decision node ({recipe.embedding.pool} pooling of the context).",
     )
     def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
-        from safetensors.numpy import save_file
-
         from .embeddings import embed
 
         key = context.partition_key
         t0 = time.perf_counter()
-        contexts, index = load_contexts(warehouse, key, recipe.training.seq_len)
-        fast, _ = seq_stage.load_tokenizer(artifacts.path("tokenizer", key))
+        if tokens_key:
+            contexts, index = load_recipe_contexts(warehouse, key, tokens_key, recipe.embed_tokens)
+            pad_id = recipe_special_ids(artifacts.path(tokens_key, key))["pad_id"]
+        else:
+            contexts, index = load_contexts(warehouse, key, recipe.embed_tokens)
+            fast, _ = seq_stage.load_tokenizer(artifacts.path("tokenizer", key))
+            pad_id = fast.pad_token_id
         emb = embed(
             artifacts.path(ckpt_key, key),
             contexts,
             pool=recipe.embedding.pool,
             batch_size=recipe.embedding.batch_size,
-            pad_id=fast.pad_token_id,
+            pad_id=pad_id,
             log=context.log.info,
         )
-        dest = artifacts.path(emb_key, key)
-        with atomic_dir(dest) as tmp:
-            save_file({"embeddings": np.ascontiguousarray(emb, dtype=np.float32)}, str(tmp / "embeddings.safetensors"))
-            index.to_parquet(tmp / "index.parquet", index=False)
-        std = emb.std(axis=0)
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": int(emb.shape[0]),
-                "dim": int(emb.shape[1]),
-                "min_dim_std": float(std.min()),
-                "mean_dim_std": float(std.mean()),
-                "wall_s": round(time.perf_counter() - t0, 2),
-                "path": dg.MetadataValue.path(str(dest)),
-            }
-        )
+        return _save_embeddings(artifacts.path(emb_key, key), emb, index, t0)
+
+    return [checkpoint, embeddings, _probe_metrics_asset(project, name, partitions)]
+
+
+def _probe_metrics_asset(project: Project, name: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    emb_key, metrics_key = f"{name}_embeddings", f"{name}_probe_metrics"
 
     @dg.asset(
         name=metrics_key,
@@ -370,7 +457,167 @@ def build_recipe_assets(
         emb, index = load_embeddings(artifacts.path(emb_key, key))
         return _probe_and_write(context, warehouse, project, key, name, emb, index)
 
-    return [checkpoint, embeddings, probe_metrics]
+    return probe_metrics
+
+
+def build_frozen_assets(
+    project: Project, recipe: RecipeSpec, partitions: dg.PartitionsDefinition, tokens_key: str
+) -> list[dg.AssetsDefinition]:
+    """``objective: frozen``: no checkpoint; embeddings straight from the backbone folder, then probes."""
+    name = recipe.name
+    emb_key = f"{name}_embeddings"
+
+    @dg.asset(
+        name=emb_key,
+        group_name="embeddings",
+        kinds={"pytorch"},
+        deps=[tokens_key],
+        partitions_def=partitions,
+        description=f"Embeddings of the frozen model {recipe.backbone.path} ({recipe.format} text, "
+        f"{recipe.embedding.pool} pooling) at every decision node; nothing is trained. {recipe.description}",
+        metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
+    )
+    def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        from .embeddings import embed_frozen
+
+        key = context.partition_key
+        t0 = time.perf_counter()
+        contexts, index = load_recipe_contexts(warehouse, key, tokens_key, recipe.embed_tokens)
+        sp = recipe_special_ids(artifacts.path(tokens_key, key))
+        emb = embed_frozen(
+            Path(recipe.backbone.path),
+            contexts,
+            vocab_size=sp["vocab_size"],
+            pool=recipe.embedding.pool,
+            batch_size=recipe.embedding.batch_size,
+            pad_id=sp["pad_id"],
+            bf16=recipe.training.precision == "bf16",
+            seed=recipe.training.seed,
+            log=context.log.info,
+        )
+        return _save_embeddings(artifacts.path(emb_key, key), emb, index, t0)
+
+    return [embeddings, _probe_metrics_asset(project, name, partitions)]
+
+
+# ============================================================================ per-format text, per-recipe tokens
+def build_text_assets(project: Project, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """``smb_v1_text`` when a recipe reads that format (the ``delimited`` text lives in ``token_sequences``)."""
+    if not project.uses_format("smb_v1"):
+        return []
+
+    @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=["decision_nodes"], partitions_def=partitions, pool=POOL)
+    def smb_v1_text(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """Each subject's timeline in the SMB-v1 text layout (what the released checkpoints read), with its day
+        blocks as character offsets; days holding a decision node are split at the node (see ehr_assets.serialize)."""
+        from .serialize import smb_v1_cohort
+
+        key = context.partition_key
+        ev = _read(warehouse, "cohort_table", key).drop(columns=["cohort"])
+        ev["time"] = ev["time"].astype("datetime64[us]")
+        nodes = _read(warehouse, "decision_nodes", key, columns=["subject_id", "prediction_time"])
+        nodes["prediction_time"] = nodes["prediction_time"].astype("datetime64[us]")
+        subj = _read(warehouse, "subjects", key, columns=["subject_id", "split", "source_cohort"])
+        ser = smb_v1_cohort(ev, nodes, log=context.log.info)
+        ser["block_times"] = [list(np.asarray(b, dtype="datetime64[us]")) for b in ser["block_times"]]
+        ser["n_chars"] = ser["text"].str.len().astype("int64")
+        ser = ser.merge(subj, on="subject_id", how="left")
+        n = _write(warehouse, "smb_v1_text", key, ser)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "chars_per_subject_median": float(ser["n_chars"].median()),
+                "example": dg.MetadataValue.md("```\n" + (ser["text"].iloc[0][:1500] if n else "") + "\n```"),
+            }
+        )
+
+    return [smb_v1_text]
+
+
+def build_tokens_assets(project: Project, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """One ``<recipe>_tokens`` asset per recipe chain whose tokenization is not the default (module README)."""
+    owners: dict[str, RecipeSpec] = {}
+    for name in project.recipes:  # dependency order: a chain's root comes first
+        key = project.tokens_asset(name)
+        if key is not None:
+            owners.setdefault(key, project.recipes[name])
+    return [_tokens_asset(project, key, recipe, partitions) for key, recipe in owners.items()]
+
+
+def _tokens_asset(project: Project, asset_key: str, recipe: RecipeSpec, partitions) -> dg.AssetsDefinition:
+    fmt = recipe.format
+    text_table = "smb_v1_text" if fmt == "smb_v1" else "token_sequences"
+    users = [n for n in project.recipes if project.tokens_asset(n) == asset_key]
+
+    @dg.asset(
+        name=asset_key,
+        group_name="sequences",
+        kinds={"huggingface", "duckdb"},
+        deps=[text_table, "decision_nodes"],
+        partitions_def=partitions,
+        pool=POOL,
+        description=f"{fmt} text tokenized with the tokenizer of {recipe.tokenizer_path} (plus added tokens), for "
+        f"recipe(s) {', '.join(users)}: timelines and decision-node contexts (tables recipe_token_sequences, "
+        "recipe_node_contexts) and the tokenizer folder.",
+    )
+    def tokens(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        from . import tokenization as tk
+        from .serialize import delimited_char_ends
+
+        key = context.partition_key
+        t0 = time.perf_counter()
+        texts = _read(warehouse, text_table, key,
+                      columns=["subject_id", "text", "block_times", "block_ends", "split", "source_cohort"])
+        char_ends = [list(map(int, e)) for e in texts["block_ends"]]
+        if fmt == "delimited":  # token_sequences holds word offsets
+            char_ends = [delimited_char_ends(t, e) for t, e in zip(texts["text"], char_ends)]
+        tok, info = tk.prepare_tokenizer(recipe.tokenizer_path, fmt, trainable=not recipe.is_frozen)
+        enc = tk.encode_with_offsets(tok, texts["text"].tolist(), fmt)
+        seq = texts[["subject_id", "split", "source_cohort"]].copy()
+        seq["input_ids"] = [ids.tolist() for ids, _, _ in enc]
+        seq["n_tokens"] = np.asarray([len(ids) for ids, _, _ in enc], dtype=np.int64)
+        seq["block_times"] = [list(np.asarray(b, dtype="datetime64[us]")) for b in texts["block_times"]]
+        seq["block_char_ends"] = char_ends
+        seq["block_ends"] = [tk.token_ends(ce, ends) for ce, (_, ends, _) in zip(char_ends, enc)]
+
+        nodes = _read(warehouse, "decision_nodes", key).drop(columns=["cohort"])
+        by_chars = pd.DataFrame({"subject_id": texts["subject_id"], "block_times": seq["block_times"],
+                                 "block_ends": char_ends, "n_tokens": texts["text"].str.len()})
+        ctx = seq_stage.node_contexts(by_chars, nodes).rename(
+            columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
+        text_of = dict(zip(texts["subject_id"], texts["text"]))
+        starts_of = {s: st for s, (_, _, st) in zip(texts["subject_id"], enc)}
+        n_of = dict(zip(seq["subject_id"], seq["n_tokens"]))
+        cuts = list(zip(ctx["subject_id"], ctx["context_char_end"]))
+        ctx_ids = tk.encode(tok, [text_of[s][:c] for s, c in cuts], fmt)
+        ctx["context_ids"] = [x.tolist() for x in ctx_ids]
+        ctx["n_context_tokens"] = np.asarray([len(x) for x in ctx_ids], dtype=np.int64)
+        ctx["future_start"] = np.asarray([tk.first_token_at(starts_of[s], c) for s, c in cuts], dtype=np.int64)
+        ctx["n_tokens"] = np.asarray([n_of[s] for s, _ in cuts], dtype=np.int64)
+
+        dest = artifacts.path(asset_key, key)
+        with atomic_dir(dest) as tmp:
+            tok.save_pretrained(str(tmp))
+            (tmp / "tokenization.json").write_text(json.dumps({"format": fmt, **info}, indent=2))
+        n = _write(warehouse, "recipe_token_sequences", key, seq, tokens_asset=asset_key)
+        _write(warehouse, "recipe_node_contexts", key, ctx, tokens_asset=asset_key)
+        unk = tok.unk_token_id
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "vocab_size": len(tok),
+                "added_tokens": len(info["added_tokens"]),
+                "tokens": int(seq["n_tokens"].sum()),
+                "tokens_per_subject_median": float(seq["n_tokens"].median()) if n else 0.0,
+                "context_tokens_median": float(ctx["n_context_tokens"].median()) if len(ctx) else 0.0,
+                "unk_rate": round(float(sum(int((np.asarray(x) == unk).sum()) for x in seq["input_ids"])
+                                        / max(int(seq["n_tokens"].sum()), 1)), 5) if unk is not None else 0.0,
+                "wall_s": round(time.perf_counter() - t0, 2),
+                "path": dg.MetadataValue.path(str(dest)),
+            }
+        )
+
+    return tokens
 
 
 def load_embeddings(folder: Path) -> tuple[np.ndarray, pd.DataFrame]:
