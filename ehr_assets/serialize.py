@@ -281,7 +281,9 @@ def _read_events(path: Path) -> pd.DataFrame:
     if missing:
         raise SystemExit(f"{path}: missing MEDS column(s) {missing}")
     df["time"] = pd.to_datetime(df["time"])
-    return df
+    from .sources import _place_static_rows  # static rows sit at birth, as in the pipeline (sources.read_meds)
+
+    return _place_static_rows(df)[0]
 
 
 def subject_text(events: pd.DataFrame, fmt: str, subject: str, *, end_time=None, time_bins=None,

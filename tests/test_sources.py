@@ -245,3 +245,19 @@ def test_source_specs_validate_and_resolve_paths(tmp_path):
     p = load_project(root)
     assert p.cohorts["inspect"].source.path == str((root / "data" / "inspect").resolve())
     json.dumps(p.cohorts["inspect"].model_dump(mode="json"))  # still plain data
+
+
+def test_example_declarations_validate():
+    """The README's bring-your-own-data examples are valid declarations."""
+    from ehr_assets.specs import RecipeSpec
+
+    from .conftest import REPO
+
+    inspect = load_spec(REPO / "examples" / "cohorts" / "inspect.yaml", CohortSpec)
+    msk = load_spec(REPO / "examples" / "cohorts" / "msk.yaml", CohortSpec)
+    assert inspect.source.kind == "meds" and msk.source.kind == "cbioportal"
+    assert msk.source.anchor_date == "2000-01-01" and msk.source.event_types["TUMOR_MARKER"].value_column == "RESULT"
+    frozen = load_spec(REPO / "examples" / "models" / "smb_v1_released.yaml", RecipeSpec)
+    sft = load_spec(REPO / "examples" / "models" / "llama_sft.yaml", RecipeSpec)
+    assert frozen.is_frozen and frozen.tokenization == ("smb_v1", "backbones/smb-v1-1.7b")
+    assert sft.tokenization == ("delimited", "backbones/Llama-3.1-8B") and not sft.default_tokenization
