@@ -571,7 +571,10 @@ def _tokens_asset(project: Project, asset_key: str, recipe: RecipeSpec, partitio
         char_ends = [list(map(int, e)) for e in texts["block_ends"]]
         if fmt == "delimited":  # token_sequences holds word offsets
             char_ends = [delimited_char_ends(t, e) for t, e in zip(texts["text"], char_ends)]
-        tok, info = tk.prepare_tokenizer(recipe.tokenizer_path, fmt, trainable=not recipe.is_frozen)
+        try:
+            tok, info = tk.prepare_tokenizer(recipe.tokenizer_path, fmt, trainable=not recipe.is_frozen)
+        except tk.TokenizerError as e:
+            raise tk.TokenizerError(f"recipe {recipe.name!r} (models/{recipe.name}.yaml, backbone): {e}") from None
         enc = tk.encode_with_offsets(tok, texts["text"].tolist(), fmt)
         seq = texts[["subject_id", "split", "source_cohort"]].copy()
         seq["input_ids"] = [ids.tolist() for ids, _, _ in enc]

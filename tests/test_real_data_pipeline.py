@@ -23,6 +23,7 @@ import yaml
 from ehr_assets.definitions import PIPELINE_JOB, build_definitions
 from ehr_assets.serialize import smb_v1_text
 from ehr_assets.tokenization import encode, load_tokenizer_folder
+from ehr_assets.warehouse import replace_partition
 
 from .real_data import CT_CODE, save_tiny_llama, write_cbioportal_study, write_meds_dataset
 
@@ -73,7 +74,8 @@ def run(tmp_path_factory):
             "msk_lineage", selection=msk_sel, partitions_def=dg.StaticPartitionsDefinition(["inspect", "msk"]))]))
         msk = msk_job.resolve_job_def("msk_lineage").execute_in_process(partition_key="msk", instance=instance,
                                                                         raise_on_error=False)
-        yield {"root": root, "db": db, "art": tmp / "artifacts", "inspect": inspect, "msk": msk}
+        yield {"root": root, "db": db, "art": tmp / "artifacts", "inspect": inspect, "msk": msk, "defs": defs,
+               "instance": instance}
 
 
 def q(db, sql, params=None) -> pd.DataFrame:
@@ -187,3 +189,24 @@ def test_cbioportal_partition_converts_and_materializes(run):
         "TREATMENT/").sum() > 0
     text = q(run["db"], "SELECT text FROM smb_v1_text WHERE cohort = 'msk' LIMIT 1")["text"].iloc[0]
     assert text.startswith("Birth: ") and "\n\n\n[" in text and "LAB_TEST/CEA (ng/ml): " in text
+
+
+def test_a_context_reading_past_its_node_fails_the_recipe_leakage_check(run):
+    db, where = run["db"], {"cohort": "inspect", "tokens_asset": "frozen_smb_tokens"}
+    with duckdb.connect(str(db)) as c:
+        ctx = c.execute("SELECT * FROM recipe_node_contexts WHERE cohort = 'inspect' AND tokens_asset = "
+                        "'frozen_smb_tokens'").df()
+        leaky = ctx.copy()
+        leaky.loc[leaky.index[:4], "context_char_end"] = leaky.loc[leaky.index[:4], "n_chars"]  # the whole text
+        replace_partition(c, "recipe_node_contexts", leaky, where)
+    try:
+        job = dg.define_asset_job("leak", selection=dg.AssetSelection.checks_for_assets("frozen_smb_tokens"))
+        res = dg.Definitions.merge(run["defs"], dg.Definitions(jobs=[job])).resolve_job_def("leak").execute_in_process(
+            instance=run["instance"], raise_on_error=False)
+        [e] = res.get_asset_check_evaluations()
+        assert e.passed is False
+        assert f"[inspect] 4 of {len(ctx)} decision nodes read events after their prediction time" in \
+            e.metadata["problems"].value
+    finally:
+        with duckdb.connect(str(db)) as c:
+            replace_partition(c, "recipe_node_contexts", ctx, where)
