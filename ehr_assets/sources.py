@@ -181,7 +181,10 @@ def read_meds(src: MedsSource) -> SourceData:
                 )
             owner[sid] = shard
         tables.append(t)
-    table = pa.concat_tables(tables, promote_options="permissive")
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise SourceError(f"{data_dir}: the shards disagree on a column's type ({e})") from None
     events = _to_pandas(table)
     for col in ("numeric_value", "text_value"):
         if col not in events:

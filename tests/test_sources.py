@@ -261,3 +261,10 @@ def test_example_declarations_validate():
     sft = load_spec(REPO / "examples" / "models" / "llama_sft.yaml", RecipeSpec)
     assert frozen.is_frozen and frozen.tokenization == ("smb_v1", "backbones/smb-v1-1.7b")
     assert sft.tokenization == ("delimited", "backbones/Llama-3.1-8B") and not sft.default_tokenization
+
+
+def test_meds_shards_disagreeing_on_an_extra_column(tmp_path):
+    _shard(tmp_path / "ds" / "data" / "0.parquet", visit=pa.array([1, 2], pa.int64()))
+    _shard(tmp_path / "ds" / "data" / "1.parquet", subject_id=pa.array([2, 2], pa.int64()), visit=pa.array(["a", "b"]))
+    with pytest.raises(SourceError, match=r"data: the shards disagree on a column's type"):
+        read_meds(meds_src(tmp_path / "ds"))
