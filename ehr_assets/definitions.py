@@ -12,15 +12,8 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from .assets import (
-    ArtifactStore,
-    build_baseline_asset,
-    build_data_assets,
-    build_recipe_assets,
-    build_report_asset,
-    build_text_assets,
-    build_tokens_assets,
-)
+from .assets import ArtifactStore, build_baseline_asset, build_data_assets, build_recipe_assets, build_report_asset
+from .text_assets import build_text_assets, build_tokens_assets
 from .checks import build_checks
 from .specs import Project, default_project_dir, load_project
 
