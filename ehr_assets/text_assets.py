@@ -36,7 +36,13 @@ def recipe_special_ids(tokens_dir: Path) -> dict:
 
 def _read_recipe(warehouse: DuckDBResource, table: str, cohort: str, tokens_key: str, **kw) -> pd.DataFrame:
     with warehouse.get_connection() as conn:
-        return read_partition(conn, table, {"cohort": cohort, "tokens_asset": tokens_key}, **kw)
+        try:
+            df = read_partition(conn, table, {"cohort": cohort, "tokens_asset": tokens_key}, **kw)
+        except LookupError:
+            df = pd.DataFrame()
+    if df.empty:
+        raise LookupError(f"{table} has no rows for cohort {cohort!r}: materialize asset {tokens_key!r} first")
+    return df
 
 
 def load_recipe_train_data(warehouse: DuckDBResource, cohort: str, tokens_key: str, tokens_dir: Path):
