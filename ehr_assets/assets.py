@@ -27,7 +27,7 @@ from . import labels as labels_stage
 from . import sequences as seq_stage
 from .evaluation import evaluate, markdown_table
 from .specs import Project, RecipeSpec
-from .warehouse import artifact_dir, atomic_dir, read_partition, replace_partition, resume_dir
+from .warehouse import artifact_dir, atomic_dir, read_partition, replace_partition, resume_dir, table_exists
 
 POOL = "duckdb"  # steps that write the warehouse; dagster.yaml limits this pool
 
@@ -144,6 +144,23 @@ def _subject_count(df: pd.DataFrame) -> int:
     return int(df["subject_id"].nunique()) if len(df) else 0
 
 
+def source_metadata(reports: dict[str, dict]) -> dict:
+    """Asset metadata from the source readers' reports: one JSON per member, malformed rows as a table."""
+    md: dict = {}
+    for member, rep in reports.items():
+        if rep.get("kind") == "synthetic":
+            continue
+        prefix = f"source[{member}]"
+        md[prefix] = dg.MetadataValue.json({k: v for k, v in rep.items() if k not in ("malformed_rows", "timeline_files")})
+        if "timeline_files" in rep:
+            md[f"{prefix} timeline files"] = _meta_table(pd.DataFrame(rep["timeline_files"]))
+        if "malformed_rows" in rep:
+            bad = pd.DataFrame(rep["malformed_rows"], columns=["file", "reason", "rows", "first_line"])
+            md[f"{prefix} malformed rows"] = _meta_table(bad) if len(bad) else dg.MetadataValue.text("none")
+            md[f"{prefix} malformed_rows_total"] = int(rep.get("malformed_rows_total", 0))
+    return md
+
+
 # ============================================================================================== data assets
 def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     common = dict(partitions_def=partitions, pool=POOL)
@@ -153,8 +170,9 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         """MEDS events of the cohort as its source delivers them (a union concatenates its members)."""
         t0 = time.perf_counter()
         key = context.partition_key
-        ev = cohort_stage.cohort_events(project, key)
+        ev, shipped_splits, reports = cohort_stage.cohort_source(project, key)  # raises before anything is written
         n = _write(warehouse, "cohort_events", key, ev)
+        _write(warehouse, "source_splits", key, shipped_splits)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": n,
@@ -162,6 +180,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
                 "codes": int(ev["code"].nunique()),
                 "members": ", ".join(project.members(key)),
                 "wall_s": round(time.perf_counter() - t0, 2),
+                **source_metadata(reports),
             }
         )
 
@@ -181,7 +200,9 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         """One row per subject: split (train / tuning / held_out), member cohort, follow-up window."""
         key = context.partition_key
         ev = _read(warehouse, "cohort_table", key, columns=["subject_id", "time", "code", "source_cohort"])
-        subj = cohort_stage.subjects_table(project, key, ev)
+        with warehouse.get_connection() as conn:  # splits shipped by the source (e.g. MEDS subject_splits.parquet)
+            shipped = read_partition(conn, "source_splits", {"cohort": key}) if table_exists(conn, "source_splits") else None
+        subj = cohort_stage.subjects_table(project, key, ev, shipped)
         n = _write(warehouse, "subjects", key, subj)
         counts = subj.groupby(["source_cohort", "split"]).size().rename("subjects").reset_index()
         return dg.MaterializeResult(metadata={"dagster/row_count": n, "splits": _meta_table(counts)})
@@ -304,14 +325,39 @@ def load_contexts(warehouse: DuckDBResource, cohort: str, seq_len: int):
     return contexts, ctx.drop(columns=["cohort"])
 
 
+def _save_embeddings(dest: Path, emb: np.ndarray, index: pd.DataFrame, t0: float) -> dg.MaterializeResult:
+    from safetensors.numpy import save_file
+
+    with atomic_dir(dest) as tmp:
+        save_file({"embeddings": np.ascontiguousarray(emb, dtype=np.float32)}, str(tmp / "embeddings.safetensors"))
+        index.to_parquet(tmp / "index.parquet", index=False)
+    std = emb.std(axis=0)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": int(emb.shape[0]),
+            "dim": int(emb.shape[1]),
+            "min_dim_std": float(std.min()),
+            "mean_dim_std": float(std.mean()),
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "path": dg.MetadataValue.path(str(dest)),
+        }
+    )
+
+
 def build_recipe_assets(
     project: Project, recipe: RecipeSpec, partitions: dg.PartitionsDefinition
 ) -> list[dg.AssetsDefinition]:
     name = recipe.name
-    ckpt_key, emb_key, metrics_key = f"{name}_checkpoint", f"{name}_embeddings", f"{name}_probe_metrics"
-    deps = ["token_sequences", "node_contexts", "tokenizer"]
+    ckpt_key, emb_key = f"{name}_checkpoint", f"{name}_embeddings"
+    tokens_key = project.tokens_asset(name)  # None: the shared default tokenization (token_sequences)
+    deps = [tokens_key] if tokens_key else ["token_sequences", "node_contexts", "tokenizer"]
     if recipe.init_from:
         deps.append(f"{recipe.init_from}_checkpoint")
+    if recipe.is_frozen:
+        from .text_assets import build_frozen_assets
+
+        return build_frozen_assets(project, recipe, partitions, tokens_key)
+    from .text_assets import load_recipe_contexts, load_recipe_train_data, recipe_special_ids
 
     @dg.asset(
         name=ckpt_key,
@@ -328,8 +374,12 @@ def build_recipe_assets(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, trainer: Trainer
     ):
         key = context.partition_key
-        tok_dir = artifacts.path("tokenizer", key)
-        data = load_train_data(warehouse, key, tok_dir)
+        if tokens_key:
+            tok_dir = artifacts.path(tokens_key, key)
+            data = load_recipe_train_data(warehouse, key, tokens_key, tok_dir)
+        else:
+            tok_dir = artifacts.path("tokenizer", key)
+            data = load_train_data(warehouse, key, tok_dir)
         init_dir = artifacts.path(f"{recipe.init_from}_checkpoint", key) if recipe.init_from else None
         if init_dir is not None and not init_dir.exists():
             raise FileNotFoundError(f"{ckpt_key}[{key}]: init_from checkpoint {init_dir} is missing; materialize it")
@@ -373,42 +423,37 @@ def build_recipe_assets(
         name=emb_key,
         group_name="embeddings",
         kinds={"pytorch"},
-        deps=[ckpt_key, "node_contexts"],
+        deps=[ckpt_key, tokens_key or "node_contexts"],
         partitions_def=partitions,
         description=f"Frozen '{name}' embeddings at every decision node ({recipe.embedding.pool} pooling of the context).",
     )
     def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
-        from safetensors.numpy import save_file
-
         from .embeddings import embed
 
         key = context.partition_key
         t0 = time.perf_counter()
-        contexts, index = load_contexts(warehouse, key, recipe.training.seq_len)
-        fast, _ = seq_stage.load_tokenizer(artifacts.path("tokenizer", key))
+        if tokens_key:
+            contexts, index = load_recipe_contexts(warehouse, key, tokens_key, recipe.embed_tokens)
+            pad_id = recipe_special_ids(artifacts.path(tokens_key, key))["pad_id"]
+        else:
+            contexts, index = load_contexts(warehouse, key, recipe.embed_tokens)
+            fast, _ = seq_stage.load_tokenizer(artifacts.path("tokenizer", key))
+            pad_id = fast.pad_token_id
         emb = embed(
             artifacts.path(ckpt_key, key),
             contexts,
             pool=recipe.embedding.pool,
             batch_size=recipe.embedding.batch_size,
-            pad_id=fast.pad_token_id,
+            pad_id=pad_id,
             log=context.log.info,
         )
-        dest = artifacts.path(emb_key, key)
-        with atomic_dir(dest) as tmp:
-            save_file({"embeddings": np.ascontiguousarray(emb, dtype=np.float32)}, str(tmp / "embeddings.safetensors"))
-            index.to_parquet(tmp / "index.parquet", index=False)
-        std = emb.std(axis=0)
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": int(emb.shape[0]),
-                "dim": int(emb.shape[1]),
-                "min_dim_std": float(std.min()),
-                "mean_dim_std": float(std.mean()),
-                "wall_s": round(time.perf_counter() - t0, 2),
-                "path": dg.MetadataValue.path(str(dest)),
-            }
-        )
+        return _save_embeddings(artifacts.path(emb_key, key), emb, index, t0)
+
+    return [checkpoint, embeddings, _probe_metrics_asset(project, name, partitions)]
+
+
+def _probe_metrics_asset(project: Project, name: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    emb_key, metrics_key = f"{name}_embeddings", f"{name}_probe_metrics"
 
     @dg.asset(
         name=metrics_key,
@@ -424,7 +469,7 @@ def build_recipe_assets(
         emb, index = load_embeddings(artifacts.path(emb_key, key))
         return _probe_and_write(context, warehouse, project, key, name, emb, index)
 
-    return [checkpoint, embeddings, probe_metrics]
+    return probe_metrics
 
 
 def load_embeddings(folder: Path) -> tuple[np.ndarray, pd.DataFrame]:

@@ -120,7 +120,45 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     checks = [meds_schema, split_disjointness, no_future_in_context, labels_after_prediction_time]
     for recipe in project.recipes:
         checks.append(_collapse_check(project, recipe))
+    for tokens_key in dict.fromkeys(k for k in map(project.tokens_asset, project.recipes) if k):
+        checks.append(_recipe_context_check(project, tokens_key))
     return checks
+
+
+def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDefinition:
+    """The leakage check of a ``<recipe>_tokens`` asset: a node's context text ``text[:context_char_end]`` must
+    contain no block (day) whose events are after the prediction time."""
+
+    @dg.asset_check(
+        asset=tokens_key,
+        name="no_future_in_context",
+        blocking=True,
+        description="No character of a decision node's context text comes from an event after its prediction time.",
+    )
+    def no_future_in_recipe_context(context: AssetCheckExecutionContext, warehouse: DuckDBResource):
+        def one(key):
+            with warehouse.get_connection() as conn:
+                if not table_exists(conn, "recipe_node_contexts"):
+                    return ["not materialized"], {}
+                where = {"cohort": key, "tokens_asset": tokens_key}
+                ctx = read_partition(conn, "recipe_node_contexts", where,
+                                     columns=["subject_id", "prediction_time", "context_char_end", "context_last_time"])
+                if not len(ctx):
+                    return ["not materialized"], {}
+                seq = read_partition(conn, "recipe_token_sequences", where,
+                                     columns=["subject_id", "block_times", "block_char_ends"])
+            bad = seq_stage.context_violations(
+                ctx.rename(columns={"context_char_end": "context_end"}),
+                seq.rename(columns={"block_char_ends": "block_ends"}),
+            )
+            problems = (
+                [f"{len(bad)} of {len(ctx)} decision nodes read events after their prediction time"] if len(bad) else []
+            )
+            return problems, {"nodes_checked": len(ctx)}
+
+        return _run(context, project, one)
+
+    return no_future_in_recipe_context
 
 
 def _collapse_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:

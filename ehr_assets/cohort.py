@@ -13,7 +13,7 @@ import pandera.pandas as pa
 import pyarrow as pa_arrow
 from meds import DataSchema, birth_code, death_code, held_out_split, train_split, tuning_split
 
-from .specs import CohortSpec, Project
+from .specs import CohortSpec, Project, Splits
 
 MEDS_COLUMNS = ["subject_id", "time", "code", "numeric_value", "text_value"]
 EXTRA_COLUMNS = ["table", "unit"]
@@ -26,21 +26,27 @@ class CohortDataError(ValueError):
 
 # ---------------------------------------------------------------------------------------------------------- sources
 def source_events(spec: CohortSpec) -> pd.DataFrame:
-    """The events of a source cohort, as the source delivers them."""
-    src = spec.source
-    if src.kind == "synthetic":
-        from .synthetic import generate
+    """The events of a source cohort, as the source delivers them (readers in :mod:`ehr_assets.sources`)."""
+    from .sources import read_source
 
-        return generate(src.profile, src.subjects, src.seed, src.id_start).events
-    raise CohortDataError(f"cohort {spec.name!r}: source kind {src.kind!r} is not supported")
+    return read_source(spec).events
 
 
 def cohort_events(project: Project, cohort: str) -> pd.DataFrame:
     """Events of ``cohort`` (a union concatenates its members) with ``source_cohort`` recording each row's member."""
-    frames = []
+    return cohort_source(project, cohort)[0]
+
+
+def cohort_source(project: Project, cohort: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(events, source splits, reports): the events of :func:`cohort_events`; the splits the members' sources ship
+    (``subject_id, split, source_cohort``; empty when none does); one source report per member."""
+    from .sources import read_source
+
+    frames, split_frames, reports = [], [], {}
     seen: dict[int, str] = {}
     for member in project.members(cohort):
-        ev = source_events(project.cohorts[member])
+        data = read_source(project.cohorts[member])
+        ev = data.events
         ids = pd.unique(ev["subject_id"])
         clash = [i for i in ids[:] if i in seen] if seen else []
         if clash:
@@ -50,11 +56,21 @@ def cohort_events(project: Project, cohort: str) -> pd.DataFrame:
             )
         seen.update(dict.fromkeys(ids.tolist(), member))
         frames.append(ev.assign(source_cohort=member))
+        if data.splits is not None:
+            split_frames.append(data.splits[["subject_id", "split"]].assign(source_cohort=member))
+        reports[member] = data.report
     events = pd.concat(frames, ignore_index=True)
     for col in EXTRA_COLUMNS:
         if col not in events.columns:
             events[col] = None
-    return events
+    splits = (
+        pd.concat(split_frames, ignore_index=True)
+        if split_frames
+        else pd.DataFrame({"subject_id": pd.Series(dtype="int64"), "split": pd.Series(dtype=str),
+                           "source_cohort": pd.Series(dtype=str)})
+    )
+    splits["subject_id"] = splits["subject_id"].astype("int64")
+    return events, splits, reports
 
 
 # ------------------------------------------------------------------------------------------------------ validation
@@ -169,12 +185,30 @@ def assign_splits(subject_ids: np.ndarray, fractions: dict[str, float], seed: in
     return pd.DataFrame({"subject_id": ids, "split": split})
 
 
-def subjects_table(project: Project, cohort: str, events: pd.DataFrame) -> pd.DataFrame:
-    """One row per subject: split (from each member's declaration), member cohort and follow-up window."""
+def subjects_table(
+    project: Project, cohort: str, events: pd.DataFrame, source_splits: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per subject: split, member cohort and follow-up window. A member whose source ships splits
+    (``source_splits`` rows with its ``source_cohort``, e.g. a MEDS ``subject_splits.parquet``) keeps them; the
+    others are split by their declared fractions and seed."""
     parts = []
     for member in project.members(cohort):
-        s = project.cohorts[member].splits
+        s = project.cohorts[member].splits or Splits()
         ids = events.loc[events["source_cohort"] == member, "subject_id"].unique()
+        shipped = None
+        if source_splits is not None and len(source_splits):
+            shipped = source_splits[source_splits["source_cohort"] == member]
+        if shipped is not None and len(shipped):
+            split = shipped.set_index("subject_id")["split"]
+            missing = [i for i in ids if i not in split.index]
+            if missing:
+                raise CohortDataError(
+                    f"cohort {cohort!r}: {len(missing)} subject(s) of {member!r} have no shipped split "
+                    f"(e.g. subject_id {missing[0]})"
+                )
+            parts.append(pd.DataFrame({"subject_id": np.sort(ids).astype("int64")})
+                         .assign(split=lambda d: d["subject_id"].map(split).astype(object), source_cohort=member))
+            continue
         frac = {train_split: s.train, tuning_split: s.tuning, held_out_split: s.held_out}
         parts.append(assign_splits(ids, frac, s.seed).assign(source_cohort=member))
     subj = pd.concat(parts, ignore_index=True)

@@ -13,6 +13,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from .assets import ArtifactStore, Trainer, build_baseline_asset, build_data_assets, build_recipe_assets, build_report_asset
+from .text_assets import build_text_assets, build_tokens_assets
 from .checks import build_checks
 from .specs import Project, default_project_dir, load_project
 from .warehouse import default_artifact_root, default_warehouse
@@ -36,6 +37,7 @@ def build_definitions(
 
     partitions = dg.StaticPartitionsDefinition(project.partition_keys)
     assets = build_data_assets(project, partitions)
+    assets += build_text_assets(project, partitions) + build_tokens_assets(project, partitions)
     for recipe in project.recipes.values():
         assets += build_recipe_assets(project, recipe, partitions)
     assets.append(build_baseline_asset(project, partitions))

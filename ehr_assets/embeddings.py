@@ -1,4 +1,5 @@
-"""Frozen embeddings from a trained checkpoint (see :mod:`ehr_assets.training` for the folder layout).
+"""Frozen embeddings from a trained checkpoint (see :mod:`ehr_assets.training` for the folder layout), or from a
+model folder used as it is (:func:`embed_frozen`: a base model or a released SMB-v1 checkpoint, ``objective: frozen``).
 
 Standalone (torch / transformers / peft / numpy, no Dagster). An embedding is the final-layer hidden state of the
 decoder stack (after the final norm, no lm_head) at the last non-pad token (``pool='last'``) or its mean over the
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .training import _quiet, decoder_of, load_base, pick_device
+from .training import _from_pretrained, _quiet, decoder_of, load_base, pick_device
 
-__all__ = ["load_encoder", "embed", "pool_hidden"]
+__all__ = ["load_encoder", "embed", "embed_frozen", "load_frozen", "pool_hidden"]
 
 
 def load_encoder(ckpt_dir: Path, device=None) -> tuple[torch.nn.Module, dict]:
@@ -68,9 +69,50 @@ def embed(ckpt_dir: Path, contexts: list[np.ndarray], *, pool: str = "last", bat
         if c.size == 0:
             raise ValueError(f"contexts[{i}] is empty: every context needs at least one token")
     model, recipe = load_encoder(ckpt_dir)
+    bf16 = recipe.get("training", {}).get("precision") == "bf16"
+    return _embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
+
+
+def load_frozen(model_dir: Path, vocab_size: int | None = None, *, seed: int = 0, device=None):
+    """A local HF model folder as a frozen encoder (eval mode, no grad). When the tokenizer gained tokens
+    (``vocab_size`` > the embedding rows) the embeddings are resized; the new rows are initialised with
+    ``seed`` so that repeated runs embed identically."""
+    with _quiet():
+        model = _from_pretrained(model_dir)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if vocab_size is not None and vocab_size > rows:
+        torch.manual_seed(seed)
+        model.resize_token_embeddings(int(vocab_size), mean_resizing=False)
+    model.to(pick_device(device))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def embed_frozen(model_dir: Path, contexts: list[np.ndarray], *, vocab_size: int | None = None, pool: str = "last",
+                 batch_size: int = 32, pad_id: int = 0, bf16: bool = False, seed: int = 0,
+                 log: Callable[[str], None] | None = None) -> np.ndarray:
+    """Like :func:`embed`, with a model folder used as it is (a base model or a released SMB-v1 checkpoint)."""
+    if pool not in ("last", "mean"):
+        raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    ctxs = [np.asarray(c, dtype=np.int64).reshape(-1) for c in contexts]
+    for i, c in enumerate(ctxs):
+        if c.size == 0:
+            raise ValueError(f"contexts[{i}] is empty: every context needs at least one token")
+    model = load_frozen(model_dir, vocab_size, seed=seed)
+    return _embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
+
+
+def _embed_with(model, ctxs: list[np.ndarray], *, pool: str, batch_size: int, pad_id: int, bf16: bool,
+                log: Callable[[str], None] | None) -> np.ndarray:
     dec, _ = decoder_of(model)
-    H = model.get_base_model().config.hidden_size
-    V = model.get_base_model().get_input_embeddings().weight.shape[0]
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    H = base.config.hidden_size
+    V = base.get_input_embeddings().weight.shape[0]
     out = np.zeros((len(ctxs), H), dtype=np.float32)
     if not ctxs:
         return out
@@ -78,7 +120,7 @@ def embed(ckpt_dir: Path, contexts: list[np.ndarray], *, pool: str = "last", bat
     if bad:
         raise ValueError(f"contexts {bad[:5]} have token ids outside the model's vocabulary [0, {V})")
     device = next(model.parameters()).device
-    bf16 = device.type == "cuda" and recipe.get("training", {}).get("precision") == "bf16"
+    bf16 = device.type == "cuda" and bf16
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     lengths = np.array([len(c) for c in ctxs])

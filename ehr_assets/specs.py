@@ -54,7 +54,63 @@ class SyntheticSource(_Strict):
     id_start: int | None = Field(default=None, ge=0, description="first subject_id; default depends on the profile")
 
 
-Source = Annotated[SyntheticSource, Field(discriminator="kind")]
+def _check_iso_date(v):
+    """YAML reads an unquoted 2000-01-01 as a date; accept it and a quoted ISO string alike."""
+    import datetime as _dt
+
+    if isinstance(v, _dt.date):
+        return v.isoformat()
+    if isinstance(v, str):
+        try:
+            _dt.date.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an ISO date (YYYY-MM-DD)") from None
+    return v
+
+
+class MedsSource(_Strict):
+    """A MEDS dataset folder (``data/**/*.parquet``, optional ``metadata/``), e.g. the INSPECT release."""
+
+    kind: Literal["meds"]
+    path: str = Field(min_length=1, description="dataset folder; a relative path resolves against the project root")
+    subject_splits: bool = Field(default=True, description="use metadata/subject_splits.parquet when present")
+    max_subjects: int | None = Field(default=None, gt=0, description="keep the N smallest subject_ids (dev runs)")
+
+
+class TimelineRule(_Strict):
+    """How rows of one cBioPortal timeline EVENT_TYPE become MEDS events (see ``ehr_assets.sources``)."""
+
+    code_columns: list[str] = Field(default_factory=list, description="columns appended to EVENT_TYPE in the code")
+    value_column: str | None = Field(default=None, description="number -> numeric_value, else text_value")
+    unit_column: str | None = None
+    table: str = Field(default="observation", min_length=1, description="the event's category (SMB-v1 table)")
+    stop_event: bool = Field(default=False, description="also emit CODE/STOP at STOP_DATE when it is after START_DATE")
+
+
+class CbioportalSource(_Strict):
+    """A cBioPortal study folder: ``data_clinical_patient.txt`` and ``data_timeline_*.txt`` (e.g. MSK-CHORD)."""
+
+    kind: Literal["cbioportal"]
+    path: str = Field(min_length=1, description="study folder; a relative path resolves against the project root")
+    anchor_date: str = Field(default="2000-01-01", description="calendar date of every patient's day 0")
+    age_column: str | None = Field(default=None, description="patient column with age in years; default: see README")
+    age_at: Literal["anchor", "last_follow_up"] | None = Field(
+        default=None, description="when age_column was measured: at day 0, or at OS_MONTHS after it"
+    )
+    demographics: list[str] | None = Field(default=None, description="patient columns that become person codes")
+    event_types: dict[str, TimelineRule] = Field(default_factory=dict, description="rules by EVENT_TYPE (overrides)")
+    on_malformed: Literal["report", "error"] = "report"
+
+    _d = field_validator("anchor_date", mode="before")(_check_iso_date)
+
+    @model_validator(mode="after")
+    def _age(self) -> CbioportalSource:
+        if self.age_at is not None and self.age_column is None:
+            raise ValueError("age_at: set age_column too")
+        return self
+
+
+Source = Annotated[SyntheticSource | MedsSource | CbioportalSource, Field(discriminator="kind")]
 
 
 class DecisionNodeRule(_Strict):
@@ -136,6 +192,11 @@ class Backbone(_Strict):
     architecture: Literal["llama", "qwen3"] = "llama"
     config: TinyBackboneConfig | None = None
     path: str | None = Field(default=None, description="local Hugging Face model folder (never downloaded)")
+    tokenizer: str | None = Field(
+        default=None,
+        description="local tokenizer folder; default: the path folder's own tokenizer, or (config) the cohort's "
+        "word-level tokenizer",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> Backbone:
@@ -206,16 +267,17 @@ class Training(_Strict):
 class Embedding(_Strict):
     pool: Literal["last", "mean"] = "last"
     batch_size: int = Field(default=32, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0, description="context tokens embedded; default training.seq_len")
 
 
 class RecipeSpec(_Strict):
     name: str
     description: str = ""
     extends: str | None = Field(default=None, description="inherit every key of this recipe, then override")
-    format: Literal["delimited"] = "delimited"
+    format: Literal["delimited", "smb_v1"] = "delimited"
     backbone: Backbone
     lora: Lora = Lora()
-    objective: Literal["sft", "jepa", "hybrid"]
+    objective: Literal["sft", "jepa", "hybrid", "frozen"]
     init_from: str | None = None
     jepa: Jepa = Jepa()
     loss_weights: LossWeights = LossWeights()
@@ -224,6 +286,41 @@ class RecipeSpec(_Strict):
     embedding: Embedding = Embedding()
 
     _n = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _format_and_frozen(self) -> RecipeSpec:
+        if self.format == "smb_v1" and self.tokenizer_path is None:
+            raise ValueError("format: smb_v1 is plain text for a subword tokenizer; set backbone.path or backbone.tokenizer")
+        if self.objective == "frozen":
+            if self.backbone.path is None:
+                raise ValueError("objective: frozen embeds with a given model; set backbone.path (a local HF folder)")
+            if self.init_from is not None:
+                raise ValueError("init_from: a frozen recipe trains nothing and starts from no checkpoint")
+        return self
+
+    @property
+    def is_frozen(self) -> bool:
+        """No training: embed with the backbone folder as it is."""
+        return self.objective == "frozen"
+
+    @property
+    def tokenizer_path(self) -> str | None:
+        """The subword tokenizer folder this recipe reads with; None: the cohort's word-level ``tokenizer`` asset."""
+        return self.backbone.tokenizer or self.backbone.path
+
+    @property
+    def tokenization(self) -> tuple[str, str | None]:
+        """(format, tokenizer folder): recipes with equal keys see the same token ids."""
+        return (self.format, self.tokenizer_path)
+
+    @property
+    def default_tokenization(self) -> bool:
+        """The shared cohort path: delimited text, word-level tokenizer fitted per cohort (``token_sequences``)."""
+        return self.tokenization == ("delimited", None)
+
+    @property
+    def embed_tokens(self) -> int:
+        return self.embedding.max_tokens or self.training.seq_len
 
     @property
     def uses_jepa(self) -> bool:
@@ -279,7 +376,7 @@ def _read_yaml(path: Path) -> dict:
 def _format_errors(path: Path, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("synthetic",))) or "(top level)"
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("synthetic", "meds", "cbioportal"))) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -355,6 +452,19 @@ class Project(BaseModel):
     def tasks_for(self, cohort: str) -> list[ProbeSpec]:
         return [p for p in self.probes.values() if cohort in p.cohorts]
 
+    def tokens_asset(self, recipe: str) -> str | None:
+        """The asset holding ``recipe``'s token ids when they are not the shared default (``token_sequences``):
+        ``<root>_tokens``, root = the first recipe of its ``init_from`` chain (a chain shares one tokenization)."""
+        r = self.recipes[recipe]
+        if r.default_tokenization:
+            return None
+        while r.init_from is not None:
+            r = self.recipes[r.init_from]
+        return f"{r.name}_tokens"
+
+    def uses_format(self, fmt: str) -> bool:
+        return any(r.format == fmt for r in self.recipes.values())
+
 
 def _topo_recipes(recipes: dict[str, RecipeSpec], folder: Path) -> dict[str, RecipeSpec]:
     order: list[str] = []
@@ -405,7 +515,19 @@ def load_project(root: str | Path) -> Project:
                     raise SpecError(f"{dirs['cohorts'] / (name + '.yaml')}: union: unknown cohort {m!r}")
                 if cohorts[m].is_union:
                     raise SpecError(f"{dirs['cohorts'] / (name + '.yaml')}: union: {m!r} is itself a union")
+    cohorts = {n: _resolve_source_path(c, root) for n, c in cohorts.items()}
+    recipes = {n: _resolve_backbone_paths(r, root) for n, r in recipes.items()}
     for name, r in recipes.items():
+        parent = recipes.get(r.init_from) if r.init_from else None
+        if parent is not None and parent.is_frozen:
+            raise SpecError(
+                f"{dirs['models'] / (name + '.yaml')}: init_from: {r.init_from!r} is a frozen recipe (no checkpoint)"
+            )
+        if parent is not None and parent.tokenization != r.tokenization:
+            raise SpecError(
+                f"{dirs['models'] / (name + '.yaml')}: format/backbone.tokenizer: must equal those of init_from "
+                f"{r.init_from!r} ({parent.tokenization} vs {r.tokenization}): token ids would differ"
+            )
         if r.objective == "sft" and r.loss_weights.sft == 0:
             raise SpecError(f"{dirs['models'] / (name + '.yaml')}: loss_weights.sft: an sft recipe needs sft > 0")
         if r.objective in ("jepa", "hybrid") and r.loss_weights.jepa == 0:
@@ -415,6 +537,25 @@ def load_project(root: str | Path) -> Project:
             if c not in cohorts:
                 raise SpecError(f"{dirs['probes'] / (name + '.yaml')}: cohorts: unknown cohort {c!r}")
     return Project(root=root, cohorts=cohorts, recipes=_topo_recipes(recipes, dirs["models"]), probes=probes)
+
+
+def _abs(path: str, root: Path) -> str:
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (root / p).resolve())
+
+
+def _resolve_source_path(spec: CohortSpec, root: Path) -> CohortSpec:
+    """A relative source path resolves against the project root (not the working directory)."""
+    src = spec.source
+    if src is None or not hasattr(src, "path"):
+        return spec
+    return spec.model_copy(update={"source": src.model_copy(update={"path": _abs(src.path, root)})})
+
+
+def _resolve_backbone_paths(recipe: RecipeSpec, root: Path) -> RecipeSpec:
+    bb = recipe.backbone
+    upd = {k: _abs(getattr(bb, k), root) for k in ("path", "tokenizer") if getattr(bb, k) is not None}
+    return recipe.model_copy(update={"backbone": bb.model_copy(update=upd)}) if upd else recipe
 
 
 def default_project_dir() -> Path:

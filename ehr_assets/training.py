@@ -38,7 +38,7 @@ import resource
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +153,44 @@ def train_data_from_warehouse(conn, cohort: str, tokenizer_dir: Path) -> TrainDa
         bos_id=fast.bos_token_id,
         eos_id=fast.eos_token_id,
     )
+
+
+def recipe_train_data_from_warehouse(conn, cohort: str, tokens_key: str, tokens_dir: Path) -> TrainData:
+    """:class:`TrainData` from a ``<recipe>_tokens`` asset (tables ``recipe_token_sequences`` and
+    ``recipe_node_contexts``, a local HF tokenizer): whole train timelines for SFT; per train node, its context tokens
+    (tokenized on their own) followed by the timeline's tokens after the context for JEPA."""
+    import pandas as pd
+    from meds import train_split
+
+    from .tokenization import load_tokenizer_folder, special_ids
+    from .warehouse import read_partition
+
+    tok = load_tokenizer_folder(tokens_dir)
+    sp = {**special_ids(tok), "vocab_size": len(tok)}
+
+    def read(table: str, **kw) -> pd.DataFrame:
+        try:
+            df = read_partition(conn, table, {"cohort": cohort, "tokens_asset": tokens_key}, **kw)
+        except LookupError:
+            df = pd.DataFrame()
+        if df.empty:
+            raise LookupError(f"{table} has no rows for cohort {cohort!r}: materialize asset {tokens_key!r} first")
+        return df
+
+    seq = read("recipe_token_sequences", columns=["subject_id", "split", "input_ids"])
+    seq = seq[seq["split"] == train_split]
+    ids = {s: np.asarray(x, dtype=np.int64) for s, x in zip(seq["subject_id"], seq["input_ids"])}
+    ctx = read("recipe_node_contexts", columns=["subject_id", "split", "context_ids", "future_start"],
+               order_by=["subject_id", "prediction_time"])
+    ctx = ctx[ctx["split"] == train_split]
+    examples = []
+    for s, c, fs in zip(ctx["subject_id"], ctx["context_ids"], ctx["future_start"]):
+        c = np.asarray(c, dtype=np.int64)
+        future = ids[s][int(fs):]
+        if len(c) and len(future):  # a node with no future token teaches JEPA nothing
+            examples.append((np.concatenate([c, future]), len(c)))
+    return TrainData(sft_sequences=list(ids.values()), jepa_examples=examples, vocab_size=sp["vocab_size"],
+                     pad_id=sp["pad_id"], mask_id=sp["mask_id"], bos_id=sp["bos_id"], eos_id=sp["eos_id"])
 
 
 @dataclass
@@ -1220,20 +1258,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         project_dir = Path(args.project or default_project_dir())
         rpath = Path(args.recipe)
+        tokens_key = None
         if rpath.suffix in (".yaml", ".yml"):
             recipe = load_spec(rpath, RecipeSpec)
+            if not recipe.default_tokenization and args.data is None:
+                raise SystemExit(f"error: recipe {recipe.name!r} reads its own tokens asset; name it by its name in "
+                                 "the project (--recipe NAME) or give --data")
         else:
-            recipes = load_project(project_dir).recipes
-            if args.recipe not in recipes:
-                raise SpecError(f"{project_dir / 'models'}: no recipe {args.recipe!r} (known: {sorted(recipes)})")
-            recipe = recipes[args.recipe]
+            project = load_project(project_dir)
+            if args.recipe not in project.recipes:
+                raise SpecError(f"{project_dir / 'models'}: no recipe {args.recipe!r} (known: {sorted(project.recipes)})")
+            recipe = project.recipes[args.recipe]
+            tokens_key = project.tokens_asset(recipe.name)
+        if recipe.is_frozen:
+            raise SystemExit(f"error: recipe {recipe.name!r} is frozen: it embeds a model folder as it is, no training")
         if args.data is None and args.cohort is None:
             raise SystemExit("error: give --cohort (read the warehouse) or --data (a training-data bundle)")
         if args.cohort is None and args.out is None:
             raise SystemExit("error: --out is required with --data and no --cohort")
         artifacts = Path(args.artifacts or default_artifact_root(project_dir))
         asset = f"{recipe.name}_checkpoint"
-        tok = args.tokenizer or (artifacts / "tokenizer" / args.cohort if args.cohort else None)
+        tok = args.tokenizer or (artifacts / (tokens_key or "tokenizer") / args.cohort if args.cohort else None)
         if args.data is not None:
             data = TrainData.load(args.data)
         else:
@@ -1243,7 +1288,10 @@ def main(argv: list[str] | None = None) -> int:
             if not wh.is_file():
                 raise FileNotFoundError(f"{wh}: no warehouse; materialize the cohort's token_sequences first")
             with duckdb.connect(str(wh), read_only=True) as conn:
-                data = train_data_from_warehouse(conn, args.cohort, tok)
+                if tokens_key:
+                    data = recipe_train_data_from_warehouse(conn, args.cohort, tokens_key, tok)
+                else:
+                    data = train_data_from_warehouse(conn, args.cohort, tok)
         init_dir = args.init_dir
         if recipe.init_from and init_dir is None:
             if args.cohort is None:
