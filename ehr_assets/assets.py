@@ -27,7 +27,15 @@ from . import labels as labels_stage
 from . import sequences as seq_stage
 from .evaluation import evaluate, markdown_table
 from .specs import Project, RecipeSpec
-from .warehouse import artifact_dir, atomic_dir, read_partition, replace_partition, resume_dir, table_exists
+from .warehouse import (
+    artifact_dir,
+    atomic_dir,
+    read_partition,
+    replace_partition,
+    replace_partitions,
+    resume_dir,
+    table_exists,
+)
 
 POOL = "duckdb"  # steps that write the warehouse; dagster.yaml limits this pool
 
@@ -132,12 +140,25 @@ def _read(warehouse: DuckDBResource, table: str, cohort: str, **kw) -> pd.DataFr
 
 
 def _write(warehouse: DuckDBResource, table: str, cohort: str, df: pd.DataFrame, **extra) -> int:
+    with warehouse.get_connection() as conn:
+        return replace_partition(conn, table, _tag(df, cohort, **extra), {"cohort": cohort, **extra})
+
+
+def _tag(df: pd.DataFrame, cohort: str, **extra) -> pd.DataFrame:
+    """``df`` with the partition columns first (``cohort``, then ``extra``), as the warehouse tables store it."""
     df = df.copy()
     df.insert(0, "cohort", cohort)
     for k, v in extra.items():
         df.insert(1, k, v)
-    with warehouse.get_connection() as conn:
-        return replace_partition(conn, table, df, {"cohort": cohort, **extra})
+    return df
+
+
+def _source_names(project: Project, cohort: str) -> str:
+    parts = []
+    for m in project.members(cohort):
+        src = project.cohorts[m].source
+        parts.append(f"{m}: {src.kind}" + (f" {getattr(src, 'path', '')}" if getattr(src, "path", None) else ""))
+    return "; ".join(parts)
 
 
 def _subject_count(df: pd.DataFrame) -> int:
@@ -171,8 +192,14 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         t0 = time.perf_counter()
         key = context.partition_key
         ev, shipped_splits, reports = cohort_stage.cohort_source(project, key)  # raises before anything is written
-        n = _write(warehouse, "cohort_events", key, ev)
-        _write(warehouse, "source_splits", key, shipped_splits)
+        if ev.empty:
+            raise cohort_stage.CohortDataError(
+                f"cohort {key!r}: the source yielded no events ({_source_names(project, key)}); nothing was written"
+            )
+        cohort_stage.validate_events(ev, key)  # every rule, before writing: a bad delivery never replaces a good one
+        with warehouse.get_connection() as conn:  # both tables in one transaction
+            n, _ = replace_partitions(conn, [("cohort_events", _tag(ev, key), {"cohort": key}),
+                                             ("source_splits", _tag(shipped_splits, key), {"cohort": key})])
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": n,
@@ -231,7 +258,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
     def task_labels(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Task labels at decision nodes in the MEDS label schema (+ task, horizon_days, split columns)."""
         key = context.partition_key
-        ev = _read(warehouse, "cohort_table", key, columns=["subject_id", "time", "code"])
+        ev = _read(warehouse, "cohort_table", key, columns=["subject_id", "time", "code", "source_cohort"])
         subj = _read(warehouse, "subjects", key)
         nodes = _read(warehouse, "decision_nodes", key).drop(columns=["cohort"])
         lab = labels_stage.cohort_labels(project, key, nodes, ev, subj)

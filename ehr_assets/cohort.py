@@ -114,19 +114,30 @@ EVENTS_SCHEMA = pa.DataFrameSchema(
 )
 
 
-def format_failures(err: pa.errors.SchemaErrors, limit: int = 20) -> str:
-    """A markdown table of pandera's failure cases (check, columns, failing rows), without subject data."""
+def format_failures(err: pa.errors.SchemaErrors, df: pd.DataFrame | None = None, limit: int = 20,
+                    examples: int = 5) -> str:
+    """A markdown table of pandera's failure cases: check, columns, failing rows and, when ``df`` (the validated
+    frame) is given, the first few subject_ids concerned, so the data can be fixed. No event content is shown."""
     fc = err.failure_cases.copy()
     fc["column"] = fc["column"].fillna("(row)").astype(str)
     fc["check"] = fc["check"].astype(str)
     summary = (
         fc.groupby("check", dropna=False)
-        .agg(columns=("column", lambda c: ", ".join(sorted(set(c)))), rows=("index", "nunique"))
+        .agg(columns=("column", lambda c: ", ".join(sorted(set(c)))), rows=("index", "nunique"),
+             index=("index", lambda i: sorted({int(x) for x in i if x == x})))
         .reset_index()
         .head(limit)
     )
-    lines = ["| check | columns | failing rows |", "|---|---|---|"]
-    lines += [f"| {r.check} | {r.columns} | {r.rows} |" for r in summary.itertuples()]
+    with_ids = df is not None and "subject_id" in df.columns
+    lines = ["| check | columns | failing rows |" + (" subjects (first) |" if with_ids else ""),
+             "|---|---|---|" + ("---|" if with_ids else "")]
+    for r in summary.itertuples():
+        line = f"| {r.check} | {r.columns} | {r.rows} |"
+        if with_ids:
+            rows = [i for i in r.index if i in df.index]
+            ids = list(dict.fromkeys(int(x) for x in df.loc[rows, "subject_id"]))[:examples]
+            line += f" subject_id {', '.join(map(str, ids))} |" if ids else " |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -166,7 +177,7 @@ def validate_events(events: pd.DataFrame, cohort: str) -> pd.DataFrame:
     try:
         EVENTS_SCHEMA.validate(df, lazy=True)
     except pa.errors.SchemaErrors as e:
-        raise CohortDataError(f"cohort {cohort!r}: events failed validation:\n{format_failures(e)}") from None
+        raise CohortDataError(f"cohort {cohort!r}: events failed validation:\n{format_failures(e, df)}") from None
     return df.sort_values(["subject_id", "time"], kind="stable").reset_index(drop=True)
 
 

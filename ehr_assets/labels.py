@@ -79,11 +79,29 @@ def task_labels(task: ProbeSpec, nodes: pd.DataFrame, events: pd.DataFrame, subj
     return out[LABEL_COLUMNS]
 
 
+class LabelError(ValueError):
+    """A task cannot be labelled on a cohort; the message names the probe file and the field."""
+
+
+def check_outcomes_occur(project: Project, cohort: str, task: ProbeSpec, events: pd.DataFrame) -> None:
+    """A task whose outcome codes match no event of the cohort is a declaration error (a typo, a code system the
+    source does not use), not a task with no positives: refuse it, naming the probe file."""
+    members = [m for m in project.members(cohort) if m in task.cohorts or cohort in task.cohorts]
+    ev = events[events["source_cohort"].isin(members)] if "source_cohort" in events.columns else events
+    pattern = re.compile("|".join(f"(?:{p})" for p in task.outcome_codes))
+    if not any(pattern.fullmatch(str(c)) for c in pd.unique(ev["code"])):
+        raise LabelError(
+            f"{project.root / 'probes' / (task.name + '.yaml')}: outcome_codes: no event of cohort {cohort!r} matches "
+            f"{task.outcome_codes}; fix the codes or remove {cohort!r} from the task's cohorts"
+        )
+
+
 def cohort_labels(project: Project, cohort: str, nodes: pd.DataFrame, events: pd.DataFrame, subjects: pd.DataFrame):
     """Labels of every task declared for ``cohort``. In a union cohort a task covers the members that declare it."""
     frames = []
     union = project.cohorts[cohort].is_union
     for task in project.tasks_for(cohort):
+        check_outcomes_occur(project, cohort, task, events)
         task_nodes = nodes
         if union:
             task_nodes = nodes[nodes["source_cohort"].isin(task.cohorts)]

@@ -48,31 +48,41 @@ def replace_partition(
     The table is created from ``df``'s schema on first write; ``df`` must carry the ``where`` columns with those
     values. Returns the number of rows written.
     """
-    for col, val in where.items():
-        ident(col)
-        if col not in df.columns:
-            raise ValueError(f"{table}: frame lacks partition column {col!r}")
-        if len(df) and not (df[col] == val).all():
-            raise ValueError(f"{table}: rows outside partition {col}={val!r}")
-    cols = ", ".join(ident(c) for c in df.columns)
-    conn.register("__incoming", df)
+    return replace_partitions(conn, [(table, df, where)])[0]
+
+
+def replace_partitions(
+    conn: duckdb.DuckDBPyConnection, writes: Sequence[tuple[str, pd.DataFrame, dict[str, object]]]
+) -> list[int]:
+    """Several :func:`replace_partition` writes (table, frame, partition) in ONE transaction: all land or none."""
+    for table, df, where in writes:
+        ident(table)
+        for col, val in where.items():
+            ident(col)
+            if col not in df.columns:
+                raise ValueError(f"{table}: frame lacks partition column {col!r}")
+            if len(df) and not (df[col] == val).all():
+                raise ValueError(f"{table}: rows outside partition {col}={val!r}")
+    conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            if not table_exists(conn, table):
-                conn.execute(f"CREATE TABLE {ident(table)} AS SELECT {cols} FROM __incoming LIMIT 0")
-            else:
-                _add_missing_columns(conn, table, df)
-            cond = " AND ".join(f"{ident(c)} = ?" for c in where)
-            conn.execute(f"DELETE FROM {ident(table)} WHERE {cond}", list(where.values()))
-            conn.execute(f"INSERT INTO {ident(table)} ({cols}) SELECT {cols} FROM __incoming")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    finally:
-        conn.unregister("__incoming")
-    return len(df)
+        for table, df, where in writes:
+            cols = ", ".join(ident(c) for c in df.columns)
+            conn.register("__incoming", df)
+            try:
+                if not table_exists(conn, table):
+                    conn.execute(f"CREATE TABLE {ident(table)} AS SELECT {cols} FROM __incoming LIMIT 0")
+                else:
+                    _add_missing_columns(conn, table, df)
+                cond = " AND ".join(f"{ident(c)} = ?" for c in where)
+                conn.execute(f"DELETE FROM {ident(table)} WHERE {cond}", list(where.values()))
+                conn.execute(f"INSERT INTO {ident(table)} ({cols}) SELECT {cols} FROM __incoming")
+            finally:
+                conn.unregister("__incoming")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return [len(df) for _, df, _ in writes]
 
 
 def _add_missing_columns(conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> None:
