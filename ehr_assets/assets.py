@@ -84,7 +84,34 @@ class Trainer(dg.ConfigurableResource):
             raise RuntimeError(f"training subprocess exited without writing {dest}")
 
 
-def _meta_table(df: pd.DataFrame) -> dg.MetadataValue:
+def min_published_count() -> int:
+    """Counts below this are shown as "<N" in asset metadata (small-cell suppression, as disclosure rules for
+    clinical data require). ``EHR_MIN_PUBLISHED_COUNT``, default 11; 0 or 1 turns it off."""
+    import os
+
+    raw = os.environ.get("EHR_MIN_PUBLISHED_COUNT", "11")
+    try:
+        return max(int(raw), 0)
+    except ValueError:
+        raise ValueError(f"EHR_MIN_PUBLISHED_COUNT must be an integer, got {raw!r}") from None
+
+
+def published_count(n) -> int | str:
+    """``n`` as published in metadata: ``"<11"`` when 0 < n < the threshold (0 stays 0: nothing to hide)."""
+    k = min_published_count()
+    n = int(n)
+    return f"<{k}" if 0 < n < k else n
+
+
+def _meta_table(df: pd.DataFrame, counts: tuple[str, ...] = (), hides: dict[str, str] | None = None) -> dg.MetadataValue:
+    """A markdown table for asset metadata; ``counts`` columns go through :func:`published_count`, and a column of
+    ``hides`` (e.g. a rate) is blanked where the count it derives from (its value) was suppressed."""
+    df = df.copy()
+    for col, src in (hides or {}).items():
+        small = df[src].map(lambda n: isinstance(published_count(n), str))
+        df[col] = df[col].astype(object).where(~small, "")
+    for c in counts:
+        df[c] = df[c].map(published_count)
     return dg.MetadataValue.md(markdown_table(df))
 
 
@@ -203,7 +230,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": n,
-                "subjects": _subject_count(ev),
+                "subjects": published_count(_subject_count(ev)),
                 "codes": int(ev["code"].nunique()),
                 "members": ", ".join(project.members(key)),
                 "wall_s": round(time.perf_counter() - t0, 2),
@@ -219,7 +246,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         valid = cohort_stage.validate_events(ev, key)  # raises CohortDataError listing every failed rule
         n = _write(warehouse, "cohort_table", key, valid)
         return dg.MaterializeResult(
-            metadata={"dagster/row_count": n, "subjects": _subject_count(valid), "pandera": "passed"}
+            metadata={"dagster/row_count": n, "subjects": published_count(_subject_count(valid)), "pandera": "passed"}
         )
 
     @dg.asset(group_name="cohort", kinds={"duckdb"}, deps=[cohort_table], **common)
@@ -232,7 +259,7 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         subj = cohort_stage.subjects_table(project, key, ev, shipped)
         n = _write(warehouse, "subjects", key, subj)
         counts = subj.groupby(["source_cohort", "split"]).size().rename("subjects").reset_index()
-        return dg.MaterializeResult(metadata={"dagster/row_count": n, "splits": _meta_table(counts)})
+        return dg.MaterializeResult(metadata={"dagster/row_count": n, "splits": _meta_table(counts, ("subjects",))})
 
     @dg.asset(group_name="cohort", kinds={"duckdb"}, deps=[subjects], **common)
     def decision_nodes(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
@@ -248,9 +275,9 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": n,
-                "subjects": _subject_count(nodes),
+                "subjects": published_count(_subject_count(nodes)),
                 "nodes_per_subject": round(n / max(_subject_count(nodes), 1), 2),
-                "by_code": _meta_table(per.head(15)),
+                "by_code": _meta_table(per.head(15), ("nodes",)),
             }
         )
 
@@ -269,7 +296,10 @@ def build_data_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
             .reset_index()
         )
         summary["rate"] = (summary["positives"] / summary["rows"]).round(3)
-        return dg.MaterializeResult(metadata={"dagster/row_count": n, "tasks": _meta_table(summary)})
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": n,
+            "tasks": _meta_table(summary, ("rows", "positives"), hides={"rate": "positives"}),
+        })
 
     @dg.asset(group_name="sequences", kinds={"huggingface"}, deps=[subjects], **common)
     def tokenizer(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
@@ -523,7 +553,7 @@ def _probe_and_write(context, warehouse, project: Project, key: str, recipe: str
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(metrics),
-            "metrics": _meta_table(main),
+            "metrics": _meta_table(main, ("n",)),
             "mean_auroc": float(metrics.loc[metrics["metric"] == "auroc", "value"].mean()),
         }
     )
@@ -593,7 +623,7 @@ def build_report_asset(project: Project, metric_assets: list[str]) -> dg.AssetsD
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(report),
-                "report": _meta_table(report),
+                "report": _meta_table(report, ("n",)),
                 "mean_delta_by_recipe": _meta_table(report.groupby("recipe")["delta"].mean().reset_index()),
             }
         )

@@ -117,12 +117,66 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 
         return _run(context, project, one)
 
-    checks = [meds_schema, split_disjointness, no_future_in_context, labels_after_prediction_time]
+    @dg.asset_check(
+        asset="task_labels",
+        blocking=True,
+        description="Every label row carries its subject's split (so a probe fit on 'train' rows sees train subjects "
+        "only, and one scored on 'held_out' rows held-out subjects only).",
+    )
+    def label_splits_match_subjects(context: AssetCheckExecutionContext, warehouse: DuckDBResource):
+        def one(key):
+            lab = _read_or_none(warehouse, "task_labels", key, columns=["subject_id", "split"])
+            subj = _read_or_none(warehouse, "subjects", key, columns=["subject_id", "split"])
+            if lab is None or subj is None:
+                return ["not materialized"], {}
+            m = lab.merge(subj, on="subject_id", how="left", suffixes=("", "_subject"))
+            unknown = int(m["split_subject"].isna().sum())
+            wrong = int((m["split_subject"].notna() & (m["split"] != m["split_subject"])).sum())
+            problems = []
+            if unknown:
+                problems.append(f"{unknown} label rows of subjects missing from the subjects table")
+            if wrong:
+                problems.append(f"{wrong} label rows whose split differs from their subject's split")
+            return problems, {"labels_checked": len(lab)}
+
+        return _run(context, project, one)
+
+    checks = [meds_schema, split_disjointness, no_future_in_context, labels_after_prediction_time,
+              label_splits_match_subjects]
     for recipe in project.recipes:
         checks.append(_collapse_check(project, recipe))
     for tokens_key in dict.fromkeys(k for k in map(project.tokens_asset, project.recipes) if k):
         checks.append(_recipe_context_check(project, tokens_key))
+    for name in [*project.recipes, "count_baseline"]:
+        checks.append(_held_out_check(project, name))
     return checks
+
+
+def _held_out_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=f"{recipe}_probe_metrics",
+        name="scored_on_held_out_only",
+        blocking=True,
+        description="Every prediction the metrics were computed from belongs to a held-out subject.",
+    )
+    def scored_on_held_out_only(context: AssetCheckExecutionContext, warehouse: DuckDBResource):
+        def one(key):
+            with warehouse.get_connection() as conn:
+                if not table_exists(conn, "probe_predictions"):
+                    return ["not materialized"], {}
+                preds = read_partition(conn, "probe_predictions", {"cohort": key, "recipe": recipe},
+                                       columns=["subject_id"])
+            subj = _read_or_none(warehouse, "subjects", key, columns=["subject_id", "split"])
+            if preds.empty or subj is None:
+                return ["not materialized"], {}
+            held = set(subj.loc[subj["split"] == "held_out", "subject_id"])
+            bad = int((~preds["subject_id"].isin(held)).sum())
+            problems = [f"{bad} of {len(preds)} predictions are for subjects outside held_out"] if bad else []
+            return problems, {"predictions_checked": len(preds)}
+
+        return _run(context, project, one)
+
+    return scored_on_held_out_only
 
 
 def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDefinition:

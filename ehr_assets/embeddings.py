@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .training import _from_pretrained, _quiet, decoder_of, load_base, pick_device
+from .training import _from_pretrained, _quiet, decoder_of, load_base, pick_device, require_safetensors
 
 __all__ = ["load_encoder", "embed", "embed_frozen", "load_frozen", "pool_hidden"]
 
@@ -33,7 +33,8 @@ def load_encoder(ckpt_dir: Path, device=None) -> tuple[torch.nn.Module, dict]:
     recipe = json.loads(rpath.read_text())
     with _quiet():
         base, _ = load_base(ckpt_dir)
-        model = PeftModel.from_pretrained(base, str(ckpt_dir / "adapter"), is_trainable=False)
+        adapter = require_safetensors(ckpt_dir / "adapter", "adapter", "adapter_model.safetensors")
+        model = PeftModel.from_pretrained(base, str(adapter), is_trainable=False)
     model.to(pick_device(device))
     model.eval()
     for p in model.parameters():

@@ -287,16 +287,31 @@ def _backbone_config(recipe: RecipeSpec, vocab_size: int, pad_id: int, bos_id: i
     )
 
 
+def require_safetensors(folder: str | Path, what: str, pattern: str = "*.safetensors") -> Path:
+    """Weights are only ever read from safetensors: a folder holding only pickle-based files (``*.bin``, ``*.pt``,
+    ``*.pth``, ``*.pkl``) is refused, because unpickling runs code from the file."""
+    folder = Path(folder)
+    if not list(folder.glob(pattern)):
+        pickled = sorted(p.name for ext in ("*.bin", "*.pt", "*.pth", "*.pkl") for p in folder.glob(ext))
+        hint = (f" (it has {pickled[:3]}: pickle files are not loaded; convert them to safetensors)" if pickled
+                else "")
+        raise FileNotFoundError(f"{folder}: no {pattern} {what} weights{hint}")
+    return folder
+
+
 def _from_pretrained(path: str | Path):
     from transformers import AutoModelForCausalLM
 
     p = Path(path)
     if not (p / "config.json").is_file():
         raise FileNotFoundError(f"{p}: not a local Hugging Face model folder (no config.json); nothing is downloaded")
+    require_safetensors(p, "model")
     try:
-        return AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, dtype=torch.float32,
+                                                    use_safetensors=True)
     except TypeError:  # transformers < 4.56 spells it torch_dtype
-        return AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, torch_dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, torch_dtype=torch.float32,
+                                                    use_safetensors=True)
 
 
 def _set_special_ids(model, pad_id: int, bos_id: int, eos_id: int) -> None:
@@ -439,7 +454,8 @@ def build_model(recipe: RecipeSpec, data: TrainData, *, init_dir: Path | None = 
                 else:
                     _save_base(base, info, Path(save_base_to))
             torch.manual_seed(recipe.training.seed)
-            model = PeftModel.from_pretrained(base, str(Path(init_dir) / "adapter"), is_trainable=True)
+            adapter = require_safetensors(Path(init_dir) / "adapter", "adapter", "adapter_model.safetensors")
+            model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
             if recipe.lora.dropout != parent.get("lora", {}).get("dropout", recipe.lora.dropout):
                 log(f"note: lora.dropout of {parent.get('name')!r}'s adapter is used")
     model.to(torch.float32)

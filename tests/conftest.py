@@ -76,7 +76,7 @@ def make_tiny_project(root: Path, subjects: dict[str, int], recipes=("sft", "jep
             continue
         spec = yaml.safe_load(p.read_text())
         spec["backbone"] = TINY_MODEL
-        spec.setdefault("training", {}).update(steps=steps, batch_size=4, seq_len=64, log_every=2)
+        spec.setdefault("training", {}).update(steps=steps, batch_size=4, seq_len=64, log_every=2, checkpoint_every=2)
         p.write_text(yaml.safe_dump(spec))
     return root
 

@@ -207,3 +207,83 @@ def test_every_shipped_recipe_yields_its_assets_and_check(tmp_path):
     assert {(f"{r}_embeddings", "not_collapsed") for r in project.recipes} <= checks
     report_parents = {k.to_user_string() for k in graph.get(dg.AssetKey("cross_disease_report")).parent_keys}
     assert report_parents == {f"{r}_probe_metrics" for r in project.recipes} | {"count_baseline_probe_metrics"}
+
+
+def test_interrupted_checkpoint_asset_resumes_on_the_next_materialization(built, monkeypatch):
+    """The sft_checkpoint asset dies right after its first step checkpoint; materializing it again resumes from
+    that step (logged) and publishes exactly the weights of the uninterrupted run (the fixture's)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ehr_assets import training as T
+
+    defs, _, db, tmp, instance = built
+    ck = tmp / "artifacts" / "sft_checkpoint" / PARTITION
+    reference = load_file(str(ck / "adapter" / "adapter_model.safetensors"))
+    real_prune = T._prune_steps
+
+    def die_after_first_step_checkpoint(folder, keep):
+        real_prune(folder, keep)
+        raise KeyboardInterrupt("simulated kill after the first step checkpoint")
+
+    monkeypatch.setattr(T, "_prune_steps", die_after_first_step_checkpoint)
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey("sft_checkpoint")})
+    with pytest.raises(KeyboardInterrupt):
+        job.execute_in_process(partition_key=PARTITION, instance=instance)
+    rdir = tmp / "artifacts" / ".resume" / "sft_checkpoint" / PARTITION
+    assert [p.name for p in rdir.glob("step_*")] == ["step_000002"]
+    assert torch.equal(load_file(str(ck / "adapter" / "adapter_model.safetensors"))[next(iter(reference))],
+                       reference[next(iter(reference))])  # the published checkpoint is still the last good one
+
+    monkeypatch.setattr(T, "_prune_steps", real_prune)
+    res = job.execute_in_process(partition_key=PARTITION, instance=instance, raise_on_error=False)
+    assert res.success
+    logs = [e.user_message for e in instance.all_logs(res.run_id)]
+    assert any("resuming from" in m and "step_000002" in m for m in logs)
+    after = load_file(str(ck / "adapter" / "adapter_model.safetensors"))
+    assert after.keys() == reference.keys() and all(torch.equal(after[k], reference[k]) for k in reference)
+    assert not rdir.exists()
+
+
+def test_same_seeds_same_metrics(built, tmp_path):
+    """Materializing the same project again into a new warehouse gives the same probe metrics, to the last bit."""
+    from .conftest import make_tiny_project
+
+    _, _, db, _, _ = built
+    root = make_tiny_project(tmp_path / "project", {"msk": 60, "inspect": 160})
+    db2 = tmp_path / "warehouse.duckdb"
+    defs2 = build_definitions(root, warehouse_path=db2, artifact_root=tmp_path / "artifacts")
+    with dg.instance_for_test() as instance:
+        res = defs2.resolve_job_def(PIPELINE_JOB).execute_in_process(partition_key=PARTITION, instance=instance)
+    assert res.success
+    cols = "recipe, task, horizon_days, metric, value, ci_low, ci_high, n"
+    a = q(db, f"SELECT {cols} FROM probe_metrics WHERE cohort = ? ORDER BY recipe, task, horizon_days, metric",
+          [PARTITION])
+    b = q(db2, f"SELECT {cols} FROM probe_metrics WHERE cohort = ? ORDER BY recipe, task, horizon_days, metric",
+          [PARTITION])
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_predictions_outside_held_out_fail_the_blocking_check(built):
+    defs, _, db, _, instance = built
+    with duckdb.connect(str(db)) as c:
+        preds = c.execute("SELECT * FROM probe_predictions WHERE cohort = ? AND recipe = 'sft'", [PARTITION]).df()
+        train_id = c.execute("SELECT subject_id FROM subjects WHERE cohort = ? AND split = 'train' LIMIT 1",
+                             [PARTITION]).fetchone()[0]
+        bad = preds.copy()
+        bad.loc[bad.index[:3], "subject_id"] = train_id
+        replace_partition(c, "probe_predictions", bad, {"cohort": PARTITION, "recipe": "sft"})
+    try:
+        job = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(
+            "held", selection=dg.AssetSelection.checks_for_assets("sft_probe_metrics", "jepa_probe_metrics"))]))
+        res = job.resolve_job_def("held").execute_in_process(instance=instance, raise_on_error=False)
+        ev = {(e.asset_key.to_user_string(), e.check_name): e for e in res.get_asset_check_evaluations()}
+        assert ("sft_probe_metrics", "scored_on_held_out_only") in ev, (list(ev), res.success)
+        sft = ev[("sft_probe_metrics", "scored_on_held_out_only")]
+        assert sft.passed is False
+        assert f"[{PARTITION}] 3 of {len(preds)} predictions are for subjects outside held_out" in \
+            sft.metadata["problems"].value
+        assert ev[("jepa_probe_metrics", "scored_on_held_out_only")].passed is True
+    finally:
+        with duckdb.connect(str(db)) as c:
+            replace_partition(c, "probe_predictions", preds, {"cohort": PARTITION, "recipe": "sft"})
