@@ -19,6 +19,12 @@ from .specs import Project, default_project_dir, load_project
 from .warehouse import default_artifact_root, default_warehouse
 
 PIPELINE_JOB = "smb_pipeline"
+
+# One process per step (isolation; parallel steps), started from a forkserver that has already imported the project:
+# a step then starts in well under a second instead of re-importing Dagster, pandas and torch (~3 s on 2 cores).
+EXECUTOR = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["ehr_assets.definitions"]}}}
+)
 REPORT_JOB = "cross_disease_report_job"
 
 
@@ -56,6 +62,7 @@ def build_definitions(
         assets=assets,
         asset_checks=build_checks(project),
         jobs=jobs,
+        executor=EXECUTOR,
         resources={
             "warehouse": DuckDBResource(database=str(warehouse_path)),
             "artifacts": ArtifactStore(root=str(artifact_root)),
