@@ -243,3 +243,42 @@ def test_gap_closed_and_pooled_summary_exact():
     assert no_oracle["gap_closed"].isna().all() and no_oracle["value"].notna().all()
     png = bench.auroc_by_horizon_png(m, "msk")
     assert png.startswith(b"\x89PNG") and len(png) > 5_000
+
+
+# ------------------------------------------------------------------------------------------------------- exports
+def test_export_files_schemas_encoding_and_errors(tmp_path):
+    import json
+
+    import meds
+    import pyarrow.parquet as pq
+
+    from ehr_assets import exports
+
+    t = pd.to_datetime(["2020-01-01 10:00", "2020-05-01 00:00", "2021-01-01 00:00"]).astype("datetime64[us]")
+    labels = pd.DataFrame({
+        "subject_id": [3, 1, 1], "prediction_time": t, "boolean_value": [True, False, True],
+        "float_value": np.array([np.nan, np.nan, np.nan], dtype="float32"), "task": "mortality", "horizon_days": 365,
+        "split": ["held_out", "train", "train"], "source_cohort": "msk", "outcome_time": pd.NaT})
+    surv = labels.assign(task="survival", horizon_days=0, float_value=np.array([12.5, 300.0, 40.0], dtype="float32"))
+    manifest = exports.write_label_files(pd.concat([labels, surv]), {"mortality": "binary", "survival": "survival"},
+                                         tmp_path / "labels")
+    assert manifest["file"].tolist() == ["mortality_365d.parquet", "survival.parquet"]
+    s = pq.read_table(tmp_path / "labels" / "survival.parquet")
+    meds.LabelSchema.validate(s)
+    assert s.column("subject_id").to_pylist() == [1, 1, 3]  # sorted by subject and time
+    assert s.column("float_value").to_pylist() == [300.0, 40.0, 12.5]
+    assert s.column("boolean_value").to_pylist() == [False, True, True]
+    info = json.loads((tmp_path / "labels" / "manifest.json").read_text())["labels"]
+    assert info[1]["encoding"].startswith("boolean_value = event observed") and info[0]["positives"] == 2
+    with pytest.raises(ValueError, match=r"task\(s\) \['frailty'\] that no probes/\*\.yaml declares"):
+        exports.write_label_files(labels.assign(task="frailty"), {"mortality": "binary"}, tmp_path / "x")
+
+    preds = labels.assign(recipe="sft", predicted_boolean_probability=[0.9, 0.2, 0.7])
+    unfit = labels.assign(recipe="jepa", predicted_boolean_probability=np.nan)  # its probe could not be fit
+    written = exports.write_prediction_files(pd.concat([preds, unfit]), tmp_path / "preds")
+    assert written["file"].tolist() == ["sft/mortality_365d.parquet"]
+    p = pq.read_table(tmp_path / "preds" / "sft" / "mortality_365d.parquet")
+    exports.PredictionSchema.validate(p)
+    assert p.schema.field("predicted_boolean_probability").type == "double"
+    with pytest.raises(Exception, match="Disallowed extra columns: split"):
+        exports.PredictionSchema.validate(p.append_column("split", p.column("subject_id").cast("string")))
