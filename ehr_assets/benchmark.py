@@ -143,11 +143,13 @@ def auroc_by_horizon_png(metrics: pd.DataFrame, cohort: str, dpi: int = 80) -> b
         ax.tick_params(labelsize=7)
         ax.set_xlabel("horizon (days)", fontsize=7)
         ax.set_ylabel("AUROC", fontsize=7)
+    top = 1.0 - 0.6 / fig.get_figheight()  # room for the title and the legend, in figure fractions
+    fig.suptitle(f"{cohort}: held-out AUROC by horizon", fontsize=10, y=0.995, va="top")
     if tasks:
         handles, labels = axes.ravel()[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
-    fig.suptitle(f"{cohort}: held-out AUROC by horizon", fontsize=10, y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1.0 - 0.3 / fig.get_figheight()),
+                   ncol=min(len(labels), 6), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, top))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

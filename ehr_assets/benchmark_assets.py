@@ -22,7 +22,7 @@ from . import exports
 from . import oracle as oracle_stage
 from .assets import POOL, ArtifactStore, _meta_table, _probe_and_write, _read, _write
 from .specs import Project
-from .warehouse import atomic_dir, table_exists
+from .warehouse import atomic_dir, ident, table_exists
 
 LATENT_TABLE = "cohort_latent"
 
@@ -31,8 +31,8 @@ def _clear(warehouse: DuckDBResource, table: str, where: dict) -> None:
     """Delete the rows of ``table`` matching ``where`` if the table exists (a partition that now has no rows)."""
     with warehouse.get_connection() as conn:
         if table_exists(conn, table):
-            cond = " AND ".join(f'"{c}" = ?' for c in where)
-            conn.execute(f'DELETE FROM "{table}" WHERE {cond}', list(where.values()))
+            cond = " AND ".join(f"{ident(c)} = ?" for c in where)
+            conn.execute(f"DELETE FROM {ident(table)} WHERE {cond}", list(where.values()))
 
 
 def _png_md(png: bytes, title: str) -> dg.MetadataValue:
