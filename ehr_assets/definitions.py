@@ -14,6 +14,7 @@ from dagster_duckdb import DuckDBResource
 
 from .assets import ArtifactStore, Trainer, build_baseline_asset, build_data_assets, build_recipe_assets, build_report_asset
 from .text_assets import build_text_assets, build_tokens_assets
+from .benchmark_assets import build_benchmark_assets, oracle_metric_assets
 from .checks import build_checks
 from .specs import Project, default_project_dir, load_project
 from .warehouse import default_artifact_root, default_warehouse
@@ -48,7 +49,9 @@ def build_definitions(
         assets += build_recipe_assets(project, recipe, partitions)
     assets.append(build_baseline_asset(project, partitions))
     metric_assets = [f"{r}_probe_metrics" for r in project.recipes] + ["count_baseline_probe_metrics"]
-    report = build_report_asset(project, metric_assets)
+    # latent table, oracle probes, MEDS exports and the per-cohort benchmark summary
+    assets += build_benchmark_assets(project, partitions, metric_assets)
+    report = build_report_asset(project, metric_assets + oracle_metric_assets())
 
     partitioned = dg.AssetSelection.assets(*assets)
     jobs = [

@@ -9,6 +9,10 @@ from ``prediction_time`` to the first outcome event, or to the end of follow-up 
 ``max_followup_days``, which also censors). Rows with no follow-up after the node are excluded.
 
 Outcomes are looked up strictly after ``prediction_time``; nothing in the context window can set a label.
+Two optional task keys narrow what counts: ``blanking_days`` ignores outcomes in ``(prediction_time,
+prediction_time + blanking_days]`` (e.g. the index episode's own diagnosis, so that only a *recurrence* counts;
+follow-up and survival times are still measured from ``prediction_time``), and ``exclude_prior`` drops nodes whose
+context already holds an outcome event (an *incident* outcome task: a prevalent condition is no prediction).
 Extra columns: ``task``, ``horizon_days`` (0 for survival), ``split``, ``source_cohort``, ``outcome_time``.
 """
 
@@ -28,15 +32,24 @@ LABEL_COLUMNS = [
 DAY = pd.Timedelta(days=1)
 
 
-def _first_outcome_after(events: pd.DataFrame, nodes: pd.DataFrame, codes: list[str]) -> pd.Series:
-    """Time of the first outcome event strictly after each node's prediction_time (NaT if none)."""
+def _outcome_times(events: pd.DataFrame, codes: list[str]) -> pd.Series:
+    """Sorted outcome-event times per subject (a numpy datetime64[us] array per subject_id)."""
     pattern = re.compile("|".join(f"(?:{p})" for p in codes))
     uniq = pd.Series(events["code"].unique())
     hit = set(uniq[uniq.map(lambda c: pattern.fullmatch(c) is not None)])
     out_ev = events.loc[events["code"].isin(hit), ["subject_id", "time"]].sort_values(["subject_id", "time"])
-    by_subj = out_ev.groupby("subject_id")["time"].apply(lambda s: s.to_numpy())
+    return out_ev.groupby("subject_id")["time"].apply(lambda s: s.to_numpy().astype("datetime64[us]"))
+
+
+def _first_outcome_after(
+    events: pd.DataFrame, nodes: pd.DataFrame, codes: list[str], blanking_days: int = 0
+) -> pd.Series:
+    """Time of the first outcome event strictly after each node's prediction_time + ``blanking_days`` (NaT if none)."""
+    by_subj = _outcome_times(events, codes)
     result = np.full(len(nodes), np.datetime64("NaT"), dtype="datetime64[us]")
-    for i, (s, t) in enumerate(zip(nodes["subject_id"].to_numpy(), nodes["prediction_time"].to_numpy())):
+    blank = np.timedelta64(int(blanking_days) * 86_400_000_000, "us")
+    starts = nodes["prediction_time"].to_numpy().astype("datetime64[us]") + blank
+    for i, (s, t) in enumerate(zip(nodes["subject_id"].to_numpy(), starts)):
         arr = by_subj.get(s)
         if arr is not None:
             j = arr.searchsorted(t, side="right")
@@ -45,12 +58,23 @@ def _first_outcome_after(events: pd.DataFrame, nodes: pd.DataFrame, codes: list[
     return pd.Series(result, index=nodes.index)
 
 
+def _outcome_at_or_before(events: pd.DataFrame, nodes: pd.DataFrame, codes: list[str]) -> pd.Series:
+    """True where the subject has an outcome event at or before the node's prediction_time (in its context)."""
+    first = pd.Series({s: a[0] for s, a in _outcome_times(events, codes).items()}, dtype="datetime64[us]")
+    t_first = nodes["subject_id"].map(first)
+    return t_first.notna() & (t_first <= nodes["prediction_time"].astype("datetime64[us]"))
+
+
 def task_labels(task: ProbeSpec, nodes: pd.DataFrame, events: pd.DataFrame, subjects: pd.DataFrame) -> pd.DataFrame:
     """Labels of one task family (all its horizons) at ``nodes``."""
     if nodes.empty:
         return pd.DataFrame(columns=LABEL_COLUMNS)
+    if task.exclude_prior:
+        nodes = nodes[~_outcome_at_or_before(events, nodes, task.outcome_codes)]
+        if nodes.empty:
+            return pd.DataFrame(columns=LABEL_COLUMNS)
     end = nodes["subject_id"].map(subjects.set_index("subject_id")["last_time"])
-    outcome = _first_outcome_after(events, nodes, task.outcome_codes)
+    outcome = _first_outcome_after(events, nodes, task.outcome_codes, task.blanking_days)
     pt = nodes["prediction_time"]
     base = nodes[["subject_id", "prediction_time", "split", "source_cohort"]].assign(task=task.name, outcome_time=outcome)
     frames = []

@@ -180,6 +180,43 @@ def _brier(y, p) -> float:
     return float(brier_score_loss(np.asarray(y), np.asarray(p), pos_label=1))
 
 
+# Numpy replicas of the three binary metrics for the bootstrap: the same values as scikit-learn's (tested), without
+# its per-call input validation, which costs ~2 ms a call and dominated a 200-resample bootstrap.
+def _auroc_fast(y, p) -> float:
+    """Mann-Whitney U / (n1 n0) with average ranks for ties == ``roc_auc_score``."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(np.asarray(p, dtype=np.float64))
+    return float((r[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def _auprc_fast(y, p) -> float:
+    """Step-wise average precision, sum over distinct thresholds of (R_k - R_k-1) P_k == ``average_precision_score``."""
+    y = np.asarray(y).astype(np.float64)
+    if y.size == 0 or y.min() == y.max():
+        return float("nan")
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(-p, kind="mergesort")
+    ys, ps = y[order], p[order]
+    last = np.r_[np.flatnonzero(np.diff(ps)), ys.size - 1]  # last row of each distinct score
+    tps = np.cumsum(ys)[last]
+    precision = tps / (last + 1.0)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _brier_fast(y, p) -> float:
+    y = np.asarray(y, dtype=np.float64)
+    if y.size == 0:
+        return float("nan")
+    return float(np.mean(np.square(y - np.asarray(p, dtype=np.float64))))
+
+
 # ================================================================================================== binary
 def binary_probe(
     train: Split,
@@ -245,8 +282,9 @@ def binary_probe(
 
     metrics = []
     groups = np.asarray(test.groups)
-    for name, fn in (("auroc", _auroc), ("auprc", _auprc), ("brier", _brier)):
-        lo, hi = bootstrap_ci(fn, y_te, scores, groups=groups, seed=seed, n_bootstrap=n_bootstrap)
+    for name, fn, fast in (("auroc", _auroc, _auroc_fast), ("auprc", _auprc, _auprc_fast),
+                           ("brier", _brier, _brier_fast)):
+        lo, hi = bootstrap_ci(fast, y_te, scores, groups=groups, seed=seed, n_bootstrap=n_bootstrap)
         note = "" if np.isfinite(lo) or n_bootstrap <= 0 else "bootstrap CI undefined (too few valid resamples)"
         metrics.append(Metric(name, fn(y_te, scores), lo, hi, n_te, n_pos, note))
     return ProbeResult(metrics, scores, params)

@@ -1,11 +1,13 @@
 """Print the latest probe metrics from the warehouse.
 
-    python -m ehr_assets.report --format table|csv|wide [--warehouse PATH] [--cohort msk] [--recipe sft]
+    python -m ehr_assets.report --format table|csv|wide|gap [--warehouse PATH] [--cohort msk] [--recipe sft]
 
 ``table`` and ``csv``: one row per (cohort partition, recipe, task, horizon_days, metric); columns
 ``cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n``. ``wide``: the headline metric of every task
-(AUROC for binary tasks, Harrell's C for survival) with one column per recipe, the count baseline first.
-The warehouse is opened read-only.
+(AUROC for binary tasks, Harrell's C for survival) with one column per recipe, the count baseline first and the
+oracles last. ``gap``: the headline values and, per recipe, the fraction of the baseline-to-oracle gap it closes
+(``closed:<recipe>``), then each recipe's pooled gap closed over all tasks and over horizons >= 365 days
+(see :mod:`ehr_assets.benchmark`). The warehouse is opened read-only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from .benchmark import benchmark_wide, gap_summary, gap_table, recipe_order
 from .warehouse import default_warehouse, read_partition, table_exists
 
 COLUMNS = ["cohort", "recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]
@@ -61,13 +64,28 @@ def wide_table(df: pd.DataFrame) -> str:
     wide = head.pivot_table(
         index=["cohort", "task", "horizon_days", "metric"], columns="recipe", values="cell", aggfunc="first"
     )
-    recipes = sorted(wide.columns, key=lambda r: (r != "count_baseline", r == "oracle", r))
+    recipes = recipe_order(wide.columns)  # the count baseline first, the oracles last
     return wide[recipes].reset_index().rename_axis(columns=None).to_string(index=False)
+
+
+def gap_report(df: pd.DataFrame) -> str:
+    """Headline values with each recipe's gap closed, then the pooled gap closed per cohort and recipe."""
+    wide = benchmark_wide(df)
+    if wide.empty:
+        return "(no AUROC or C-index rows)"
+    summary = gap_summary(gap_table(df))
+    fmt = {c: (lambda v: "" if pd.isna(v) else f"{v:.3f}") for c in wide.columns if c not in
+           ("cohort", "task", "horizon_days", "metric")}
+    text = wide.to_string(index=False, formatters=fmt)
+    if summary.empty:
+        return text + "\n\n(no oracle rows: the gap closed is undefined)"
+    return text + "\n\nGap closed, pooled (sum of recipe - baseline over sum of oracle - baseline):\n" + \
+        summary.to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ehr_assets.report", description=__doc__.splitlines()[0])
-    ap.add_argument("--format", choices=["table", "csv", "wide"], default="table")
+    ap.add_argument("--format", choices=["table", "csv", "wide", "gap"], default="table")
     ap.add_argument("--warehouse", type=Path, default=None, help="DuckDB file (default: $DAGSTER_HOME/warehouse.duckdb)")
     ap.add_argument("--cohort")
     ap.add_argument("--recipe")
@@ -81,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         df.to_csv(sys.stdout, index=False, float_format="%.4f")
     elif args.format == "wide":
         print(wide_table(df))
+    elif args.format == "gap":
+        print(gap_report(df))
     else:
         print(format_table(df))
     return 0

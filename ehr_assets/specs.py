@@ -341,6 +341,12 @@ class ProbeSpec(_Strict):
     outcome_codes: list[str] = Field(min_length=1, description="full-match regexes of the outcome event's code")
     horizons_days: list[int] = Field(default_factory=list)
     max_followup_days: int | None = Field(default=None, gt=0, description="survival: administrative censoring")
+    exclude_prior: bool = Field(
+        default=False, description="incident outcome: drop nodes whose context already holds an outcome event"
+    )
+    blanking_days: int = Field(
+        default=0, ge=0, description="ignore outcomes in the first N days after the node (e.g. the index episode's own)"
+    )
     cohorts: list[str] = Field(min_length=1)
 
     _n = field_validator("name")(_check_name)
@@ -354,6 +360,8 @@ class ProbeSpec(_Strict):
             raise ValueError("horizons_days: horizons must be positive")
         if self.kind == "survival" and self.horizons_days:
             raise ValueError("horizons_days: a survival task has no horizons (use max_followup_days)")
+        if self.blanking_days and any(h <= self.blanking_days for h in self.horizons_days):
+            raise ValueError(f"blanking_days: every horizon must exceed the blanking period ({self.blanking_days} days)")
         return self
 
     def horizons(self) -> list[int]:

@@ -16,9 +16,11 @@ before it, e.g. ``pd.merge_asof(nodes, latent, on="time", by="subject_id")``):
     disease burden on a log scale (oncology: tumour burden; PE: chronic cardiopulmonary disease burden).
 ``growth_rate``
     the drift of ``burden`` per year (oncology: the untreated tumour growth rate; PE: the progression rate of the
-    chronic disease). It is visible only through the *change* of the recorded markers across several visits.
+    chronic disease, negative when it improves). It is visible only through the *change* of the recorded markers
+    across several visits.
 ``reserve``
-    functional reserve in [0, 1] (1 = fit). It falls faster as burden rises.
+    functional reserve in [0, 1] (1 = fit). It falls faster as burden rises (PE: and the faster the chronic disease
+    progresses, so that the rate shows in the decline of creatinine / BNP-linked reserve over the years).
 ``treatment_sensitivity``
     in [0, 1]: how much a line of therapy slows the tumour (oncology) or how completely anticoagulation resolves a
     clot (PE; the unresolved residue drives pulmonary hypertension).
@@ -56,14 +58,21 @@ Time: the data window is 2008-01-01 .. 2024-12-31; follow-up ends at death or at
 
 Determinism: subject ``i`` draws from ``numpy.random.default_rng([seed, profile, i])``, so a cohort is a pure function
 of ``(profile, n_subjects, seed, id_start)`` and the first ``k`` subjects of a larger cohort equal a ``k``-subject
-cohort (up to ``subject_id`` when ``id_start`` differs). Per-subject draws are taken from pre-drawn numpy buffers so
-that the per-subject Python loop stays lean; columns are built as flat lists and become a DataFrame once.
+cohort (up to ``subject_id`` when ``id_start`` differs); ``generate(..., start=s)`` makes subjects ``s, s+1, ...``
+exactly as a larger cohort would, which is how :func:`iter_chunks` streams a big cohort in bounded memory.
+Per-subject draws are taken from pre-drawn numpy buffers so that the per-subject Python loop stays lean; columns are
+built as flat lists and become a DataFrame once per chunk.
 
 CLI::
 
-    python -m ehr_assets.synthetic {oncology|pe} --subjects N --seed S --out DIR [--id-start I] [--name NAME]
+    python -m ehr_assets.synthetic <cohort|profile> --subjects N --out DIR [--seed S] [--chunk-subjects K]
 
-writes a MEDS dataset folder (see :func:`write_meds_dataset`) with a random 70/10/20 train/tuning/held_out split.
+``<cohort>`` names a file of ``cohorts/`` (e.g. ``msk``, ``inspect``): its source's profile, seed and ``id_start``
+and its declared split fractions and split seed are used, so the subjects and splits equal those of the pipeline's
+``cohort_events`` / ``subjects`` for the same number of subjects. A bare profile (``oncology``, ``pe``) uses
+``--seed`` (default 0) and a 70/10/20 split. The output is a MEDS dataset folder (see :func:`write_meds_dataset`),
+written chunk by chunk (``data/<k>.parquet``, one shard per chunk of subjects), plus the hidden state in
+``latent/<k>.parquet`` -- outside ``data/``, so MEDS tools never mistake it for events; only an oracle may read it.
 """
 
 from __future__ import annotations
@@ -71,7 +80,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import time as _time
+from collections.abc import Iterator
 from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -90,9 +101,11 @@ __all__ = [
     "SyntheticCohort",
     "code_metadata",
     "generate",
+    "iter_chunks",
     "main",
     "random_splits",
     "write_meds_dataset",
+    "write_meds_dataset_chunked",
 ]
 
 DEFAULT_ID_START = {"oncology": 1_000_000, "pe": 2_000_000}
@@ -599,7 +612,7 @@ def _sim_pe(i: int, seed: int, buf: _Buffer) -> None:
     onset = {code: hist_start + 0.9 * R.u() * (t0 - hist_start) for code, v in has.items() if v}
     cancer, hf, copd = float(has[CANCER]), float(has[HF]), float(has[COPD])
     b = -0.9 + 0.7 * copd + 0.9 * hf + 1.0 * cancer + 0.2 * has[HTN] + 0.02 * (age - 60.0) + 0.4 * R.z()
-    g = max(-0.1, 0.05 + 0.40 * cancer + 0.15 * hf + 0.10 * copd + 0.3 * R.z())
+    g = max(-0.3, 0.05 + 0.30 * cancer + 0.10 * hf + 0.05 * copd + 0.6 * R.z())
     r = _clip(0.88 - 0.005 * (age - 60.0) - 0.10 * hf - 0.08 * copd - 0.05 * cancer + 0.08 * R.z(), 0.2, 1.0)
     s = _clip(0.7 + 0.2 * R.z(), 0.05, 1.0)
 
@@ -688,7 +701,7 @@ def _sim_pe(i: int, seed: int, buf: _Buffer) -> None:
             dt = (t - t_prev) / YEAR
             sq = math.sqrt(dt)
             b += g * dt + 0.15 * sq * R.z()
-            r = _clip(r + (-0.02 - 0.06 * max(b, 0.0)) * dt + 0.04 * sq * R.z(), 0.02, 1.0)
+            r = _clip(r + (-0.02 - 0.06 * max(b, 0.0) - 0.2 * max(g, 0.0)) * dt + 0.04 * sq * R.z(), 0.02, 1.0)
             if kind == "death":
                 emit(t, DEATH)
                 latent(t, b, r, float(t < anticoag_until))
@@ -800,8 +813,12 @@ def _to_time(days: np.ndarray) -> np.ndarray:
     return EPOCH + (minutes * 60_000_000).astype("timedelta64[us]")
 
 
-def generate(profile: str, n_subjects: int, seed: int, id_start: int | None = None) -> SyntheticCohort:
-    """Generate ``n_subjects`` synthetic subjects of ``profile`` ("oncology" or "pe").
+def generate(
+    profile: str, n_subjects: int, seed: int, id_start: int | None = None, *, start: int = 0
+) -> SyntheticCohort:
+    """Generate ``n_subjects`` synthetic subjects of ``profile`` ("oncology" or "pe"): subjects ``start`` ..
+    ``start + n_subjects - 1`` of the cohort (``start`` > 0 yields a later chunk of a larger cohort, identical to the
+    same subjects generated in one call).
 
     Returns the MEDS events (columns ``subject_id, time, code, numeric_value, text_value, table, unit``; sorted by
     subject then time, birth first) and the hidden per-visit state. ``subject_id`` = ``id_start + i`` with
@@ -817,13 +834,15 @@ def generate(profile: str, n_subjects: int, seed: int, id_start: int | None = No
         id_start = DEFAULT_ID_START[profile]
     if id_start < 0:
         raise ValueError(f"id_start must be >= 0, got {id_start!r}")
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"start must be a non-negative integer, got {start!r}")
 
     sim = _SIMULATORS[profile]
     buf = _Buffer()
-    for i in range(int(n_subjects)):
+    for i in range(int(start), int(start) + int(n_subjects)):
         sim(i, int(seed), buf)
 
-    ids = np.int64(id_start) + np.arange(n_subjects, dtype=np.int64)
+    ids = np.int64(id_start) + np.arange(start, start + n_subjects, dtype=np.int64)
     sid = np.repeat(ids, buf.counts)
     t_days = np.asarray(buf.t, dtype=np.float64)
     times = _to_time(t_days)
@@ -852,11 +871,97 @@ def generate(profile: str, n_subjects: int, seed: int, id_start: int | None = No
     return SyntheticCohort(events=events, latent=latent)
 
 
+def iter_chunks(
+    profile: str, n_subjects: int, seed: int, id_start: int | None = None, chunk_subjects: int = 2_500
+) -> Iterator[SyntheticCohort]:
+    """The cohort of :func:`generate` as consecutive chunks of at most ``chunk_subjects`` subjects (bounded memory)."""
+    if isinstance(chunk_subjects, bool) or not isinstance(chunk_subjects, (int, np.integer)) or chunk_subjects <= 0:
+        raise ValueError(f"chunk_subjects must be a positive integer, got {chunk_subjects!r}")
+    for start in range(0, int(n_subjects), int(chunk_subjects)):
+        yield generate(profile, min(int(chunk_subjects), int(n_subjects) - start), seed, id_start, start=start)
+
+
 # ----------------------------------------------------------------------------------------------------- MEDS output
 def _aligned(schema, table: pa.Table) -> pa.Table:
     out = schema.align(table)
     schema.validate(out)
     return out
+
+
+def _prepare_dirs(out_dir: Path, *subdirs: str) -> None:
+    """Create ``data/``, ``metadata/`` and the given sub-folders; remove stale ``*.parquet`` shards from the shard
+    folders so no old shard survives a rewrite."""
+    (out_dir / Path(meds.code_metadata_filepath).parent).mkdir(parents=True, exist_ok=True)
+    for sub in (meds.data_subdirectory, *subdirs):
+        d = out_dir / sub
+        d.mkdir(parents=True, exist_ok=True)
+        for old in d.glob("*.parquet"):
+            old.unlink()
+
+
+def _ordered_columns(ev: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in MEDS_COLUMNS if c in ev.columns] + [c for c in ev.columns if c not in MEDS_COLUMNS]
+    return ev[cols]
+
+
+def _write_data_shard(part: pd.DataFrame, path: Path) -> None:
+    """One shard of whole subjects, aligned to and validated with :class:`meds.DataSchema` (extra columns kept)."""
+    table = _aligned(meds.DataSchema, pa.Table.from_pandas(part, preserve_index=False))
+    pq.write_table(table, path)
+
+
+def _write_code_metadata(data_codes, out_dir: Path) -> None:
+    meta = code_metadata().set_index("code")
+    data_codes = sorted(set(map(str, data_codes)))
+    codes = pa.table(
+        {
+            "code": pa.array(data_codes, pa.string()),
+            "description": pa.array([meta["description"].get(c) for c in data_codes], pa.string()),
+            "parent_codes": pa.array(
+                [list(meta["parent_codes"][c]) if c in meta.index else [] for c in data_codes],
+                pa.list_(pa.string()),
+            ),
+        }
+    )
+    pq.write_table(_aligned(meds.CodeMetadataSchema, codes), out_dir / meds.code_metadata_filepath)
+
+
+def _write_dataset_json(out_dir: Path, dataset_name: str, columns) -> None:
+    try:
+        from importlib.metadata import version
+
+        etl_version = version("ehr-assets")
+    except Exception:  # not installed as a distribution
+        etl_version = None
+    info = {
+        "dataset_name": dataset_name,
+        "dataset_version": "1.0",
+        "etl_name": "ehr_assets.synthetic",
+        "meds_version": getattr(meds, "__version__", None),
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "code_modifier_columns": ["unit"] if "unit" in columns else [],
+        "other_extension_columns": [c for c in columns if c not in MEDS_COLUMNS and c != "unit"],
+    }
+    if etl_version:
+        info["etl_version"] = etl_version
+    info = {k: v for k, v in info.items() if v is not None}
+    meds.DatasetMetadataSchema.validate(info)
+    (out_dir / meds.dataset_metadata_filepath).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _write_splits(splits: pd.DataFrame, out_dir: Path) -> None:
+    sp = splits[["subject_id", "split"]]
+    dup = sp["subject_id"].duplicated()
+    if dup.any():
+        example = sp.loc[dup, "subject_id"].iloc[0]
+        raise ValueError(f"splits list {int(dup.sum())} subject_id(s) more than once, e.g. {example}")
+    table = pa.table(
+        {
+            "subject_id": pa.array(sp["subject_id"].to_numpy(dtype=np.int64), pa.int64()),
+            "split": pa.array(sp["split"].astype(str).tolist(), pa.string()),
+        }
+    )
+    pq.write_table(_aligned(meds.SubjectSplitSchema, table), out_dir / meds.subject_splits_filepath)
 
 
 def write_meds_dataset(
@@ -884,77 +989,106 @@ def write_meds_dataset(
     missing = [c for c in ("subject_id", "time", "code") if c not in events.columns]
     if missing:
         raise ValueError(f"events lack required MEDS column(s) {missing}")
+    _prepare_dirs(out_dir)
     data_dir = out_dir / meds.data_subdirectory
-    meta_dir = out_dir / Path(meds.code_metadata_filepath).parent
-    data_dir.mkdir(parents=True, exist_ok=True)
-    meta_dir.mkdir(parents=True, exist_ok=True)
-    for old in data_dir.glob("*.parquet"):
-        old.unlink()
 
-    ev = events.sort_values(["subject_id", "time"], kind="stable").reset_index(drop=True)
-    cols = [c for c in MEDS_COLUMNS if c in ev.columns] + [c for c in ev.columns if c not in MEDS_COLUMNS]
-    ev = ev[cols]
+    ev = _ordered_columns(events.sort_values(["subject_id", "time"], kind="stable").reset_index(drop=True))
     sids = ev["subject_id"].to_numpy()
     uniq = np.unique(sids)
     bounds = np.searchsorted(sids, uniq[::subjects_per_shard])
     bounds = np.append(bounds, len(ev))
     for k in range(len(bounds) - 1):
-        part = ev.iloc[bounds[k] : bounds[k + 1]]
-        table = _aligned(meds.DataSchema, pa.Table.from_pandas(part, preserve_index=False))
-        pq.write_table(table, data_dir / f"{k}.parquet")
-
-    meta = code_metadata().set_index("code")
-    data_codes = sorted(pd.unique(ev["code"].astype(str)))
-    codes = pa.table(
-        {
-            "code": pa.array(data_codes, pa.string()),
-            "description": pa.array([meta["description"].get(c) for c in data_codes], pa.string()),
-            "parent_codes": pa.array(
-                [list(meta["parent_codes"][c]) if c in meta.index else [] for c in data_codes],
-                pa.list_(pa.string()),
-            ),
-        }
-    )
-    pq.write_table(_aligned(meds.CodeMetadataSchema, codes), out_dir / meds.code_metadata_filepath)
-
-    try:
-        from importlib.metadata import version
-
-        etl_version = version("ehr-assets")
-    except Exception:  # not installed as a distribution
-        etl_version = None
-    info = {
-        "dataset_name": dataset_name,
-        "dataset_version": "1.0",
-        "etl_name": "ehr_assets.synthetic",
-        "meds_version": getattr(meds, "__version__", None),
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "code_modifier_columns": ["unit"] if "unit" in ev.columns else [],
-        "other_extension_columns": [c for c in ev.columns if c not in MEDS_COLUMNS and c != "unit"],
-    }
-    if etl_version:
-        info["etl_version"] = etl_version
-    info = {k: v for k, v in info.items() if v is not None}
-    meds.DatasetMetadataSchema.validate(info)
-    (out_dir / meds.dataset_metadata_filepath).write_text(json.dumps(info, indent=2) + "\n")
-
+        _write_data_shard(ev.iloc[bounds[k] : bounds[k + 1]], data_dir / f"{k}.parquet")
+    _write_code_metadata(pd.unique(ev["code"].astype(str)), out_dir)
+    _write_dataset_json(out_dir, dataset_name, list(ev.columns))
     if splits is not None:
-        sp = splits[["subject_id", "split"]]
-        dup = sp["subject_id"].duplicated()
-        if dup.any():
-            example = sp.loc[dup, "subject_id"].iloc[0]
-            raise ValueError(f"splits list {int(dup.sum())} subject_id(s) more than once, e.g. {example}")
-        table = pa.table(
-            {
-                "subject_id": pa.array(sp["subject_id"].to_numpy(dtype=np.int64), pa.int64()),
-                "split": pa.array(sp["split"].astype(str).tolist(), pa.string()),
-            }
-        )
-        pq.write_table(_aligned(meds.SubjectSplitSchema, table), out_dir / meds.subject_splits_filepath)
+        _write_splits(splits, out_dir)
+
+
+@dataclass
+class DatasetStats:
+    """What :func:`write_meds_dataset_chunked` wrote."""
+
+    subjects: int = 0
+    events: int = 0
+    latent_rows: int = 0
+    deaths: int = 0
+    shards: int = 0
+    codes: int = 0
+    lifetime_years: float = 0.0  # sum over subjects of (last event - birth)
+    record_years: float = 0.0  # sum over subjects of (last event - first event other than birth/gender)
+    generate_s: float = 0.0
+    write_s: float = 0.0
+
+
+def _span_years(ev: pd.DataFrame) -> tuple[float, float]:
+    """(lifetime, record) patient-years of a chunk sorted by subject then time (see :class:`DatasetStats`)."""
+    sid = ev["subject_id"].to_numpy()
+    t = ev["time"].to_numpy().view(np.int64)
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
+    ends = np.r_[starts[1:], sid.size] - 1
+    us_per_year = YEAR * DAY_US
+    lifetime = float((t[ends] - t[starts]).sum()) / us_per_year
+    clinical = (ev["table"] != "person").to_numpy() if "table" in ev.columns else np.ones(sid.size, bool)
+    first = pd.Series(t[clinical]).groupby(sid[clinical]).min()
+    last = pd.Series(t[ends], index=sid[starts])
+    record = float((last.reindex(first.index) - first).sum()) / us_per_year
+    return lifetime, record
+
+
+def write_meds_dataset_chunked(
+    chunks, out_dir: Path, dataset_name: str, splits: pd.DataFrame | None = None, *, latent: bool = True
+) -> DatasetStats:
+    """Stream :class:`SyntheticCohort` chunks (e.g. from :func:`iter_chunks`) into a MEDS dataset folder: one
+    ``data/<k>.parquet`` shard per chunk (validated with :class:`meds.DataSchema`), and with ``latent`` the hidden
+    state in ``latent/<k>.parquet`` (outside the MEDS layout: no model may read it). The metadata files are written
+    after the last chunk, as in :func:`write_meds_dataset`. Only one chunk is in memory at a time."""
+    out_dir = Path(out_dir)
+    _prepare_dirs(out_dir, "latent") if latent else _prepare_dirs(out_dir)
+    stats = DatasetStats()
+    codes: set[str] = set()
+    columns: list[str] = []
+    it = iter(chunks)
+    k = 0
+    while True:
+        t0 = _time.perf_counter()
+        chunk = next(it, None)
+        t1 = _time.perf_counter()
+        stats.generate_s += t1 - t0
+        if chunk is None:
+            break
+        ev = _ordered_columns(chunk.events)
+        _write_data_shard(ev, out_dir / meds.data_subdirectory / f"{k}.parquet")
+        if latent:
+            pq.write_table(pa.Table.from_pandas(chunk.latent, preserve_index=False), out_dir / "latent" / f"{k}.parquet")
+        columns = list(ev.columns)
+        codes.update(pd.unique(ev["code"]).tolist())
+        life, rec = _span_years(ev)
+        stats.subjects += int(ev["subject_id"].nunique())
+        stats.events += len(ev)
+        stats.latent_rows += len(chunk.latent)
+        stats.deaths += int((ev["code"] == meds.death_code).sum())
+        stats.lifetime_years += life
+        stats.record_years += rec
+        stats.shards += 1
+        k += 1
+        del chunk, ev
+        stats.write_s += _time.perf_counter() - t1
+    t0 = _time.perf_counter()
+    _write_code_metadata(codes, out_dir)
+    _write_dataset_json(out_dir, dataset_name, columns)
+    if splits is not None:
+        _write_splits(splits, out_dir)
+    stats.codes = len(codes)
+    stats.write_s += _time.perf_counter() - t0
+    return stats
 
 
 def random_splits(subject_ids, seed: int, fractions=(0.7, 0.1, 0.2)) -> pd.DataFrame:
-    """A seeded random train/tuning/held_out split of the unique ``subject_ids`` (default 70/10/20)."""
+    """A seeded random train/tuning/held_out split of the unique ``subject_ids`` (default 70/10/20).
+
+    The same algorithm as :func:`ehr_assets.cohort.assign_splits` (sorted ids, one seeded permutation), so a cohort's
+    declared fractions and seed give the pipeline's split (tested)."""
     ids = np.unique(np.asarray(subject_ids, dtype=np.int64))
     perm = np.random.default_rng(seed).permutation(len(ids))
     n_train = int(round(fractions[0] * len(ids)))
@@ -967,31 +1101,91 @@ def random_splits(subject_ids, seed: int, fractions=(0.7, 0.1, 0.2)) -> pd.DataF
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
+@dataclass(frozen=True)
+class _Target:
+    """What the CLI generates: a profile, its seed and id range, the split fractions/seed and a dataset name."""
+
+    profile: str
+    seed: int
+    id_start: int | None
+    fractions: tuple[float, float, float]
+    split_seed: int
+    name: str
+    subjects: int | None  # the cohort's declared size (None for a bare profile)
+
+
+def _resolve_target(name: str, seed: int | None, project_dir: Path | None) -> _Target:
+    """A cohort name from ``cohorts/*.yaml`` (its synthetic source and splits), else a profile name."""
+    from .specs import default_project_dir, load_project
+
+    project = load_project(project_dir or default_project_dir())
+    if name in project.cohorts:
+        spec = project.cohorts[name]
+        where = project.root / "cohorts" / f"{name}.yaml"
+        if spec.is_union:
+            raise SystemExit(
+                f"error: {where}: cohort {name!r} is the union of {', '.join(spec.union)}; generate each member, "
+                f"e.g. python -m ehr_assets.synthetic {spec.union[0]} --subjects N --out DIR"
+            )
+        src = spec.source
+        if getattr(src, "kind", None) != "synthetic":
+            raise SystemExit(f"error: {where}: source.kind is {getattr(src, 'kind', None)!r}, not 'synthetic'; "
+                             "only synthetic cohorts can be generated")
+        sp = spec.splits
+        return _Target(src.profile, src.seed if seed is None else seed, src.id_start,
+                       (sp.train, sp.tuning, sp.held_out), sp.seed, f"synthetic_{name}", src.subjects)
+    if name in PROFILES:
+        s = 0 if seed is None else seed
+        return _Target(name, s, None, (0.7, 0.1, 0.2), s, f"synthetic_{name}", None)
+    raise SystemExit(
+        f"error: {name!r} is neither a cohort of {project.root / 'cohorts'} ({', '.join(sorted(project.cohorts))}) "
+        f"nor a synthetic profile ({', '.join(PROFILES)})"
+    )
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ehr_assets.synthetic", description="Write a synthetic MEDS dataset (see module docstring)."
     )
-    p.add_argument("profile", choices=PROFILES)
-    p.add_argument("--subjects", type=int, default=600, help="number of subjects (default 600)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for the cohort and the 70/10/20 split")
+    p.add_argument("cohort", help="a cohort of cohorts/*.yaml (msk, inspect, ...) or a profile (oncology, pe)")
+    p.add_argument("--subjects", type=int, default=None,
+                   help="number of subjects (default: the cohort's declared size; 600 for a bare profile)")
     p.add_argument("--out", type=Path, required=True, help="output MEDS dataset folder")
-    p.add_argument("--id-start", type=int, default=None, help="first subject_id (default depends on the profile)")
-    p.add_argument("--name", default=None, help="dataset name (default synthetic_<profile>)")
+    p.add_argument("--seed", type=int, default=None, help="override the random seed (default: the cohort's; 0)")
+    p.add_argument("--chunk-subjects", type=int, default=2_500, help="subjects per chunk and shard (default 2500)")
+    p.add_argument("--id-start", type=int, default=None, help="first subject_id (default: the cohort's / profile's)")
+    p.add_argument("--name", default=None, help="dataset name (default synthetic_<cohort>)")
+    p.add_argument("--project", type=Path, default=None, help="project folder with cohorts/ (default: this repo)")
+    p.add_argument("--no-latent", action="store_true", help="do not write the hidden state (latent/)")
     args = p.parse_args(argv)
+    if args.subjects is not None and args.subjects <= 0:
+        p.error(f"--subjects must be a positive integer, got {args.subjects}")
+    if args.chunk_subjects <= 0:
+        p.error(f"--chunk-subjects must be a positive integer, got {args.chunk_subjects}")
 
     t0 = _time.perf_counter()
-    cohort = generate(args.profile, args.subjects, args.seed, args.id_start)
-    t1 = _time.perf_counter()
-    splits = random_splits(cohort.events["subject_id"].unique(), args.seed)
-    write_meds_dataset(cohort.events, splits, args.out, args.name or f"synthetic_{args.profile}")
-    t2 = _time.perf_counter()
+    target = _resolve_target(args.cohort, args.seed, args.project)
+    n = args.subjects or target.subjects or 600
+    id_start = args.id_start if args.id_start is not None else target.id_start
+    first_id = DEFAULT_ID_START[target.profile] if id_start is None else id_start
+    splits = random_splits(first_id + np.arange(n, dtype=np.int64), target.split_seed, target.fractions)
+    chunks = iter_chunks(target.profile, n, target.seed, id_start, args.chunk_subjects)
+    stats = write_meds_dataset_chunked(chunks, args.out, args.name or target.name, splits, latent=not args.no_latent)
+    total = _time.perf_counter() - t0
 
-    ev = cohort.events
-    n_sub = ev["subject_id"].nunique()
-    print(f"profile={args.profile} subjects={n_sub} events={len(ev)} events/subject={len(ev) / n_sub:.1f} "
-          f"codes={ev['code'].nunique()} deaths={int((ev['code'] == meds.death_code).sum())}")
+    print(f"cohort={args.cohort} profile={target.profile} seed={target.seed} subjects={stats.subjects} "
+          f"events={stats.events} events/subject={stats.events / max(stats.subjects, 1):.1f} codes={stats.codes} "
+          f"deaths={stats.deaths} latent_rows={stats.latent_rows}")
+    print(f"patient-years: lifetime (birth to last event) {stats.lifetime_years:,.0f}, "
+          f"record (first clinical event to last) {stats.record_years:,.0f}")
     print("splits: " + ", ".join(f"{k}={v}" for k, v in splits["split"].value_counts().sort_index().items()))
-    print(f"wrote {args.out} | generate {t1 - t0:.2f}s, write {t2 - t1:.2f}s, total {t2 - t0:.2f}s")
+    print(f"wrote {args.out} ({stats.shards} shard(s) of <= {args.chunk_subjects} subjects) | generate "
+          f"{stats.generate_s:.2f}s, write {stats.write_s:.2f}s, total {total:.2f}s | peak RSS {peak_rss_mb():.0f} MiB")
     return 0
 
 

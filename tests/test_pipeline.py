@@ -10,19 +10,48 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import dagster as dg
+import yaml
 
 from ehr_assets.definitions import PIPELINE_JOB, REPORT_JOB, build_definitions
+from ehr_assets.specs import load_project
 from ehr_assets.warehouse import replace_partition
 
+from .conftest import REPO
+
 PARTITION = "inspect"
+RECIPES = {"sft", "jepa", "count_baseline", "oracle", "oracle_no_rate"}
+
+
+# The graph runs every declared task; to stay fast the test project keeps a few task families with two horizons
+# each (binary, survival, an incident task, a blanked task). The full suite is checked per cohort in test_benchmark.
+TEST_PROBES = {"mortality": [90, 730], "readmission": [30, 365], "pulmonary_hypertension": [365, 730],
+               "recurrent_pe": [180, 730], "progression": [365, 730], "survival": None}
+
+
+def binary_pairs(root, cohort: str) -> set[tuple[str, int]]:
+    """(task, horizon) of every binary task the project at ``root`` declares for ``cohort``."""
+    return {(t.name, h) for t in load_project(root).tasks_for(cohort) if t.kind == "binary" for h in t.horizons_days}
+
+
+def make_pipeline_project(root):
+    """The shipped project, shrunk (tiny models, sft + jepa, 60 msk / 160 inspect subjects) to the TEST_PROBES."""
+    from .conftest import make_tiny_project
+
+    root = make_tiny_project(root, {"msk": 60, "inspect": 160})
+    for p in (root / "probes").glob("*.yaml"):
+        if p.stem not in TEST_PROBES:
+            p.unlink()
+        elif TEST_PROBES[p.stem]:
+            spec = yaml.safe_load(p.read_text())
+            spec["horizons_days"] = TEST_PROBES[p.stem]
+            p.write_text(yaml.safe_dump(spec))
+    return root
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from .conftest import make_tiny_project
-
     tmp = tmp_path_factory.mktemp("pipeline")
-    root = make_tiny_project(tmp / "project", {"msk": 60, "inspect": 160})
+    root = make_pipeline_project(tmp / "project")
     db = tmp / "warehouse.duckdb"
     defs = build_definitions(root, warehouse_path=db, artifact_root=tmp / "artifacts")
     with dg.instance_for_test() as instance:
@@ -39,7 +68,7 @@ def cross_disease(built):
     results = {k: job.execute_in_process(partition_key=k, instance=instance, raise_on_error=False).success
                for k in ("msk", "combined")}
     report = defs.resolve_job_def(REPORT_JOB).execute_in_process(instance=instance, raise_on_error=False)
-    return results, report, db
+    return results, report, db, built[3] / "project"
 
 
 def q(db, sql, params=None):
@@ -55,6 +84,8 @@ def test_every_asset_and_check_succeeds(built):
         "cohort_events", "cohort_table", "subjects", "decision_nodes", "task_labels", "tokenizer",
         "token_sequences", "node_contexts", "sft_checkpoint", "jepa_checkpoint", "sft_embeddings",
         "jepa_embeddings", "sft_probe_metrics", "jepa_probe_metrics", "count_baseline_probe_metrics",
+        "cohort_latent", "oracle_probe_metrics", "oracle_no_rate_probe_metrics", "label_files", "prediction_files",
+        "benchmark_summary",
     }
     assert expected <= materialized
     evaluations = result.get_asset_check_evaluations()
@@ -76,7 +107,7 @@ def test_tables_have_rows_and_schemas(built):
     labels = q(db, "SELECT * FROM task_labels WHERE cohort = ?", [PARTITION])
     label_cols = ["subject_id", "prediction_time", "boolean_value"]
     meds.LabelSchema.validate(meds.LabelSchema.align(pa.Table.from_pandas(labels[label_cols], preserve_index=False)))
-    assert set(labels["task"]) == {"mortality", "readmission", "pulmonary_hypertension", "survival"}
+    assert set(labels["task"]) == {"mortality", "readmission", "pulmonary_hypertension", "recurrent_pe", "survival"}
     assert "progression" not in set(labels["task"])  # declared for msk only
     nodes = q(db, "SELECT * FROM decision_nodes WHERE cohort = ?", [PARTITION])
     assert (nodes["node_code"] == "CPT4/71275").all() and len(nodes) >= 160
@@ -85,21 +116,23 @@ def test_tables_have_rows_and_schemas(built):
 
 
 def test_metrics_in_range_for_every_task_and_recipe(built):
-    _, _, db, *_ = built
+    _, _, db, tmp, _ = built
     m = q(db, "SELECT * FROM probe_metrics WHERE cohort = ?", [PARTITION])
-    assert set(m["recipe"]) == {"sft", "jepa", "count_baseline"}
+    assert set(m["recipe"]) == RECIPES
     auroc = m[m["metric"] == "auroc"]
-    # inspect's binary tasks: mortality x3 horizons, readmission x2, pulmonary_hypertension x1
-    expected = {("mortality", 90), ("mortality", 180), ("mortality", 365), ("readmission", 30),
-                ("readmission", 180), ("pulmonary_hypertension", 365)}
+    expected = binary_pairs(tmp / "project", PARTITION)  # every binary task x horizon declared for inspect
+    assert len(expected) == 8
     for recipe, g in auroc.groupby("recipe"):
         assert set(zip(g["task"], g["horizon_days"])) == expected, recipe
-    assert len(auroc) == 3 * len(expected)
+    assert len(auroc) == len(RECIPES) * len(expected)
     finite = m["value"].dropna()
-    assert len(finite) > 0
+    assert len(finite) > 0.8 * len(m)
     scored = m[m["metric"].isin(["auroc", "auprc", "c_index", "brier"])]["value"].dropna()
     assert ((scored >= 0) & (scored <= 1)).all()
-    assert (m.loc[m["metric"] == "c_index", "value"].notna()).all()
+    c = m[(m["metric"] == "c_index") & (m["task"] == "survival")]
+    assert len(c) == len(RECIPES) and c["value"].notna().all()
+    # a NaN metric always says why
+    assert (m.loc[m["value"].isna(), "note"].str.len() > 0).all()
     preds = q(db, "SELECT * FROM probe_predictions WHERE cohort = ? AND recipe = 'sft'", [PARTITION])
     held = q(db, "SELECT subject_id FROM subjects WHERE cohort = ? AND split = 'held_out'", [PARTITION])
     assert set(preds["subject_id"]) <= set(held["subject_id"])  # scored on held_out only
@@ -138,16 +171,14 @@ def test_leaking_table_fails_the_leakage_check(built):
 
 
 def test_cross_disease_report_compares_member_and_union_encoders(cross_disease):
-    results, report, db = cross_disease
+    results, report, db, root = cross_disease
     assert results == {"msk": True, "combined": True} and report.success
     r = q(db, "SELECT * FROM cross_disease_report")
     assert set(r["member"]) == {"msk", "inspect"} and set(r["union"]) == {"combined"}
-    assert set(r["recipe"]) == {"sft", "jepa", "count_baseline"}
+    assert set(r["recipe"]) == RECIPES
     # every binary task of a member appears once per recipe, scored on that member's held-out subjects both ways
     ins = r[(r["member"] == "inspect") & (r["recipe"] == "sft")]
-    assert set(zip(ins["task"], ins["horizon_days"])) == {
-        ("mortality", 90), ("mortality", 180), ("mortality", 365), ("readmission", 30), ("readmission", 180),
-        ("pulmonary_hypertension", 365)}
+    assert set(zip(ins["task"], ins["horizon_days"])) == binary_pairs(root, "inspect")
     both = r.dropna(subset=["auroc_member", "auroc_union"])
     assert len(both) > 0
     assert both["auroc_member"].between(0, 1).all() and both["auroc_union"].between(0, 1).all()
@@ -193,7 +224,6 @@ def test_training_in_a_pipes_subprocess(built):
 def test_every_shipped_recipe_yields_its_assets_and_check(tmp_path):
     from ehr_assets.specs import load_project
 
-    from .conftest import REPO
 
     project = load_project(REPO)
     defs = build_definitions(project, warehouse_path=tmp_path / "w.duckdb", artifact_root=tmp_path / "a")
@@ -206,7 +236,8 @@ def test_every_shipped_recipe_yields_its_assets_and_check(tmp_path):
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert {(f"{r}_embeddings", "not_collapsed") for r in project.recipes} <= checks
     report_parents = {k.to_user_string() for k in graph.get(dg.AssetKey("cross_disease_report")).parent_keys}
-    assert report_parents == {f"{r}_probe_metrics" for r in project.recipes} | {"count_baseline_probe_metrics"}
+    assert report_parents == {f"{r}_probe_metrics" for r in project.recipes} | {
+        "count_baseline_probe_metrics", "oracle_probe_metrics", "oracle_no_rate_probe_metrics"}
 
 
 def test_interrupted_checkpoint_asset_resumes_on_the_next_materialization(built, monkeypatch):
@@ -247,10 +278,8 @@ def test_interrupted_checkpoint_asset_resumes_on_the_next_materialization(built,
 
 def test_same_seeds_same_metrics(built, tmp_path):
     """Materializing the same project again into a new warehouse gives the same probe metrics, to the last bit."""
-    from .conftest import make_tiny_project
-
     _, _, db, _, _ = built
-    root = make_tiny_project(tmp_path / "project", {"msk": 60, "inspect": 160})
+    root = make_pipeline_project(tmp_path / "project")
     db2 = tmp_path / "warehouse.duckdb"
     defs2 = build_definitions(root, warehouse_path=db2, artifact_root=tmp_path / "artifacts")
     with dg.instance_for_test() as instance:
@@ -287,3 +316,80 @@ def test_predictions_outside_held_out_fail_the_blocking_check(built):
     finally:
         with duckdb.connect(str(db)) as c:
             replace_partition(c, "probe_predictions", preds, {"cohort": PARTITION, "recipe": "sft"})
+
+
+# ------------------------------------------------------------------------------------------- benchmark assets
+def test_latent_table_is_read_by_the_oracles_only(built):
+    defs, _, db, *_ = built
+    graph = defs.resolve_asset_graph()
+    readers = {k.to_user_string() for k in graph.get(dg.AssetKey("cohort_latent")).child_keys}
+    assert readers == {"oracle_probe_metrics", "oracle_no_rate_probe_metrics"}
+    lat = q(db, "SELECT * FROM cohort_latent WHERE cohort = ?", [PARTITION])
+    events = q(db, "SELECT DISTINCT subject_id FROM cohort_table WHERE cohort = ?", [PARTITION])
+    assert set(lat["subject_id"]) == set(events["subject_id"]) and len(lat) > 3 * len(events)
+    assert {"burden", "growth_rate", "reserve", "clot_load"} <= set(lat.columns)
+
+
+def test_exported_files_let_an_independent_scorer_recompute_our_auroc(built):
+    """Read only the files under the artifact root; sklearn's AUROC equals the warehouse's probe_metrics value."""
+    import json
+
+    import pyarrow.parquet as pq
+    from sklearn.metrics import roc_auc_score
+
+    _, _, db, tmp, _ = built
+    metrics = q(db, "SELECT recipe, task, horizon_days, value FROM probe_metrics WHERE cohort = ? AND metric = 'auroc'",
+                [PARTITION]).set_index(["recipe", "task", "horizon_days"])["value"]
+    root = tmp / "artifacts" / "prediction_files" / PARTITION
+    files = sorted(root.glob("*/*.parquet"))
+    assert {p.parent.name for p in files} == RECIPES
+    checked = 0
+    for path in files:
+        table = pq.read_table(path)
+        assert table.column_names == ["subject_id", "prediction_time", "boolean_value", "predicted_boolean_probability"]
+        meds.LabelSchema.validate(table.drop(["predicted_boolean_probability"]))
+        df = table.to_pandas()
+        task, horizon = path.stem.rsplit("_", 1)
+        ours = metrics[(path.parent.name, task, int(horizon.rstrip("d")))]
+        if df["boolean_value"].nunique() < 2:
+            assert np.isnan(ours)
+            continue
+        assert roc_auc_score(df["boolean_value"], df["predicted_boolean_probability"]) == pytest.approx(ours, abs=1e-9)
+        checked += 1
+    assert checked >= 0.8 * len(files) and checked >= 30
+
+    labels_dir = tmp / "artifacts" / "label_files" / PARTITION
+    manifest = json.loads((labels_dir / "manifest.json").read_text())["labels"]
+    table_labels = q(db, "SELECT task, horizon_days, count(*) AS n FROM task_labels WHERE cohort = ? GROUP BY ALL",
+                     [PARTITION])
+    assert len(manifest) == len(table_labels) == len(binary_pairs(tmp / "project", PARTITION)) + 1  # + survival
+    for entry in manifest:
+        t = pq.read_table(labels_dir / entry["file"])
+        meds.LabelSchema.validate(t)
+        assert t.num_rows == entry["rows"]
+        if entry["kind"] == "survival":
+            assert t.column_names == ["subject_id", "prediction_time", "boolean_value", "float_value"]
+            assert (t.column("float_value").to_numpy() > 0).all() and "days" in entry["encoding"]
+        else:
+            assert t.column_names == ["subject_id", "prediction_time", "boolean_value"]
+    splits = pq.read_table(labels_dir / "subject_splits.parquet")
+    meds.SubjectSplitSchema.validate(splits)
+
+
+def test_benchmark_summary_places_recipes_between_baseline_and_oracle(built):
+    import base64
+
+    _, result, db, *_ = built
+    s = q(db, "SELECT * FROM benchmark_summary WHERE cohort = ?", [PARTITION])
+    assert set(s["recipe"]) == {"sft", "jepa", "oracle_no_rate"}
+    ok = s.dropna(subset=["gap_closed"])
+    assert len(ok) > 0
+    np.testing.assert_allclose(ok["gap_closed"], (ok["value"] - ok["baseline"]) / (ok["oracle"] - ok["baseline"]))
+    md = result.asset_materializations_for_node("benchmark_summary")[0].metadata
+    img = md["auroc_by_horizon"].value
+    assert img.startswith("![inspect: AUROC by horizon](data:image/png;base64,")
+    assert base64.b64decode(img.split(",", 1)[1].rstrip(")")).startswith(b"\x89PNG")
+    table = md["table"].value
+    for col in ("count_baseline", "sft", "jepa", "oracle", "closed:sft", "closed:jepa"):
+        assert col in table.splitlines()[0]
+    assert md["oracle"].value == "available"

@@ -301,6 +301,18 @@ def test_fast_replicas_equal_sksurv_metrics():
         assert P._ibs_fast(e, t, S, g, gt, times) == pytest.approx(P._ibs(y_tr, e, t, S, times), abs=1e-12)
 
 
+def test_fast_binary_replicas_equal_sklearn_metrics():
+    """The bootstrap scores resamples with numpy replicas of AUROC / AUPRC / Brier: they must agree with sklearn."""
+    rng = np.random.default_rng(5)
+    for _ in range(60):  # heavy score ties, unbalanced classes, tiny samples
+        n = int(rng.integers(2, 80))
+        y = (rng.random(n) < rng.uniform(0.05, 0.95)).astype(int)
+        p = np.round(rng.random(n), int(rng.integers(0, 3)))
+        assert P._auroc_fast(y, p) == pytest.approx(P._auroc(y, p), abs=1e-12, nan_ok=True)
+        assert P._auprc_fast(y, p) == pytest.approx(P._auprc(y, p), abs=1e-12, nan_ok=True)
+        assert P._brier_fast(y, p) == pytest.approx(P._brier(y, p), abs=1e-12)
+
+
 def test_survival_function_shortcut_matches_sksurv(survival_signal):
     from sksurv.linear_model import CoxPHSurvivalAnalysis
 

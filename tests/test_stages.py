@@ -121,6 +121,51 @@ def test_outcome_at_prediction_time_does_not_count():
     assert lab["boolean_value"].tolist() == [False]
 
 
+def _two_node_case():
+    """Subject 7: nodes (studies) on 2020-01-01 and 2021-01-01; its diagnosis X/DX an hour after the first study
+    and again on 2020-07-01; follow-up to 2023-01-01."""
+    e = ev([(7, "1960-01-01", "MEDS_BIRTH", None, "person"),
+            (7, "2020-01-01 08:00", "X/STUDY", None, "procedure"), (7, "2020-01-01 09:00", "X/DX", None, "condition"),
+            (7, "2020-07-01", "X/DX", None, "condition"),
+            (7, "2021-01-01", "X/STUDY", None, "procedure"), (7, "2023-01-01", "Visit/OP", None, "observation")])
+    nodes = pd.DataFrame({"subject_id": [7, 7],
+                          "prediction_time": pd.to_datetime(["2020-01-01 08:00", "2021-01-01 00:00"]).astype("datetime64[us]"),
+                          "split": ["train", "train"], "source_cohort": ["inspect", "inspect"]})
+    subj = pd.DataFrame({"subject_id": [7], "last_time": [pd.Timestamp("2023-01-01")]})
+    return e, nodes, subj
+
+
+def test_blanking_days_skip_the_index_episode():
+    e, nodes, subj = _two_node_case()
+    plain = ProbeSpec(name="t", kind="binary", outcome_codes=["X/DX"], horizons_days=[30, 365], cohorts=["inspect"])
+    got = labels.task_labels(plain, nodes, e, subj)
+    assert got.loc[got["prediction_time"] == nodes["prediction_time"][0], "boolean_value"].tolist() == [True, True]
+    recurrent = plain.model_copy(update={"blanking_days": 7, "horizons_days": [90, 365]})
+    got = labels.task_labels(recurrent, nodes, e, subj)
+    first = got[got["prediction_time"] == nodes["prediction_time"][0]]
+    # the diagnosis 1 hour after the study is blanked; the one ~182 days later is a recurrence
+    assert dict(zip(first["horizon_days"], first["boolean_value"])) == {90: False, 365: True}
+    assert (first["outcome_time"] == pd.Timestamp("2020-07-01")).all()
+    surv = ProbeSpec(name="s", kind="survival", outcome_codes=["X/DX"], blanking_days=7, cohorts=["inspect"])
+    got = labels.task_labels(surv, nodes, e, subj)
+    assert got["boolean_value"].tolist() == [True, False]
+    assert round(float(got["float_value"].iloc[0]), 2) == round((pd.Timestamp("2020-07-01") - pd.Timestamp(
+        "2020-01-01 08:00")) / pd.Timedelta(days=1), 2)  # measured from the prediction time, not the blanking end
+    with pytest.raises(ValueError, match="must exceed the blanking period"):
+        ProbeSpec(name="t", kind="binary", outcome_codes=["X"], horizons_days=[7, 30], blanking_days=7, cohorts=["a"])
+
+
+def test_exclude_prior_keeps_only_nodes_without_the_outcome_in_context():
+    e, nodes, subj = _two_node_case()
+    incident = ProbeSpec(name="t", kind="binary", outcome_codes=["X/DX"], horizons_days=[365], exclude_prior=True,
+                         cohorts=["inspect"])
+    got = labels.task_labels(incident, nodes, e, subj)
+    # the second study's context holds the diagnosis: a prevalent condition, dropped
+    assert got["prediction_time"].tolist() == [nodes["prediction_time"][0]] and got["boolean_value"].tolist() == [True]
+    none_left = labels.task_labels(incident, nodes.iloc[[1]], e, subj)
+    assert none_left.empty and list(none_left.columns) == labels.LABEL_COLUMNS
+
+
 # ----------------------------------------------------------------------------------------------------- sequences
 def test_serialize_subject_layout(tiny_events):
     edges = {"LOINC/718-7": [12.0, 12.8, 13.5, 14.5]}

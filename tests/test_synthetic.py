@@ -443,6 +443,53 @@ def test_cli_writes_a_meds_dataset(tmp_path, capsys):
     assert sp["split"].value_counts().to_dict() == {"train": 14, "held_out": 4, "tuning": 2}
 
 
+def test_cli_takes_a_cohort_name_and_streams_chunks(tmp_path, capsys):
+    """`python -m ehr_assets.synthetic msk ...`: the cohort's profile, seed and splits; one shard per chunk; the
+    shards hold exactly the subjects of one unchunked `generate` call; the latent table sits outside data/."""
+    from ehr_assets.cohort import assign_splits
+    from ehr_assets.specs import load_project
+
+    from .conftest import REPO
+
+    out = tmp_path / "msk"
+    assert synthetic.main(["msk", "--subjects", "30", "--chunk-subjects", "12", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cohort=msk profile=oncology seed=11 subjects=30" in printed
+    assert "3 shard(s)" in printed and "patient-years: lifetime" in printed and "peak RSS" in printed
+
+    spec = load_project(REPO).cohorts["msk"]
+    whole = generate("oncology", 30, spec.source.seed)
+    shards = [pq.read_table(out / "data" / f"{k}.parquet") for k in range(3)]
+    for t in shards:
+        meds.DataSchema.validate(t)
+    assert [t.num_rows for t in shards] == [
+        int(whole.events["subject_id"].between(DEFAULT_ID_START["oncology"] + a, DEFAULT_ID_START["oncology"] + b).sum())
+        for a, b in ((0, 11), (12, 23), (24, 29))]
+    back = pd.concat([t.to_pandas() for t in shards], ignore_index=True)
+    assert back["code"].tolist() == whole.events["code"].tolist()
+    assert (back["time"].to_numpy() == whole.events["time"].to_numpy()).all()
+    latent = pd.concat([pd.read_parquet(p) for p in sorted((out / "latent").glob("*.parquet"))], ignore_index=True)
+    pd.testing.assert_frame_equal(latent, whole.latent)
+    meds.CodeMetadataSchema.validate(pq.read_table(out / "metadata" / "codes.parquet"))
+    meds.DatasetMetadataSchema.validate(json.loads((out / "metadata" / "dataset.json").read_text()))
+    # the split is the pipeline's: the cohort's declared fractions and seed
+    sp = pq.read_table(out / "metadata" / "subject_splits.parquet").to_pandas()
+    s = spec.splits
+    expected = assign_splits(whole.events["subject_id"].unique(),
+                             {"train": s.train, "tuning": s.tuning, "held_out": s.held_out}, s.seed)
+    pd.testing.assert_frame_equal(sp, expected, check_dtype=False)
+
+
+def test_cli_refuses_a_union_or_an_unknown_name(tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"combined.yaml: cohort 'combined' is the union of msk, inspect"):
+        synthetic.main(["combined", "--subjects", "5", "--out", str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match=r"'cardio' is neither a cohort .* nor a synthetic profile"):
+        synthetic.main(["cardio", "--subjects", "5", "--out", str(tmp_path / "c")])
+    with pytest.raises(SystemExit):
+        synthetic.main(["msk", "--subjects", "0", "--out", str(tmp_path / "c")])
+    assert "--subjects must be a positive integer" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------------ errors
 def test_unknown_profile_is_an_error_naming_the_allowed_ones():
     with pytest.raises(ValueError, match=r"'cardio'.*'oncology'.*'pe'"):
