@@ -129,11 +129,11 @@ def main() -> int:
             h[:, -1].float().sum().item()
             model.train()
 
-    def step(fast: bool, jepa: bool):
+    def step(fast: bool, jepa: bool, **kw):
         def run():
             with autocast():
                 if fast:
-                    ls, lj = T.step_losses(model, predictor, momentum, jb, sft=True, jepa=jepa)
+                    ls, lj = T.step_losses(model, predictor, momentum, jb, sft=True, jepa=jepa, **kw)
                 else:
                     ls = T.sft_loss(model, jb["input_ids"], jb["attention_mask"])
                     lj = T.jepa_loss(model, predictor, momentum, jb) if jepa else None
@@ -165,6 +165,10 @@ def main() -> int:
     if not args.skip_plain:
         record("sft_plain", step(False, False), 2)
         record("smb_plain", step(False, True), 5)
+        # each optimization alone, to see which pays on this device
+        record("smb_stack", step(True, True, stack=True, fused=False), 5)
+        record("smb_fusedce", step(True, True, stack=False, fused=True), 5)
+        record("smb_nostack", step(True, True, stack=False, fused=False), 5)
 
     dev_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"device {dev_name}; shape {args.shape}; batch {B} x seq {L}; vocab {vocab}; grad ckpt "
@@ -179,7 +183,7 @@ def main() -> int:
         "settings": {"shape": args.shape, "batch": B, "seq": L, "vocab": vocab, "lora_rank": recipe.lora.rank,
                      "grad_ckpt": tr.gradient_checkpointing, "bf16": use_bf16, "steps": args.steps,
                      "peak_tflops": args.peak_tflops, "torch": torch.__version__},
-        "plain": {n: {"tok_s": t, "mfu": m} for n, (t, m) in by.items() if n.endswith("_plain")},
+        "variants": {n: {"tok_s": t, "mfu": m} for n, (t, m) in by.items() if n not in ("embed", "sft", "smb")},
     }
     tag = dev_name.replace(" ", "_") if args.shape == "llama8b" else f"{dev_name}_{args.shape}".replace(" ", "_")
     out = args.out or ROOT / "bench" / "results" / f"gpu_step_{tag}.json"

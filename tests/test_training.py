@@ -323,9 +323,10 @@ def test_bad_data_raises(tmp_path, data):
 
 
 # ------------------------------------------------------------------------------------- 8. the optimized step
+@pytest.mark.parametrize("stack,fused", [(True, True), (False, False), (True, False)])
 @pytest.mark.parametrize("modules_to_save", [["embed_tokens", "lm_head"], []])
 @pytest.mark.parametrize("sft_w,jepa_w", [(1.0, 1.0), (1.0, 0.0), (0.0, 1.0)])
-def test_optimized_step_matches_the_plain_three_pass_step(data, modules_to_save, sft_w, jepa_w):
+def test_optimized_step_matches_the_plain_three_pass_step(data, modules_to_save, sft_w, jepa_w, stack, fused):
     """step_losses (stacked SFT + online rows, chunked linear cross-entropy without full logits, no lm_head in the
     JEPA rows) gives the losses and gradients of sft_loss + jepa_loss, in fp32 to rtol 1e-5 / atol 1e-6."""
     r = recipe("hyb", "hybrid", lora={"rank": 4, "alpha": 8, "modules_to_save": modules_to_save},
@@ -357,7 +358,8 @@ def test_optimized_step_matches_the_plain_three_pass_step(data, modules_to_save,
     ref = (sft_w * ref_s if ref_s is not None else 0) + (jepa_w * ref_j if ref_j is not None else 0)
     g_ref = grads_of(ref)
 
-    fs, fj = T.step_losses(model, pred, mom, b, sft=bool(sft_w), jepa=bool(jepa_w), chunk=7)  # several chunks
+    fs, fj = T.step_losses(model, pred, mom, b, sft=bool(sft_w), jepa=bool(jepa_w), chunk=7,  # several chunks
+                           stack=stack, fused=fused)
     fast = (sft_w * fs if fs is not None else 0) + (jepa_w * fj if fj is not None else 0)
     g_fast = grads_of(fast)
 
