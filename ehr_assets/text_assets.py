@@ -22,7 +22,7 @@ from dagster_duckdb import DuckDBResource
 from . import sequences as seq_stage
 from .assets import POOL, ArtifactStore, _probe_metrics_asset, _read, _save_embeddings, _write
 from .specs import Project, RecipeSpec
-from .warehouse import atomic_dir, read_partition
+from .warehouse import atomic_dir, read_recipe_tokens
 
 
 def recipe_special_ids(tokens_dir: Path) -> dict:
@@ -35,13 +35,7 @@ def recipe_special_ids(tokens_dir: Path) -> dict:
 
 def _read_recipe(warehouse: DuckDBResource, table: str, cohort: str, tokens_key: str, **kw) -> pd.DataFrame:
     with warehouse.get_connection() as conn:
-        try:
-            df = read_partition(conn, table, {"cohort": cohort, "tokens_asset": tokens_key}, **kw)
-        except LookupError:
-            df = pd.DataFrame()
-    if df.empty:
-        raise LookupError(f"{table} has no rows for cohort {cohort!r}: materialize asset {tokens_key!r} first")
-    return df
+        return read_recipe_tokens(conn, table, cohort, tokens_key, **kw)
 
 
 def load_recipe_train_data(warehouse: DuckDBResource, cohort: str, tokens_key: str, tokens_dir: Path):

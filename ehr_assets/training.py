@@ -159,23 +159,16 @@ def recipe_train_data_from_warehouse(conn, cohort: str, tokens_key: str, tokens_
     """:class:`TrainData` from a ``<recipe>_tokens`` asset (tables ``recipe_token_sequences`` and
     ``recipe_node_contexts``, a local HF tokenizer): whole train timelines for SFT; per train node, its context tokens
     (tokenized on their own) followed by the timeline's tokens after the context for JEPA."""
-    import pandas as pd
     from meds import train_split
 
     from .tokenization import load_tokenizer_folder, special_ids
-    from .warehouse import read_partition
+    from .warehouse import read_recipe_tokens
 
     tok = load_tokenizer_folder(tokens_dir)
     sp = {**special_ids(tok), "vocab_size": len(tok)}
 
-    def read(table: str, **kw) -> pd.DataFrame:
-        try:
-            df = read_partition(conn, table, {"cohort": cohort, "tokens_asset": tokens_key}, **kw)
-        except LookupError:
-            df = pd.DataFrame()
-        if df.empty:
-            raise LookupError(f"{table} has no rows for cohort {cohort!r}: materialize asset {tokens_key!r} first")
-        return df
+    def read(table: str, **kw):
+        return read_recipe_tokens(conn, table, cohort, tokens_key, **kw)
 
     seq = read("recipe_token_sequences", columns=["subject_id", "split", "input_ids"])
     seq = seq[seq["split"] == train_split]

@@ -110,6 +110,18 @@ def read_partition(
     return conn.execute(f"SELECT {cols} FROM {ident(table)} WHERE {cond}{order}", list(where.values())).df()
 
 
+def read_recipe_tokens(conn: duckdb.DuckDBPyConnection, table: str, cohort: str, tokens_asset: str,
+                       **kw) -> pd.DataFrame:
+    """Rows of a ``recipe_*`` table (keyed by cohort and tokens asset); none is an error naming the asset to run."""
+    try:
+        df = read_partition(conn, table, {"cohort": cohort, "tokens_asset": tokens_asset}, **kw)
+    except LookupError:
+        df = pd.DataFrame()
+    if df.empty:
+        raise LookupError(f"{table} has no rows for cohort {cohort!r}: materialize asset {tokens_asset!r} first")
+    return df
+
+
 # ----------------------------------------------------------------------------------------------------- default paths
 def default_home(project_dir: Path | None = None) -> Path:
     """$DAGSTER_HOME if set, else ``<project>/dagster_home``."""
