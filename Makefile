@@ -2,8 +2,10 @@
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-# The CPU build of torch (on local disk here); an unpinned torch would pull a multi-GB CUDA build.
+# The CPU build of torch: on this project's machines pip finds the 2.13.0 CPU wheel on local disk. Elsewhere, PyPI's
+# torch is the multi-GB CUDA build; get the CPU one with TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu".
 TORCH   ?= torch==2.13.0
+TORCH_INDEX ?=
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
 .PHONY: demo test ui clean-home
@@ -11,7 +13,7 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet "$(TORCH)" $(TORCH_INDEX)
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 

@@ -66,8 +66,8 @@ class Trainer(dg.ConfigurableResource):
         if self.launcher not in ("in_process", "subprocess"):
             raise ValueError(f"trainer.launcher must be 'in_process' or 'subprocess', got {self.launcher!r}")
 
-    def run_subprocess(self, context, recipe_file: Path, data, tokenizer_dir: Path, init_dir: Path | None,
-                       dest: Path, rdir: Path) -> None:
+    def run_subprocess(self, context, project_root: Path, recipe: str, data, tokenizer_dir: Path,
+                       init_dir: Path | None, dest: Path, rdir: Path) -> None:
         import sys
         import tempfile
 
@@ -75,8 +75,9 @@ class Trainer(dg.ConfigurableResource):
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{dest.name}.data-", dir=dest.parent) as bundle:
             data.save(Path(bundle))
-            cmd += ["--recipe", str(recipe_file), "--data", bundle, "--tokenizer", str(tokenizer_dir),
-                    "--out", str(dest), "--resume-dir", str(rdir)]
+            # the recipe by name in its project, so relative paths (backbones) resolve as the asset resolved them
+            cmd += ["--recipe", recipe, "--project", str(project_root), "--data", bundle,
+                    "--tokenizer", str(tokenizer_dir), "--out", str(dest), "--resume-dir", str(rdir)]
             if init_dir is not None:
                 cmd += ["--init-dir", str(init_dir)]
             dg.PipesSubprocessClient(env=dict(self.env)).run(command=cmd, context=context).get_results()
@@ -447,8 +448,7 @@ def build_recipe_assets(
         dest = artifacts.path(ckpt_key, key)
         rdir = resume_dir(artifacts.root, ckpt_key, key)
         if trainer.launcher == "subprocess":
-            trainer.run_subprocess(context, project.root / "models" / f"{name}.yaml", data, tok_dir, init_dir,
-                                   dest, rdir)
+            trainer.run_subprocess(context, project.root, name, data, tok_dir, init_dir, dest, rdir)
         else:
             from .training import train
 
@@ -546,9 +546,9 @@ def _probe_and_write(context, warehouse, project: Project, key: str, recipe: str
     metrics, preds = evaluate(key, recipe, features, nodes, labels, kinds, log=context.log.info)
     stamp = _now()
     metrics["materialized_at"] = stamp
-    with warehouse.get_connection() as conn:
-        replace_partition(conn, "probe_metrics", metrics, {"cohort": key, "recipe": recipe})
-        replace_partition(conn, "probe_predictions", preds, {"cohort": key, "recipe": recipe})
+    with warehouse.get_connection() as conn:  # metrics and the predictions they come from: one transaction
+        replace_partitions(conn, [("probe_metrics", metrics, {"cohort": key, "recipe": recipe}),
+                                  ("probe_predictions", preds, {"cohort": key, "recipe": recipe})])
     main = metrics[metrics["metric"].isin(["auroc", "c_index"])][["task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]]
     return dg.MaterializeResult(
         metadata={

@@ -105,19 +105,20 @@ def build_export_assets(
 ) -> list[dg.AssetsDefinition]:
     kinds = {p.name: p.kind for p in project.probes.values()}
 
-    @dg.asset(group_name="exports", kinds={"parquet"}, deps=["task_labels"], partitions_def=partitions)
+    @dg.asset(group_name="exports", kinds={"parquet"}, deps=["task_labels", "subjects"], partitions_def=partitions)
     def label_files(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
         """The task labels as MEDS label files, one per task and horizon (survival: boolean_value = event observed,
         float_value = days to event or censoring), with subject_splits.parquet and manifest.json."""
         key = context.partition_key
         labels = _read(warehouse, "task_labels", key)
+        subjects = _read(warehouse, "subjects", key, columns=["subject_id", "split"])
         dest = artifacts.path("label_files", key)
         with atomic_dir(dest) as tmp:
-            manifest = exports.write_label_files(labels, kinds, tmp)
+            manifest = exports.write_label_files(labels, kinds, tmp, subjects=subjects)
         return dg.MaterializeResult(
             metadata={
                 "files": len(manifest),
-                "manifest": _meta_table(manifest.drop(columns=["encoding"])),
+                "manifest": _meta_table(manifest.drop(columns=["encoding"]), ("rows", "positives")),
                 "survival_encoding": exports.SURVIVAL_ENCODING,
                 "path": dg.MetadataValue.path(str(dest)),
             }
@@ -134,7 +135,8 @@ def build_export_assets(
             written = exports.write_prediction_files(preds, tmp)
         per = written.groupby("recipe").agg(files=("file", "size"), rows=("rows", "sum")).reset_index()
         return dg.MaterializeResult(
-            metadata={"files": len(written), "by_recipe": _meta_table(per), "path": dg.MetadataValue.path(str(dest))}
+            metadata={"files": len(written), "by_recipe": _meta_table(per, ("rows",)),
+                      "path": dg.MetadataValue.path(str(dest))}
         )
 
     return [label_files, prediction_files]

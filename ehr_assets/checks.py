@@ -35,20 +35,34 @@ def _keys(context: AssetCheckExecutionContext, project: Project) -> list[str]:
     return [context.partition_key] if context.has_partition_key else list(project.partition_keys)
 
 
+NOT_MATERIALIZED = "not materialized"
+
+
 def _run(context: AssetCheckExecutionContext, project: Project, one: PartitionCheck) -> dg.AssetCheckResult:
-    """Apply ``one`` to the run's partition, or to every partition when the check runs without one."""
+    """Apply ``one`` to the run's partition, or to every partition when the check runs without one.
+
+    In a partitioned run the check follows its asset's materialization, so a partition with no rows is a valid
+    (empty) result, not a failure. Run alone, a check skips partitions never materialized and warns when there was
+    nothing at all to check."""
     keys = _keys(context, project)
     if len(keys) == 1 and context.has_partition_key:
         problems, md = one(keys[0])
+        if problems == [NOT_MATERIALIZED]:
+            return _result([], note=f"partition {keys[0]!r} has no rows to check")
         return _result(problems, **md)
     problems, checked = [], []
     for key in keys:
         p, _ = one(key)
-        if p == ["not materialized"]:
+        if p == [NOT_MATERIALIZED]:
             continue
         checked.append(key)
         problems += [f"[{key}] {x}" for x in p]
-    return _result(problems, partitions_checked=", ".join(checked) or "none")
+    if not checked:
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"problems": dg.MetadataValue.md("- nothing materialized to check yet"), "partitions_checked": "none"},
+        )
+    return _result(problems, partitions_checked=", ".join(checked))
 
 
 def _read_or_none(warehouse: DuckDBResource, table: str, key: str, **kw) -> pd.DataFrame | None:
@@ -65,7 +79,7 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
         def one(key):
             ev = _read_or_none(warehouse, "cohort_events", key)
             if ev is None:
-                return ["not materialized"], {}
+                return [NOT_MATERIALIZED], {}
             return cohort_stage.meds_violations(ev), {"rows": len(ev)}
 
         return _run(context, project, one)
@@ -75,7 +89,7 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
         def one(key):
             subj = _read_or_none(warehouse, "subjects", key)
             if subj is None:
-                return ["not materialized"], {}
+                return [NOT_MATERIALIZED], {}
             return cohort_stage.split_violations(subj), {"subjects": int(subj["subject_id"].nunique())}
 
         return _run(context, project, one)
@@ -89,7 +103,7 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
         def one(key):
             ctx = _read_or_none(warehouse, "node_contexts", key)
             if ctx is None:
-                return ["not materialized"], {}
+                return [NOT_MATERIALIZED], {}
             seq = _read_or_none(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends"])
             if seq is None:
                 return [f"node_contexts exist but token_sequences of {key!r} do not"], {}
@@ -110,7 +124,7 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
         def one(key):
             lab = _read_or_none(warehouse, "task_labels", key)
             if lab is None:
-                return ["not materialized"], {}
+                return [NOT_MATERIALIZED], {}
             bad = lab["outcome_time"].notna() & (lab["outcome_time"] <= lab["prediction_time"]) & lab["boolean_value"]
             problems = [f"{int(bad.sum())} labels set by an outcome at or before the prediction time"] if bad.any() else []
             return problems, {"labels_checked": len(lab)}
@@ -128,7 +142,7 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
             lab = _read_or_none(warehouse, "task_labels", key, columns=["subject_id", "split"])
             subj = _read_or_none(warehouse, "subjects", key, columns=["subject_id", "split"])
             if lab is None or subj is None:
-                return ["not materialized"], {}
+                return [NOT_MATERIALIZED], {}
             m = lab.merge(subj, on="subject_id", how="left", suffixes=("", "_subject"))
             unknown = int(m["split_subject"].isna().sum())
             wrong = int((m["split_subject"].notna() & (m["split"] != m["split_subject"])).sum())
@@ -165,11 +179,11 @@ def _held_out_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
         def one(key):
             with warehouse.get_connection() as conn:
                 if not table_exists(conn, "probe_predictions"):
-                    return ["not materialized"], {}
+                    return [NOT_MATERIALIZED], {}
                 preds = read_partition(conn, "probe_predictions", {"cohort": key, "recipe": recipe},
                                        columns=["subject_id"])
             if preds.empty:  # e.g. an oracle on a real cohort: nothing was scored, nothing can leak
-                return [], {"predictions_checked": 0}
+                return [NOT_MATERIALIZED], {}
             subj = _read_or_none(warehouse, "subjects", key, columns=["subject_id", "split"])
             if subj is None:
                 return ["predictions exist but the subjects table has no rows for this cohort"], {}
@@ -185,26 +199,36 @@ def _held_out_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
 
 def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDefinition:
     """The leakage check of a ``<recipe>_tokens`` asset: a node's context text ``text[:context_char_end]`` must
-    contain no block (day) whose events are after the prediction time."""
+    contain no block (day) whose events are after the prediction time, and its ``context_ids`` must be exactly that
+    text tokenized."""
+    root = project.recipes[tokens_key.removesuffix("_tokens")]
+    text_table = "token_sequences" if root.format == "delimited" else "smb_v1_text"
 
     @dg.asset_check(
         asset=tokens_key,
         name="no_future_in_context",
         blocking=True,
-        description="No character of a decision node's context text comes from an event after its prediction time.",
+        description="No character of a decision node's context text comes from an event after its prediction time, "
+        "and the token ids a model reads for the node are exactly that text tokenized.",
     )
-    def no_future_in_recipe_context(context: AssetCheckExecutionContext, warehouse: DuckDBResource):
+    def no_future_in_recipe_context(context: AssetCheckExecutionContext, warehouse: DuckDBResource,
+                                    artifacts: ArtifactStore):
+        from . import tokenization as tk
+
         def one(key):
             with warehouse.get_connection() as conn:
                 if not table_exists(conn, "recipe_node_contexts"):
-                    return ["not materialized"], {}
+                    return [NOT_MATERIALIZED], {}
                 where = {"cohort": key, "tokens_asset": tokens_key}
                 ctx = read_partition(conn, "recipe_node_contexts", where,
-                                     columns=["subject_id", "prediction_time", "context_char_end", "context_last_time"])
+                                     columns=["subject_id", "prediction_time", "context_char_end", "context_last_time",
+                                              "context_ids"])
                 if not len(ctx):
-                    return ["not materialized"], {}
+                    return [NOT_MATERIALIZED], {}
                 seq = read_partition(conn, "recipe_token_sequences", where,
                                      columns=["subject_id", "block_times", "block_char_ends"])
+                texts = read_partition(conn, text_table, {"cohort": key}, columns=["subject_id", "text"])
+            # 1. the context text ends before any block (day) later than the node
             bad = seq_stage.context_violations(
                 ctx.rename(columns={"context_char_end": "context_end"}),
                 seq.rename(columns={"block_char_ends": "block_ends"}),
@@ -212,6 +236,15 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
             problems = (
                 [f"{len(bad)} of {len(ctx)} decision nodes read events after their prediction time"] if len(bad) else []
             )
+            # 2. the token ids a model reads for the node are exactly that context text, tokenized
+            tok = tk.load_tokenizer_folder(artifacts.path(tokens_key, key))
+            text_of = dict(zip(texts["subject_id"], texts["text"]))
+            expect = tk.encode(tok, [text_of[s][:c] for s, c in zip(ctx["subject_id"], ctx["context_char_end"])],
+                               root.format)
+            differ = sum(list(map(int, a)) != list(map(int, b)) for a, b in zip(ctx["context_ids"], expect))
+            if differ:
+                problems.append(f"{differ} of {len(ctx)} decision nodes' context_ids are not their context text's "
+                                "tokens (they may hold tokens of later events)")
             return problems, {"nodes_checked": len(ctx)}
 
         return _run(context, project, one)
@@ -230,7 +263,7 @@ def _collapse_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
         def one(key):
             folder = artifacts.path(f"{recipe}_embeddings", key)
             if not (folder / "embeddings.safetensors").exists():
-                return ["not materialized"], {}
+                return [NOT_MATERIALIZED], {}
             emb, _ = load_embeddings(folder)
             return collapse_problems(emb)
 

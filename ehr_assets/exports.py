@@ -73,7 +73,8 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path)
 
 
-def write_label_files(labels: pd.DataFrame, task_kinds: dict[str, str], dest: Path) -> pd.DataFrame:
+def write_label_files(labels: pd.DataFrame, task_kinds: dict[str, str], dest: Path,
+                      subjects: pd.DataFrame | None = None) -> pd.DataFrame:
     """Write ``labels`` (the ``task_labels`` table of one partition) as MEDS label files under ``dest`` (see the
     module docstring). Returns the manifest as a frame (file, task, kind, horizon_days, rows, positives)."""
     dest = Path(dest)
@@ -94,7 +95,9 @@ def write_label_files(labels: pd.DataFrame, task_kinds: dict[str, str], dest: Pa
             "rows": int(len(rows)), "positives": int(rows["boolean_value"].sum()),
             "encoding": BINARY_ENCODING if kind == "binary" else SURVIVAL_ENCODING,
         })
-    splits = labels[["subject_id", "split"]].drop_duplicates("subject_id").sort_values("subject_id")
+    # the cohort's splits (every subject, from the subjects table when given), as a MEDS subject_splits file
+    src = subjects if subjects is not None else labels
+    splits = src[["subject_id", "split"]].drop_duplicates("subject_id").sort_values("subject_id")
     sp = pa.table({"subject_id": pa.array(splits["subject_id"].to_numpy(dtype=np.int64), pa.int64()),
                    "split": pa.array(splits["split"].astype(str).tolist(), pa.string())})
     meds.SubjectSplitSchema.validate(sp)

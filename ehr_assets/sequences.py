@@ -124,14 +124,21 @@ def serialize_subject(ev: pd.DataFrame, edges: dict[str, list[float]]) -> Serial
     block_times: list = []
     block_ends: list[int] = []
 
-    demo = [_clean(c) for c, t, b in zip(codes, tables, is_birth) if not b and category_of(t, c) == "demographics"]
-    clinical = np.array([not b and category_of(t, c) != "demographics" for c, t, b in zip(codes, tables, is_birth)])
+    person = np.array([not b and category_of(t, c) == "demographics" for c, t, b in zip(codes, tables, is_birth)],
+                      dtype=bool)
+    other = np.array([not b and category_of(t, c) != "demographics" for c, t, b in zip(codes, tables, is_birth)],
+                     dtype=bool)
+    first_other = times[other][0] if other.any() else None
+    # the demographics block holds the person rows recorded by the first clinical event; a person row dated later
+    # (e.g. an ethnicity recorded years after) is an event of its own time, so no context can read it early
+    in_demo = person & (np.ones(len(times), bool) if first_other is None else (times <= first_other))
+    clinical = other | (person & ~in_demo)
     words.append("<demographics>")
-    words.extend(demo)
-    if birth is not None and clinical.any():
-        first = times[clinical][0]
-        words.append(age_token((first - birth) / np.timedelta64(1, "D") / 365.25))
-    block_times.append(birth if birth is not None else (times[0] if len(times) else np.datetime64("NaT")))
+    words.extend(_clean(c) for c in codes[in_demo])
+    if birth is not None and other.any():
+        words.append(age_token((first_other - birth) / np.timedelta64(1, "D") / 365.25))
+    demo_times = [t for t in (([birth] if birth is not None else []) + list(times[in_demo]))]
+    block_times.append(max(demo_times) if demo_times else (times[0] if len(times) else np.datetime64("NaT")))
     block_ends.append(len(words))
 
     prev = None

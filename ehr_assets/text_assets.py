@@ -20,9 +20,9 @@ from dagster import AssetExecutionContext
 from dagster_duckdb import DuckDBResource
 
 from . import sequences as seq_stage
-from .assets import POOL, ArtifactStore, _probe_metrics_asset, _read, _save_embeddings, _write
+from .assets import POOL, ArtifactStore, _probe_metrics_asset, _read, _save_embeddings, _tag, _write
 from .specs import Project, RecipeSpec
-from .warehouse import atomic_dir, read_recipe_tokens
+from .warehouse import atomic_dir, read_recipe_tokens, replace_partitions
 
 
 def recipe_special_ids(tokens_dir: Path) -> dict:
@@ -121,7 +121,8 @@ def build_text_assets(project: Project, partitions: dg.PartitionsDefinition) -> 
             metadata={
                 "dagster/row_count": n,
                 "chars_per_subject_median": float(ser["n_chars"].median()),
-                "example": dg.MetadataValue.md("```\n" + (ser["text"].iloc[0][:1500] if n else "") + "\n```"),
+                "see_a_subject": "python -m ehr_assets.serialize --format smb_v1 --meds-parquet FILE --subject ID"
+                                 " (no patient text is published in metadata)",
             }
         )
 
@@ -193,11 +194,15 @@ def _tokens_asset(project: Project, asset_key: str, recipe: RecipeSpec, partitio
         ctx["n_tokens"] = np.asarray([n_of[s] for s, _ in cuts], dtype=np.int64)
 
         dest = artifacts.path(asset_key, key)
-        with atomic_dir(dest) as tmp:
+        where = {"cohort": key, "tokens_asset": asset_key}
+        with atomic_dir(dest) as tmp:  # the tokenizer folder is renamed into place only after both tables commit
             tok.save_pretrained(str(tmp))
             (tmp / "tokenization.json").write_text(json.dumps({"format": fmt, **info}, indent=2))
-        n = _write(warehouse, "recipe_token_sequences", key, seq, tokens_asset=asset_key)
-        _write(warehouse, "recipe_node_contexts", key, ctx, tokens_asset=asset_key)
+            with warehouse.get_connection() as conn:
+                n, _ = replace_partitions(conn, [
+                    ("recipe_token_sequences", _tag(seq, key, tokens_asset=asset_key), where),
+                    ("recipe_node_contexts", _tag(ctx, key, tokens_asset=asset_key), where),
+                ])
         unk = tok.unk_token_id
         return dg.MaterializeResult(
             metadata={

@@ -63,33 +63,38 @@ def replace_partitions(
                 raise ValueError(f"{table}: frame lacks partition column {col!r}")
             if len(df) and not (df[col] == val).all():
                 raise ValueError(f"{table}: rows outside partition {col}={val!r}")
+    names = [f"__incoming_{i}" for i in range(len(writes))]
     conn.execute("BEGIN TRANSACTION")
     try:
-        for table, df, where in writes:
+        for name, (table, df, where) in zip(names, writes):
             cols = ", ".join(ident(c) for c in df.columns)
-            conn.register("__incoming", df)
-            try:
-                if not table_exists(conn, table):
-                    conn.execute(f"CREATE TABLE {ident(table)} AS SELECT {cols} FROM __incoming LIMIT 0")
-                else:
-                    _add_missing_columns(conn, table, df)
-                cond = " AND ".join(f"{ident(c)} = ?" for c in where)
-                conn.execute(f"DELETE FROM {ident(table)} WHERE {cond}", list(where.values()))
-                conn.execute(f"INSERT INTO {ident(table)} ({cols}) SELECT {cols} FROM __incoming")
-            finally:
-                conn.unregister("__incoming")
+            conn.register(name, df)
+            if not table_exists(conn, table):
+                conn.execute(f"CREATE TABLE {ident(table)} AS SELECT {cols} FROM {name} LIMIT 0")
+            else:
+                _add_missing_columns(conn, table, df, name)
+            cond = " AND ".join(f"{ident(c)} = ?" for c in where)
+            conn.execute(f"DELETE FROM {ident(table)} WHERE {cond}", list(where.values()))
+            conn.execute(f"INSERT INTO {ident(table)} ({cols}) SELECT {cols} FROM {name}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK")  # before anything else touches the connection: the original error surfaces
         raise
+    finally:
+        for name in names:
+            try:
+                conn.unregister(name)
+            except Exception:  # never registered (the failure came first)
+                pass
     return [len(df) for _, df, _ in writes]
 
 
-def _add_missing_columns(conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> None:
+def _add_missing_columns(conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame,
+                         incoming: str = "__incoming") -> None:
     existing = {r[0] for r in conn.execute(f"DESCRIBE {ident(table)}").fetchall()}
     missing = [c for c in df.columns if c not in existing]
     if missing:
-        types = dict(conn.execute("DESCRIBE SELECT * FROM __incoming").fetchall()[i][:2] for i in range(len(df.columns)))
+        types = {r[0]: r[1] for r in conn.execute(f"DESCRIBE SELECT * FROM {incoming}").fetchall()}
         for c in missing:
             conn.execute(f"ALTER TABLE {ident(table)} ADD COLUMN {ident(c)} {types[c]}")
 

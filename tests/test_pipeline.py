@@ -393,3 +393,67 @@ def test_benchmark_summary_places_recipes_between_baseline_and_oracle(built):
     for col in ("count_baseline", "sft", "jepa", "oracle", "closed:sft", "closed:jepa"):
         assert col in table.splitlines()[0]
     assert md["oracle"].value == "available"
+
+
+def test_tampered_labels_fail_both_label_checks(built):
+    """A label set by an outcome before its prediction time, and labels carrying another split than their subject,
+    each fail their blocking check (and name how many rows)."""
+    defs, _, db, _, instance = built
+    with duckdb.connect(str(db)) as c:
+        lab = c.execute("SELECT * FROM task_labels WHERE cohort = ?", [PARTITION]).df()
+        bad = lab.copy()
+        pos = bad.index[bad["boolean_value"] & bad["outcome_time"].notna()][:2]
+        bad.loc[pos, "outcome_time"] = bad.loc[pos, "prediction_time"] - pd.Timedelta(days=1)
+        other = bad.index[bad["split"] == "train"][:3]
+        bad.loc[other, "split"] = "held_out"
+        replace_partition(c, "task_labels", bad, {"cohort": PARTITION})
+    try:
+        job = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(
+            "labels", selection=dg.AssetSelection.checks_for_assets("task_labels"))]))
+        res = job.resolve_job_def("labels").execute_in_process(instance=instance, raise_on_error=False)
+        ev = {e.check_name: e for e in res.get_asset_check_evaluations()}
+        assert ev["labels_after_prediction_time"].passed is False
+        assert f"[{PARTITION}] 2 labels set by an outcome at or before the prediction time" in \
+            ev["labels_after_prediction_time"].metadata["problems"].value
+        assert ev["label_splits_match_subjects"].passed is False
+        assert f"[{PARTITION}] 3 label rows whose split differs from their subject's split" in \
+            ev["label_splits_match_subjects"].metadata["problems"].value
+    finally:
+        with duckdb.connect(str(db)) as c:
+            replace_partition(c, "task_labels", lab, {"cohort": PARTITION})
+
+
+def test_collapsed_embeddings_fail_the_collapse_check():
+    from ehr_assets.checks import collapse_problems
+
+    rng = np.random.default_rng(0)
+    ok = rng.normal(size=(50, 8))
+    assert collapse_problems(ok)[0] == []
+    flat = ok.copy()
+    flat[:, 3] = 0.7  # one dimension constant across nodes
+    problems, md = collapse_problems(flat)
+    assert problems == ["1 of 8 dimensions have std <= 0.0001"]
+    same = np.tile(ok[:1], (50, 1))  # every node the same vector
+    problems, md = collapse_problems(same)
+    assert problems == ["8 of 8 dimensions have std <= 0.0001"] and md["effective_rank"] <= 1.0
+    nan = ok.copy()
+    nan[0, 0] = np.nan
+    assert "embeddings contain NaN or inf" in collapse_problems(nan)[0]
+
+
+def test_no_asset_metadata_names_a_subject_or_prints_a_timeline(built):
+    """Every materialization of the whole graph: no subject_id, no serialized timeline text in its metadata."""
+    import re
+
+    _, result, db, *_ = built
+    ids = {str(i) for i in q(db, "SELECT DISTINCT subject_id FROM subjects WHERE cohort = ?", [PARTITION])["subject_id"]}
+    blob = []
+    for ev in result.get_asset_materialization_events():
+        for v in ev.materialization.metadata.values():
+            text = str(getattr(v, "value", v))
+            blob.append(re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text))  # pictures are pixels
+    blob = "\n".join(blob)
+    assert len(result.get_asset_materialization_events()) > 15
+    numbers = set(re.findall(r"\d{5,}", blob))
+    assert not numbers & ids
+    assert "<demographics>" not in blob and "Birth:" not in blob and "<dt:" not in blob

@@ -210,3 +210,30 @@ def test_a_context_reading_past_its_node_fails_the_recipe_leakage_check(run):
     finally:
         with duckdb.connect(str(db)) as c:
             replace_partition(c, "recipe_node_contexts", ctx, where)
+
+
+def test_context_ids_holding_later_tokens_fail_the_recipe_leakage_check(run):
+    """The offsets may be right while the ids a model reads are not: a node whose context_ids carry the tokens of
+    the whole timeline (later events included) fails the same blocking check."""
+    db, where = run["db"], {"cohort": "inspect", "tokens_asset": "frozen_smb_tokens"}
+    with duckdb.connect(str(db)) as c:
+        ctx = c.execute("SELECT * FROM recipe_node_contexts WHERE cohort = 'inspect' AND tokens_asset = "
+                        "'frozen_smb_tokens'").df()
+        full = c.execute("SELECT subject_id, input_ids FROM recipe_token_sequences WHERE cohort = 'inspect' AND "
+                         "tokens_asset = 'frozen_smb_tokens'").df().set_index("subject_id")["input_ids"]
+        leaky = ctx.copy()
+        for i in leaky.index[:3]:
+            leaky.at[i, "context_ids"] = [int(x) for x in full[leaky.at[i, "subject_id"]]]
+        replace_partition(c, "recipe_node_contexts", leaky, where)
+    try:
+        job = dg.define_asset_job("leak_ids", selection=dg.AssetSelection.checks_for_assets("frozen_smb_tokens"))
+        res = dg.Definitions.merge(run["defs"], dg.Definitions(jobs=[job])).resolve_job_def(
+            "leak_ids").execute_in_process(instance=run["instance"], raise_on_error=False)
+        [e] = res.get_asset_check_evaluations()
+        assert e.passed is False
+        text = e.metadata["problems"].value
+        assert f"[inspect] 3 of {len(ctx)} decision nodes' context_ids are not their context text's tokens" in text
+        assert "read events after their prediction time" not in text  # the offsets were left right
+    finally:
+        with duckdb.connect(str(db)) as c:
+            replace_partition(c, "recipe_node_contexts", ctx, where)

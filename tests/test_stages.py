@@ -216,3 +216,19 @@ def test_node_contexts_and_leakage_detection(tiny_events):
     leaky = ctx.copy()
     leaky.loc[0, "context_end"] = leaky.loc[0, "n_tokens"]  # reads the whole timeline
     assert len(sequences.context_violations(leaky, ser)) == 1
+
+
+def test_a_person_row_recorded_after_a_node_stays_out_of_its_context(tiny_events):
+    """A demographic recorded years later (e.g. ethnicity entered in 2019) is an event of its own time: the 2015
+    node's context must not read it, and the leakage check agrees."""
+    late = ev([(1, "2015-06-15", "ETHNICITY/HISPANIC", None, "person")])
+    events = pd.concat([tiny_events, late], ignore_index=True).sort_values(["subject_id", "time"], kind="stable")
+    ser = sequences.serialize_cohort(events, {})
+    ser["n_tokens"] = [len(t.split()) for t in ser["text"]]
+    words = ser.set_index("subject_id").at[1, "text"].split()
+    assert "ETHNICITY/HISPANIC" in words and "GENDER/F" in words[: words.index("<dt:0d>")]  # demographics block
+    assert words.index("ETHNICITY/HISPANIC") > words.index("SNOMED/444391001")  # placed at its own time (June)
+    ctx = sequences.node_contexts(ser, _nodes(events))
+    for r in ctx[ctx["subject_id"] == 1].itertuples():
+        assert "ETHNICITY/HISPANIC" not in words[: r.context_end]
+    assert sequences.context_violations(ctx, ser).empty

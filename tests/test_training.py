@@ -388,3 +388,20 @@ def test_linear_cross_entropy_matches_full_logits():
     torch.testing.assert_close(fast, ref)
     torch.testing.assert_close(fh, gh)
     torch.testing.assert_close(fw, gw)
+
+
+def test_train_applies_the_ema_update_after_each_step(tmp_path, data):
+    """Inside train(): after one JEPA-phase step the saved EMA adapter is tau * (the SFT weights it started from)
+    + (1 - tau) * (the online weights after the step)."""
+    train(recipe(training={"steps": 2}), data, tmp_path / "sft", log=quiet)
+    start = load_file(str(tmp_path / "sft" / "adapter" / "adapter_model.safetensors"))
+    j = recipe("jepa", "jepa", init_from="sft", training={"steps": 1}, jepa={"ema_tau": 0.9},
+               optimizer={"lr": 5e-2, "schedule": "constant", "warmup_steps": 0})
+    train(j, data, tmp_path / "j", init_dir=tmp_path / "sft", log=quiet)
+    online = load_file(str(tmp_path / "j" / "adapter" / "adapter_model.safetensors"))
+    ema = load_file(str(tmp_path / "j" / "ema_adapter.safetensors"))
+    assert ema.keys() == online.keys() == start.keys()
+    moved = [k for k in online if not torch.equal(online[k], start[k])]
+    assert moved  # the step changed the online weights, so the check below can tell tau from 1 - tau
+    for k in online:
+        torch.testing.assert_close(ema[k], 0.9 * start[k] + 0.1 * online[k], rtol=1e-5, atol=1e-6)

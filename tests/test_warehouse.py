@@ -52,3 +52,20 @@ def test_atomic_dir_replaces_on_success_and_keeps_old_on_failure(tmp_path):
     with atomic_dir(final) as d:
         (d / "g.txt").write_text("v2")
     assert sorted(p.name for p in final.iterdir()) == ["g.txt"]
+
+
+def test_a_failed_write_raises_the_original_error_and_keeps_the_connection_usable():
+    import duckdb
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from ehr_assets.warehouse import replace_partition
+
+    c = duckdb.connect()
+    replace_partition(c, "t", pd.DataFrame({"cohort": ["a"], "x": [[1, 2]]}), {"cohort": "a"})
+    with pytest.raises(duckdb.ConversionException):  # not a masking "transaction aborted" error
+        replace_partition(c, "t", pd.DataFrame({"cohort": ["a"], "x": [[np.int32(1)]]}), {"cohort": "a"})
+    assert c.execute("SELECT x FROM t").fetchall() == [([1, 2],)]
+    replace_partition(c, "t", pd.DataFrame({"cohort": ["a"], "x": [[3]]}), {"cohort": "a"})
+    assert c.execute("SELECT x FROM t").fetchall() == [([3],)]
