@@ -17,6 +17,7 @@ from . import cohort as cohort_stage
 from . import sequences as seq_stage
 from .assets import ArtifactStore, load_embeddings
 from .specs import Project
+from .text_assets import text_table_of
 from .stats import effective_rank
 from .warehouse import read_partition, table_exists
 
@@ -202,7 +203,7 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
     contain no block (day) whose events are after the prediction time, and its ``context_ids`` must be exactly that
     text tokenized."""
     root = project.recipes[tokens_key.removesuffix("_tokens")]
-    text_table = "token_sequences" if root.format == "delimited" else "smb_v1_text"
+    text_table = text_table_of(root.format)
 
     @dg.asset_check(
         asset=tokens_key,
@@ -287,8 +288,3 @@ def collapse_problems(emb: np.ndarray, floor: float = EMBEDDING_STD_FLOOR) -> tu
         "effective_rank": round(effective_rank(emb), 2) if finite else float("nan"),
         "dims": int(emb.shape[1]),
     }
-
-
-def collapse_result(emb: np.ndarray, floor: float = EMBEDDING_STD_FLOOR) -> dg.AssetCheckResult:
-    problems, md = collapse_problems(emb, floor)
-    return _result(problems, **md)

@@ -13,7 +13,7 @@ import pandera.pandas as pa
 import pyarrow as pa_arrow
 from meds import DataSchema, birth_code, death_code, held_out_split, train_split, tuning_split
 
-from .specs import CohortSpec, Project, Splits
+from .specs import Project, Splits
 
 MEDS_COLUMNS = ["subject_id", "time", "code", "numeric_value", "text_value"]
 EXTRA_COLUMNS = ["table", "unit"]
@@ -25,13 +25,6 @@ class CohortDataError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------------- sources
-def source_events(spec: CohortSpec) -> pd.DataFrame:
-    """The events of a source cohort, as the source delivers them (readers in :mod:`ehr_assets.sources`)."""
-    from .sources import read_source
-
-    return read_source(spec).events
-
-
 def cohort_events(project: Project, cohort: str) -> pd.DataFrame:
     """Events of ``cohort`` (a union concatenates its members) with ``source_cohort`` recording each row's member."""
     return cohort_source(project, cohort)[0]

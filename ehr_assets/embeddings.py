@@ -53,14 +53,8 @@ def pool_hidden(h: torch.Tensor, attention_mask: torch.Tensor, pool: str) -> tor
     raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
 
 
-@torch.no_grad()
-def embed(ckpt_dir: Path, contexts: list[np.ndarray], *, pool: str = "last", batch_size: int = 32, pad_id: int = 0,
-          log: Callable[[str], None] | None = None) -> np.ndarray:
-    """float32 ``[N, H]`` embeddings of ``contexts`` (token id arrays, already cropped), rows in input order.
-
-    Batches are formed by length (longest first) and right-padded with an attention mask, so a row's embedding does
-    not depend on its batch. On CUDA with a bf16 recipe the forward runs under bf16 autocast.
-    """
+def _checked_contexts(contexts: list[np.ndarray], pool: str, batch_size: int) -> list[np.ndarray]:
+    """The contexts as 1-d int64 arrays, after checking the pooling, the batch size and that none is empty."""
     if pool not in ("last", "mean"):
         raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
     if batch_size <= 0:
@@ -69,6 +63,18 @@ def embed(ckpt_dir: Path, contexts: list[np.ndarray], *, pool: str = "last", bat
     for i, c in enumerate(ctxs):
         if c.size == 0:
             raise ValueError(f"contexts[{i}] is empty: every context needs at least one token")
+    return ctxs
+
+
+@torch.no_grad()
+def embed(ckpt_dir: Path, contexts: list[np.ndarray], *, pool: str = "last", batch_size: int = 32, pad_id: int = 0,
+          log: Callable[[str], None] | None = None) -> np.ndarray:
+    """float32 ``[N, H]`` embeddings of ``contexts`` (token id arrays, already cropped), rows in input order.
+
+    Batches are formed by length (longest first) and right-padded with an attention mask, so a row's embedding does
+    not depend on its batch. On CUDA with a bf16 recipe the forward runs under bf16 autocast.
+    """
+    ctxs = _checked_contexts(contexts, pool, batch_size)
     model, recipe = load_encoder(ckpt_dir)
     bf16 = recipe.get("training", {}).get("precision") == "bf16"
     return _embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
@@ -96,14 +102,7 @@ def embed_frozen(model_dir: Path, contexts: list[np.ndarray], *, vocab_size: int
                  batch_size: int = 32, pad_id: int = 0, bf16: bool = False, seed: int = 0,
                  log: Callable[[str], None] | None = None) -> np.ndarray:
     """Like :func:`embed`, with a model folder used as it is (a base model or a released SMB-v1 checkpoint)."""
-    if pool not in ("last", "mean"):
-        raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    ctxs = [np.asarray(c, dtype=np.int64).reshape(-1) for c in contexts]
-    for i, c in enumerate(ctxs):
-        if c.size == 0:
-            raise ValueError(f"contexts[{i}] is empty: every context needs at least one token")
+    ctxs = _checked_contexts(contexts, pool, batch_size)
     model = load_frozen(model_dir, vocab_size, seed=seed)
     return _embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
 

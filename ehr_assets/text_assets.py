@@ -139,9 +139,14 @@ def build_tokens_assets(project: Project, partitions: dg.PartitionsDefinition) -
     return [_tokens_asset(project, key, recipe, partitions) for key, recipe in owners.items()]
 
 
+def text_table_of(fmt: str) -> str:
+    """The warehouse table holding each subject's text in serialization format ``fmt``."""
+    return "smb_v1_text" if fmt == "smb_v1" else "token_sequences"
+
+
 def _tokens_asset(project: Project, asset_key: str, recipe: RecipeSpec, partitions) -> dg.AssetsDefinition:
     fmt = recipe.format
-    text_table = "smb_v1_text" if fmt == "smb_v1" else "token_sequences"
+    text_table = text_table_of(fmt)
     users = [n for n in project.recipes if project.tokens_asset(n) == asset_key]
 
     @dg.asset(
