@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import keys
+
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -468,7 +470,7 @@ class Project(BaseModel):
             return None
         while r.init_from is not None:
             r = self.recipes[r.init_from]
-        return f"{r.name}_tokens"
+        return keys.tokens(r.name)
 
     def uses_format(self, fmt: str) -> bool:
         return any(r.format == fmt for r in self.recipes.values())
@@ -524,7 +526,7 @@ def load_project(root: str | Path) -> Project:
                 if cohorts[m].is_union:
                     raise SpecError(f"{dirs['cohorts'] / (name + '.yaml')}: union: {m!r} is itself a union")
     cohorts = {n: _resolve_source_path(c, root) for n, c in cohorts.items()}
-    recipes = {n: _resolve_backbone_paths(r, root) for n, r in recipes.items()}
+    recipes = {n: resolve_backbone_paths(r, root) for n, r in recipes.items()}
     for name, r in recipes.items():
         parent = recipes.get(r.init_from) if r.init_from else None
         if parent is not None and parent.is_frozen:
@@ -560,7 +562,8 @@ def _resolve_source_path(spec: CohortSpec, root: Path) -> CohortSpec:
     return spec.model_copy(update={"source": src.model_copy(update={"path": _abs(src.path, root)})})
 
 
-def _resolve_backbone_paths(recipe: RecipeSpec, root: Path) -> RecipeSpec:
+def resolve_backbone_paths(recipe: RecipeSpec, root: Path) -> RecipeSpec:
+    """``recipe`` with relative ``backbone.path`` / ``backbone.tokenizer`` resolved against the project ``root``."""
     bb = recipe.backbone
     upd = {k: _abs(getattr(bb, k), root) for k in ("path", "tokenizer") if getattr(bb, k) is not None}
     return recipe.model_copy(update={"backbone": bb.model_copy(update=upd)}) if upd else recipe

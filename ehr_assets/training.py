@@ -1282,10 +1282,10 @@ def main(argv: list[str] | None = None) -> int:
         tokens_key = None
         if rpath.suffix in (".yaml", ".yml"):
             # a recipe file: relative backbone paths resolve against its project (the folder holding models/)
-            from .specs import _resolve_backbone_paths
+            from .specs import resolve_backbone_paths
 
             root = rpath.resolve().parent.parent if rpath.resolve().parent.name == "models" else project_dir
-            recipe = _resolve_backbone_paths(load_spec(rpath, RecipeSpec), root)
+            recipe = resolve_backbone_paths(load_spec(rpath, RecipeSpec), root)
             if not recipe.default_tokenization and args.data is None:
                 raise SystemExit(f"error: recipe {recipe.name!r} reads its own tokens asset; name it by its name in "
                                  "the project (--recipe NAME) or give --data")

@@ -1,0 +1,46 @@
+"""Asset keys: the one place that builds a recipe's asset names and parses them back.
+
+A recipe ``R`` (``models/R.yaml``) owns the assets ``R_checkpoint``, ``R_embeddings`` and ``R_probe_metrics``; the
+root recipe ``R`` of an ``init_from`` chain whose tokenization is not the shared default owns ``R_tokens``. The
+count baseline and the oracle variants own ``<name>_probe_metrics`` too, so their rows sit in the same tables as the
+recipes'. Asset names double as warehouse table names and artifact folder names (``<root>/<asset>/<partition>/``),
+so changing a rule here would orphan existing warehouses: these rules are fixed.
+"""
+
+CHECKPOINT = "checkpoint"
+EMBEDDINGS = "embeddings"
+PROBE_METRICS = "probe_metrics"
+TOKENS = "tokens"
+RECIPE_ASSET_KINDS = (CHECKPOINT, EMBEDDINGS, PROBE_METRICS, TOKENS)
+
+COUNT_BASELINE = "count_baseline"
+
+
+def checkpoint(recipe: str) -> str:
+    """``<recipe>_checkpoint``: the trained PEFT folder of a recipe."""
+    return f"{recipe}_{CHECKPOINT}"
+
+
+def embeddings(recipe: str) -> str:
+    """``<recipe>_embeddings``: frozen node embeddings (a recipe, or a frozen model folder)."""
+    return f"{recipe}_{EMBEDDINGS}"
+
+
+def probe_metrics(recipe: str) -> str:
+    """``<recipe>_probe_metrics``: probes on a recipe's embeddings, the count baseline or an oracle."""
+    return f"{recipe}_{PROBE_METRICS}"
+
+
+def tokens(root_recipe: str) -> str:
+    """``<root>_tokens``: the token ids of an ``init_from`` chain with its own tokenization."""
+    return f"{root_recipe}_{TOKENS}"
+
+
+def parse(asset: str) -> tuple[str, str]:
+    """``(recipe, kind)`` of a recipe-owned asset name, e.g. ``"jepa_checkpoint" -> ("jepa", "checkpoint")``;
+    a ValueError for any other name."""
+    for kind in RECIPE_ASSET_KINDS:
+        suffix = f"_{kind}"
+        if asset.endswith(suffix) and len(asset) > len(suffix):
+            return asset[: -len(suffix)], kind
+    raise ValueError(f"{asset!r} is not a recipe asset (<recipe>_{{{', '.join(RECIPE_ASSET_KINDS)}}})")
