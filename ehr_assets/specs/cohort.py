@@ -1,0 +1,116 @@
+"""``cohorts/*.yaml``: where a cohort's events come from, its decision-node rule and its splits."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import StrictModel, check_iso_date, check_name, check_regexes
+
+
+class SyntheticSource(StrictModel):
+    kind: Literal["synthetic"]
+    profile: Literal["oncology", "pe"]
+    subjects: int = Field(gt=0)
+    seed: int = 0
+    id_start: int | None = Field(default=None, ge=0, description="first subject_id; default depends on the profile")
+
+
+class MedsSource(StrictModel):
+    """A MEDS dataset folder (``data/**/*.parquet``, optional ``metadata/``), e.g. the INSPECT release."""
+
+    kind: Literal["meds"]
+    path: str = Field(min_length=1, description="dataset folder; a relative path resolves against the project root")
+    subject_splits: bool = Field(default=True, description="use metadata/subject_splits.parquet when present")
+    max_subjects: int | None = Field(default=None, gt=0, description="keep the N smallest subject_ids (dev runs)")
+
+
+class TimelineRule(StrictModel):
+    """How rows of one cBioPortal timeline EVENT_TYPE become MEDS events (see ``ehr_assets.sources``)."""
+
+    code_columns: list[str] = Field(default_factory=list, description="columns appended to EVENT_TYPE in the code")
+    value_column: str | None = Field(default=None, description="number -> numeric_value, else text_value")
+    unit_column: str | None = None
+    table: str = Field(default="observation", min_length=1, description="the event's category (SMB-v1 table)")
+    stop_event: bool = Field(default=False, description="also emit CODE/STOP at STOP_DATE when it is after START_DATE")
+
+
+class CbioportalSource(StrictModel):
+    """A cBioPortal study folder: ``data_clinical_patient.txt`` and ``data_timeline_*.txt`` (e.g. MSK-CHORD)."""
+
+    kind: Literal["cbioportal"]
+    path: str = Field(min_length=1, description="study folder; a relative path resolves against the project root")
+    anchor_date: str = Field(default="2000-01-01", description="calendar date of every patient's day 0")
+    age_column: str | None = Field(default=None, description="patient column with age in years; default: see README")
+    age_at: Literal["anchor", "last_follow_up"] | None = Field(
+        default=None, description="when age_column was measured: at day 0, or at OS_MONTHS after it"
+    )
+    demographics: list[str] | None = Field(default=None, description="patient columns that become person codes")
+    event_types: dict[str, TimelineRule] = Field(default_factory=dict, description="rules by EVENT_TYPE (overrides)")
+    on_malformed: Literal["report", "error"] = "report"
+
+    _d = field_validator("anchor_date", mode="before")(check_iso_date)
+
+    @model_validator(mode="after")
+    def _age(self) -> CbioportalSource:
+        if self.age_at is not None and self.age_column is None:
+            raise ValueError("age_at: set age_column too")
+        return self
+
+
+Source = Annotated[SyntheticSource | MedsSource | CbioportalSource, Field(discriminator="kind")]
+
+
+class DecisionNodeRule(StrictModel):
+    """Decision nodes are events whose code matches one of ``codes`` (full-match regexes)."""
+
+    codes: list[str] = Field(min_length=1)
+    max_per_subject: int = Field(default=3, gt=0)
+    min_context_events: int = Field(default=3, ge=1, description="events at or before the node, birth included")
+    first_occurrence_only: bool = Field(default=False, description="keep only a code's first occurrence per subject")
+
+    _v = field_validator("codes")(check_regexes)
+
+
+class Splits(StrictModel):
+    train: float = Field(default=0.7, gt=0, lt=1)
+    tuning: float = Field(default=0.1, ge=0, lt=1)
+    held_out: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> Splits:
+        total = self.train + self.tuning + self.held_out
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + tuning + held_out must be 1.0, got {total:.4f}")
+        return self
+
+
+class CohortSpec(StrictModel):
+    name: str
+    description: str = ""
+    source: Source | None = None
+    union: list[str] | None = Field(default=None, description="names of cohorts whose union this cohort is")
+    decision_nodes: DecisionNodeRule | None = None
+    splits: Splits | None = None
+
+    _n = field_validator("name")(check_name)
+
+    @model_validator(mode="after")
+    def _source_xor_union(self) -> CohortSpec:
+        if (self.source is None) == (self.union is None):
+            raise ValueError("declare exactly one of 'source' or 'union'")
+        if self.union is not None:
+            if len(self.union) < 2:
+                raise ValueError("union: list at least two cohorts")
+            if self.decision_nodes is not None or self.splits is not None:
+                raise ValueError("a union cohort inherits decision_nodes and splits from its members; remove them")
+        else:
+            if self.decision_nodes is None:
+                raise ValueError("decision_nodes: required for a cohort with a source")
+        return self
+
+    @property
+    def is_union(self) -> bool:
+        return self.union is not None

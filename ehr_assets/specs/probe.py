@@ -1,0 +1,46 @@
+"""``probes/*.yaml``: a task family (outcome codes, kind, horizons) and the cohorts it is evaluated on."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import StrictModel, check_name, check_regexes
+
+
+class ProbeSpec(StrictModel):
+    """A task family: one outcome, one kind, one or more horizons, evaluated on the listed cohorts."""
+
+    name: str
+    description: str = ""
+    kind: Literal["binary", "survival"]
+    outcome_codes: list[str] = Field(min_length=1, description="full-match regexes of the outcome event's code")
+    horizons_days: list[int] = Field(default_factory=list)
+    max_followup_days: int | None = Field(default=None, gt=0, description="survival: administrative censoring")
+    exclude_prior: bool = Field(
+        default=False, description="incident outcome: drop nodes whose context already holds an outcome event"
+    )
+    blanking_days: int = Field(
+        default=0, ge=0, description="ignore outcomes in the first N days after the node (e.g. the index episode's own)"
+    )
+    cohorts: list[str] = Field(min_length=1)
+
+    _n = field_validator("name")(check_name)
+    _v = field_validator("outcome_codes")(check_regexes)
+
+    @model_validator(mode="after")
+    def _horizons(self) -> ProbeSpec:
+        if self.kind == "binary" and not self.horizons_days:
+            raise ValueError("horizons_days: a binary task needs at least one horizon")
+        if any(h <= 0 for h in self.horizons_days):
+            raise ValueError("horizons_days: horizons must be positive")
+        if self.kind == "survival" and self.horizons_days:
+            raise ValueError("horizons_days: a survival task has no horizons (use max_followup_days)")
+        if self.blanking_days and any(h <= self.blanking_days for h in self.horizons_days):
+            raise ValueError(f"blanking_days: every horizon must exceed the blanking period ({self.blanking_days} days)")
+        return self
+
+    def horizons(self) -> list[int]:
+        """Binary: the declared horizons. Survival: one pseudo-horizon 0 (time-to-event)."""
+        return list(self.horizons_days) if self.kind == "binary" else [0]

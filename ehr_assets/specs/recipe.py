@@ -1,0 +1,172 @@
+"""``models/*.yaml``: a training recipe (backbone, LoRA, objective, JEPA settings, optimizer, training, embedding)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import StrictModel, check_name
+
+
+class TinyBackboneConfig(StrictModel):
+    """A small transformer made from a config (random weights); the vocabulary comes from the cohort's tokenizer."""
+
+    hidden_size: int = Field(default=64, gt=0)
+    num_hidden_layers: int = Field(default=2, gt=0)
+    num_attention_heads: int = Field(default=4, gt=0)
+    num_key_value_heads: int = Field(default=2, gt=0)
+    intermediate_size: int = Field(default=128, gt=0)
+    max_position_embeddings: int = Field(default=4096, gt=0)
+    head_dim: int | None = None
+
+    @model_validator(mode="after")
+    def _heads(self) -> TinyBackboneConfig:
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads (or set head_dim)")
+        return self
+
+
+class Backbone(StrictModel):
+    architecture: Literal["llama", "qwen3"] = "llama"
+    config: TinyBackboneConfig | None = None
+    path: str | None = Field(default=None, description="local Hugging Face model folder (never downloaded)")
+    tokenizer: str | None = Field(
+        default=None,
+        description="local tokenizer folder; default: the path folder's own tokenizer, or (config) the cohort's "
+        "word-level tokenizer",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> Backbone:
+        if (self.config is None) == (self.path is None):
+            raise ValueError("declare exactly one of 'config' (tiny model from a config) or 'path' (local HF folder)")
+        return self
+
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class Lora(StrictModel):
+    rank: int = Field(default=8, gt=0)
+    alpha: float = Field(default=16.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: list(ALL_LINEAR), min_length=1)
+    modules_to_save: list[str] = Field(
+        default_factory=lambda: ["embed_tokens", "lm_head"],
+        description="fully trained modules; the new EHR vocabulary needs trainable embeddings",
+    )
+
+
+class Jepa(StrictModel):
+    mask_ratio: float = Field(default=0.5, gt=0, lt=1)
+    ema_tau: float = Field(default=0.996, ge=0, le=1)
+    ema_tau_end: float | None = Field(default=None, ge=0, le=1, description="cosine schedule of tau toward this value")
+    predictor_depth: int = Field(default=2, ge=1)
+    predictor_width: int | None = Field(default=None, gt=0, description="default: the backbone's hidden size")
+    max_future_tokens: int | None = Field(default=None, gt=0, description="default: half the sequence length")
+
+
+class LossWeights(StrictModel):
+    sft: float = Field(default=1.0, ge=0)
+    jepa: float = Field(default=1.0, ge=0)
+
+
+class Optimizer(StrictModel):
+    name: Literal["adamw"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["constant", "cosine", "linear"] = "cosine"
+    warmup_steps: int = Field(default=10, ge=0)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, v):  # YAML has no tuples
+        return tuple(v) if isinstance(v, list) else v
+
+
+class Training(StrictModel):
+    steps: int = Field(default=200, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    seq_len: int = Field(default=256, ge=16)
+    grad_accum: int = Field(default=1, gt=0)
+    gradient_checkpointing: bool = False
+    precision: Literal["fp32", "bf16"] = "fp32"
+    seed: int = 0
+    log_every: int = Field(default=10, gt=0)
+    checkpoint_every: int = Field(default=0, ge=0, description="0: no step checkpoints (and nothing to resume from)")
+    keep_checkpoints: int = Field(default=2, gt=0, description="step checkpoints kept for resume (the latest ones)")
+    resume: bool = Field(default=True, description="resume from the latest matching step checkpoint of a killed run")
+    monitor_every: int = Field(default=0, ge=0, description="collapse monitor interval in steps; 0: log_every")
+    monitor_nodes: int = Field(default=64, ge=0, description="decision-node contexts the collapse monitor embeds")
+
+
+class Embedding(StrictModel):
+    pool: Literal["last", "mean"] = "last"
+    batch_size: int = Field(default=32, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0, description="context tokens embedded; default training.seq_len")
+
+
+class RecipeSpec(StrictModel):
+    name: str
+    description: str = ""
+    extends: str | None = Field(default=None, description="inherit every key of this recipe, then override")
+    format: Literal["delimited", "smb_v1"] = "delimited"
+    backbone: Backbone
+    lora: Lora = Lora()
+    objective: Literal["sft", "jepa", "hybrid", "frozen"]
+    init_from: str | None = None
+    jepa: Jepa = Jepa()
+    loss_weights: LossWeights = LossWeights()
+    optimizer: Optimizer = Optimizer()
+    training: Training = Training()
+    embedding: Embedding = Embedding()
+
+    _n = field_validator("name")(check_name)
+
+    @model_validator(mode="after")
+    def _format_and_frozen(self) -> RecipeSpec:
+        if self.format == "smb_v1" and self.tokenizer_path is None:
+            raise ValueError("format: smb_v1 is plain text for a subword tokenizer; set backbone.path or backbone.tokenizer")
+        if self.objective == "frozen":
+            if self.backbone.path is None:
+                raise ValueError("objective: frozen embeds with a given model; set backbone.path (a local HF folder)")
+            if self.init_from is not None:
+                raise ValueError("init_from: a frozen recipe trains nothing and starts from no checkpoint")
+        return self
+
+    @property
+    def is_frozen(self) -> bool:
+        """No training: embed with the backbone folder as it is."""
+        return self.objective == "frozen"
+
+    @property
+    def tokenizer_path(self) -> str | None:
+        """The subword tokenizer folder this recipe reads with; None: the cohort's word-level ``tokenizer`` asset."""
+        return self.backbone.tokenizer or self.backbone.path
+
+    @property
+    def tokenization(self) -> tuple[str, str | None]:
+        """(format, tokenizer folder): recipes with equal keys see the same token ids."""
+        return (self.format, self.tokenizer_path)
+
+    @property
+    def default_tokenization(self) -> bool:
+        """The shared cohort path: delimited text, word-level tokenizer fitted per cohort (``token_sequences``)."""
+        return self.tokenization == ("delimited", None)
+
+    @property
+    def embed_tokens(self) -> int:
+        return self.embedding.max_tokens or self.training.seq_len
+
+    @property
+    def uses_jepa(self) -> bool:
+        return self.objective in ("jepa", "hybrid") and self.loss_weights.jepa > 0
+
+    @property
+    def uses_sft(self) -> bool:
+        return self.objective == "sft" or (self.objective in ("jepa", "hybrid") and self.loss_weights.sft > 0)
