@@ -198,7 +198,7 @@ def test_training_in_a_pipes_subprocess(built):
     node): logs stream into the run, the checkpoint is published, and it matches in-process training bit for bit."""
     from safetensors.torch import load_file
 
-    from ehr_assets.assets import Trainer
+    from ehr_assets.defs.resources import Trainer
 
     defs, _, db, tmp, instance = built
     ck = tmp / "artifacts" / "sft_checkpoint" / PARTITION
@@ -424,7 +424,7 @@ def test_tampered_labels_fail_both_label_checks(built):
 
 
 def test_collapsed_embeddings_fail_the_collapse_check():
-    from ehr_assets.checks import collapse_problems
+    from ehr_assets.defs.checks import collapse_problems
 
     rng = np.random.default_rng(0)
     ok = rng.normal(size=(50, 8))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ehr_assets import assets
+from ehr_assets.defs import metadata as assets
 from ehr_assets.specs import CohortSpec, SpecError, load_spec
 from ehr_assets.training import require_safetensors
 from ehr_assets.warehouse import ident
@@ -45,7 +45,7 @@ def test_sql_identifiers_are_validated():
 def test_small_counts_are_suppressed_in_metadata(monkeypatch):
     df = pd.DataFrame({"task": ["a", "b", "c"], "rows": [500, 40, 0], "positives": [60, 7, 0],
                        "rate": [0.12, 0.175, 0.0]})
-    md = assets._meta_table(df, ("rows", "positives"), hides={"rate": "positives"}).value
+    md = assets.meta_table(df, ("rows", "positives"), hides={"rate": "positives"}).value
     lines = md.splitlines()
     assert "| a | 500 | 60 | 0.120 |" in lines
     assert "| b | 40 | <11 |  |" in lines  # 7 positives hidden, and the rate that would reveal them
@@ -71,7 +71,7 @@ def test_ui_binds_to_localhost():
 
 
 def test_no_pickle_loading_in_the_package():
-    src = "\n".join(p.read_text() for p in (REPO / "ehr_assets").glob("*.py"))
+    src = "\n".join(p.read_text() for p in (REPO / "ehr_assets").rglob("*.py"))
     assert not re.search(r"\btorch\.load\(|\bpickle\.loads?\(|allow_pickle=True|yaml\.load\(", src)
     assert "yaml.safe_load" in src
 

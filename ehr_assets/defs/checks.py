@@ -13,13 +13,16 @@ import pandas as pd
 from dagster import AssetCheckExecutionContext
 from dagster_duckdb import DuckDBResource
 
-from . import cohort as cohort_stage
-from . import sequences as seq_stage
-from .assets import ArtifactStore, load_embeddings
-from .specs import Project
-from .text_assets import text_table_of
-from .stats import effective_rank
-from .warehouse import read_partition, table_exists
+from .. import cohort as cohort_stage
+from .. import keys
+from .. import sequences as seq_stage
+from ..oracle import ORACLES
+from ..specs import Project
+from ..stats import effective_rank
+from ..warehouse import read_partition, table_exists
+from .io import load_embeddings, read_table_or_none
+from .resources import ArtifactStore
+from .sequences import text_table_of
 
 EMBEDDING_STD_FLOOR = 1e-4
 
@@ -66,19 +69,13 @@ def _run(context: AssetCheckExecutionContext, project: Project, one: PartitionCh
     return _result(problems, partitions_checked=", ".join(checked))
 
 
-def _read_or_none(warehouse: DuckDBResource, table: str, key: str, **kw) -> pd.DataFrame | None:
-    with warehouse.get_connection() as conn:
-        if not table_exists(conn, table):
-            return None
-        df = read_partition(conn, table, {"cohort": key}, **kw)
-    return df if len(df) else None
+def cohort_checks(project: Project) -> list[dg.AssetChecksDefinition]:
+    """The MEDS schema of ``cohort_events`` and the disjoint splits of ``subjects``."""
 
-
-def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(asset="cohort_events", blocking=True, description="Events conform to the MEDS DataSchema (meds package).")
     def meds_schema(context: AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
         def one(key):
-            ev = _read_or_none(warehouse, "cohort_events", key)
+            ev = read_table_or_none(warehouse, "cohort_events", key)
             if ev is None:
                 return [NOT_MATERIALIZED], {}
             return cohort_stage.meds_violations(ev), {"rows": len(ev)}
@@ -88,12 +85,18 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(asset="subjects", blocking=True, description="Every subject is in exactly one split.")
     def split_disjointness(context: AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
         def one(key):
-            subj = _read_or_none(warehouse, "subjects", key)
+            subj = read_table_or_none(warehouse, "subjects", key)
             if subj is None:
                 return [NOT_MATERIALIZED], {}
             return cohort_stage.split_violations(subj), {"subjects": int(subj["subject_id"].nunique())}
 
         return _run(context, project, one)
+
+    return [meds_schema, split_disjointness]
+
+
+def context_check(project: Project) -> dg.AssetChecksDefinition:
+    """The leakage check of the shared default tokenization (``node_contexts``)."""
 
     @dg.asset_check(
         asset="node_contexts",
@@ -102,10 +105,10 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     )
     def no_future_in_context(context: AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
         def one(key):
-            ctx = _read_or_none(warehouse, "node_contexts", key)
+            ctx = read_table_or_none(warehouse, "node_contexts", key)
             if ctx is None:
                 return [NOT_MATERIALIZED], {}
-            seq = _read_or_none(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends"])
+            seq = read_table_or_none(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends"])
             if seq is None:
                 return [f"node_contexts exist but token_sequences of {key!r} do not"], {}
             bad = seq_stage.context_violations(ctx, seq)
@@ -116,6 +119,12 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 
         return _run(context, project, one)
 
+    return no_future_in_context
+
+
+def label_checks(project: Project) -> list[dg.AssetChecksDefinition]:
+    """Labels never come from the context, and every label row carries its subject's split."""
+
     @dg.asset_check(
         asset="task_labels",
         blocking=True,
@@ -123,7 +132,7 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     )
     def labels_after_prediction_time(context: AssetCheckExecutionContext, warehouse: DuckDBResource):
         def one(key):
-            lab = _read_or_none(warehouse, "task_labels", key)
+            lab = read_table_or_none(warehouse, "task_labels", key)
             if lab is None:
                 return [NOT_MATERIALIZED], {}
             bad = lab["outcome_time"].notna() & (lab["outcome_time"] <= lab["prediction_time"]) & lab["boolean_value"]
@@ -140,8 +149,8 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     )
     def label_splits_match_subjects(context: AssetCheckExecutionContext, warehouse: DuckDBResource):
         def one(key):
-            lab = _read_or_none(warehouse, "task_labels", key, columns=["subject_id", "split"])
-            subj = _read_or_none(warehouse, "subjects", key, columns=["subject_id", "split"])
+            lab = read_table_or_none(warehouse, "task_labels", key, columns=["subject_id", "split"])
+            subj = read_table_or_none(warehouse, "subjects", key, columns=["subject_id", "split"])
             if lab is None or subj is None:
                 return [NOT_MATERIALIZED], {}
             m = lab.merge(subj, on="subject_id", how="left", suffixes=("", "_subject"))
@@ -156,22 +165,23 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 
         return _run(context, project, one)
 
-    checks = [meds_schema, split_disjointness, no_future_in_context, labels_after_prediction_time,
-              label_splits_match_subjects]
-    for recipe in project.recipes:
-        checks.append(_collapse_check(project, recipe))
-    for tokens_key in dict.fromkeys(k for k in map(project.tokens_asset, project.recipes) if k):
-        checks.append(_recipe_context_check(project, tokens_key))
-    from .oracle import ORACLES
+    return [labels_after_prediction_time, label_splits_match_subjects]
 
-    for name in [*project.recipes, "count_baseline", *ORACLES]:
-        checks.append(_held_out_check(project, name))
+
+def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
+    """Every check of the project: data, labels, each tokenization's leakage, each recipe's embeddings, and
+    held-out-only scoring for every probe-metrics asset."""
+    checks = [*cohort_checks(project), context_check(project), *label_checks(project)]
+    checks += [_collapse_check(project, recipe) for recipe in project.recipes]
+    tokens_assets = dict.fromkeys(k for k in map(project.tokens_asset, project.recipes) if k)
+    checks += [_recipe_context_check(project, tokens_key) for tokens_key in tokens_assets]
+    checks += [_held_out_check(project, name) for name in [*project.recipes, keys.COUNT_BASELINE, *ORACLES]]
     return checks
 
 
 def _held_out_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=f"{recipe}_probe_metrics",
+        asset=keys.probe_metrics(recipe),
         name="scored_on_held_out_only",
         blocking=True,
         description="Every prediction the metrics were computed from belongs to a held-out subject.",
@@ -185,7 +195,7 @@ def _held_out_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
                                        columns=["subject_id"])
             if preds.empty:  # e.g. an oracle on a real cohort: nothing was scored, nothing can leak
                 return [NOT_MATERIALIZED], {}
-            subj = _read_or_none(warehouse, "subjects", key, columns=["subject_id", "split"])
+            subj = read_table_or_none(warehouse, "subjects", key, columns=["subject_id", "split"])
             if subj is None:
                 return ["predictions exist but the subjects table has no rows for this cohort"], {}
             held = set(subj.loc[subj["split"] == "held_out", "subject_id"])
@@ -202,7 +212,7 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
     """The leakage check of a ``<recipe>_tokens`` asset: a node's context text ``text[:context_char_end]`` must
     contain no block (day) whose events are after the prediction time, and its ``context_ids`` must be exactly that
     text tokenized."""
-    root = project.recipes[tokens_key.removesuffix("_tokens")]
+    root = project.recipes[keys.parse(tokens_key)[0]]
     text_table = text_table_of(root.format)
 
     @dg.asset_check(
@@ -214,7 +224,7 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
     )
     def no_future_in_recipe_context(context: AssetCheckExecutionContext, warehouse: DuckDBResource,
                                     artifacts: ArtifactStore):
-        from . import tokenization as tk
+        from .. import tokenization as tk
 
         def one(key):
             with warehouse.get_connection() as conn:
@@ -255,14 +265,14 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
 
 def _collapse_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=f"{recipe}_embeddings",
+        asset=keys.embeddings(recipe),
         name="not_collapsed",
         blocking=True,
         description=f"Every embedding dimension varies across decision nodes (std > {EMBEDDING_STD_FLOOR}).",
     )
     def not_collapsed(context: AssetCheckExecutionContext, artifacts: ArtifactStore) -> dg.AssetCheckResult:
         def one(key):
-            folder = artifacts.path(f"{recipe}_embeddings", key)
+            folder = artifacts.path(keys.embeddings(recipe), key)
             if not (folder / "embeddings.safetensors").exists():
                 return [NOT_MATERIALIZED], {}
             emb, _ = load_embeddings(folder)

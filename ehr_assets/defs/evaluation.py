@@ -1,0 +1,186 @@
+"""Evaluation assets: linear probes on node features, the floor and the ceiling, and the per-cohort summary.
+
+* ``<recipe>_probe_metrics`` for every recipe (:func:`probe_metrics_asset`, shared by trained and frozen recipes),
+  ``count_baseline_probe_metrics`` (code counts + age) and one ``<variant>_probe_metrics`` per oracle variant of
+  :data:`ehr_assets.oracle.ORACLES`: all write their rows to ``probe_metrics`` / ``probe_predictions``.
+* ``cohort_latent``: the synthetic cohorts' hidden state, read by the oracle probes only (no model asset depends on
+  it); a cohort with a non-synthetic member stores no rows and says why.
+* ``benchmark_summary``: per cohort, every recipe between baseline and oracle (gap closed), an AUROC-by-horizon plot
+  and markdown tables (:mod:`ehr_assets.benchmark`).
+"""
+
+import dagster as dg
+from dagster import AssetExecutionContext
+from dagster_duckdb import DuckDBResource
+from meds import train_split
+
+from .. import benchmark as bench
+from .. import keys
+from .. import oracle as oracle_stage
+from ..evaluation import evaluate
+from ..specs import Project
+from ..warehouse import replace_partitions
+from .io import POOL, clear_rows, load_embeddings, read_table, write_table
+from .metadata import meta_table, png_md, utc_now
+from .resources import ArtifactStore
+
+LATENT_TABLE = "cohort_latent"
+
+
+def probe_and_write(context, warehouse: DuckDBResource, project: Project, key: str, recipe: str, features, nodes):
+    """Probe every task of cohort ``key`` on ``features`` (one row per row of ``nodes``) and replace ``recipe``'s rows
+    of ``probe_metrics`` and ``probe_predictions`` in one transaction."""
+    labels = read_table(warehouse, "task_labels", key)
+    labels["prediction_time"] = labels["prediction_time"].astype("datetime64[us]")
+    nodes = nodes.assign(prediction_time=nodes["prediction_time"].astype("datetime64[us]"))
+    kinds = {p.name: p.kind for p in project.probes.values()}
+    metrics, preds = evaluate(key, recipe, features, nodes, labels, kinds, log=context.log.info)
+    metrics["materialized_at"] = utc_now()
+    with warehouse.get_connection() as conn:  # metrics and the predictions they come from: one transaction
+        replace_partitions(conn, [("probe_metrics", metrics, {"cohort": key, "recipe": recipe}),
+                                  ("probe_predictions", preds, {"cohort": key, "recipe": recipe})])
+    main = metrics[metrics["metric"].isin(["auroc", "c_index"])][
+        ["task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(metrics),
+            "metrics": meta_table(main, ("n",)),
+            "mean_auroc": float(metrics.loc[metrics["metric"] == "auroc", "value"].mean()),
+        }
+    )
+
+
+def probe_metrics_asset(project: Project, name: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """``<name>_probe_metrics``: probes on the ``<name>_embeddings`` artifact."""
+    emb_key = keys.embeddings(name)
+
+    @dg.asset(
+        name=keys.probe_metrics(name),
+        group_name="evaluation",
+        kinds={"duckdb", "sklearn"},
+        deps=[emb_key, "task_labels"],
+        partitions_def=partitions,
+        pool=POOL,
+        description=f"Linear probes on '{name}' embeddings: logistic AUROC/AUPRC, Cox C-index, on held_out.",
+    )
+    def probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        key = context.partition_key
+        emb, index = load_embeddings(artifacts.path(emb_key, key))
+        return probe_and_write(context, warehouse, project, key, name, emb, index)
+
+    return probe_metrics
+
+
+def count_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=keys.probe_metrics(keys.COUNT_BASELINE),
+        group_name="evaluation",
+        kinds={"duckdb", "sklearn"},
+        deps=["task_labels", "decision_nodes"],
+        partitions_def=partitions,
+        pool=POOL,
+    )
+    def count_baseline_probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource):
+        """The count-feature baseline: log counts of the most frequent codes in the context, plus age."""
+        from ..probes import count_features, select_count_vocab
+
+        key = context.partition_key
+        ev = read_table(warehouse, "cohort_table", key, columns=["subject_id", "time", "code"])
+        ev["time"] = ev["time"].astype("datetime64[us]")
+        subj = read_table(warehouse, "subjects", key)
+        nodes = read_table(warehouse, "decision_nodes", key, order_by=["subject_id", "prediction_time"])
+        nodes["prediction_time"] = nodes["prediction_time"].astype("datetime64[us]")
+        vocab = select_count_vocab(ev, subj.loc[subj["split"] == train_split, "subject_id"].to_numpy())
+        feats = count_features(ev, nodes, vocab)
+        return probe_and_write(context, warehouse, project, key, keys.COUNT_BASELINE, feats,
+                               nodes.drop(columns=["cohort"]))
+
+    return count_baseline_probe_metrics
+
+
+def latent_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(name=LATENT_TABLE, group_name="oracle", kinds={"duckdb"}, partitions_def=partitions, pool=POOL)
+    def cohort_latent(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """The hidden state of a synthetic cohort's simulator, one row per visit / time step. Read by the oracle
+        probes only; a cohort with a non-synthetic member has none (no rows, the reason in the metadata)."""
+        key = context.partition_key
+        reason = oracle_stage.oracle_unavailable(project, key)
+        if reason:
+            clear_rows(warehouse, LATENT_TABLE, {"cohort": key})
+            context.log.info(reason)
+            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "oracle": reason})
+        lat = oracle_stage.cohort_latent(project, key)
+        n = write_table(warehouse, LATENT_TABLE, key, lat)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "subjects": int(lat["subject_id"].nunique()),
+                "columns": ", ".join(oracle_stage.LATENT_TABLE_COLUMNS),
+                "oracle": "available",
+            }
+        )
+
+    return cohort_latent
+
+
+def oracle_asset(project: Project, variant: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    columns = oracle_stage.ORACLES[variant]
+
+    @dg.asset(
+        name=keys.probe_metrics(variant),
+        group_name="oracle",
+        kinds={"duckdb", "sklearn"},
+        deps=[LATENT_TABLE, "decision_nodes", "task_labels"],
+        partitions_def=partitions,
+        pool=POOL,
+        description=f"The recipes' probes on the true latent state at each decision node ({', '.join(columns)}): "
+        "the ceiling of the benchmark. Synthetic cohorts only.",
+    )
+    def oracle_probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        key = context.partition_key
+        reason = oracle_stage.oracle_unavailable(project, key)
+        if reason:
+            for table in ("probe_metrics", "probe_predictions"):
+                clear_rows(warehouse, table, {"cohort": key, "recipe": variant})
+            context.log.info(reason)
+            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "oracle": reason})
+        nodes = read_table(warehouse, "decision_nodes", key, order_by=["subject_id", "prediction_time"])
+        nodes = nodes.drop(columns=["cohort"])
+        nodes["prediction_time"] = nodes["prediction_time"].astype("datetime64[us]")
+        latent = read_table(warehouse, LATENT_TABLE, key)
+        snap = oracle_stage.latent_at_nodes(latent, nodes)
+        feats = oracle_stage.oracle_features(snap, variant)
+        return probe_and_write(context, warehouse, project, key, variant, feats, nodes)
+
+    return oracle_probe_metrics
+
+
+def oracle_metric_assets() -> list[str]:
+    """The oracle variants' metric asset names."""
+    return [keys.probe_metrics(v) for v in oracle_stage.ORACLES]
+
+
+def summary_asset(project: Project, partitions: dg.PartitionsDefinition, metric_assets: list[str]):
+    @dg.asset(group_name="evaluation", kinds={"duckdb"}, deps=metric_assets, partitions_def=partitions, pool=POOL)
+    def benchmark_summary(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """Every recipe between the count baseline and the oracle: headline metric per task and horizon, the
+        fraction of the baseline-to-oracle gap each recipe closes, and an AUROC-by-horizon plot."""
+        key = context.partition_key
+        metrics = read_table(warehouse, "probe_metrics", key)
+        gaps = bench.gap_table(metrics)
+        n = write_table(warehouse, "benchmark_summary", key, gaps.drop(columns=["cohort"]))
+        summary = bench.gap_summary(gaps)
+        wide = bench.benchmark_wide(metrics).drop(columns=["cohort"])
+        reason = oracle_stage.oracle_unavailable(project, key)
+        md = {
+            "dagster/row_count": n,
+            "auroc_by_horizon": png_md(bench.auroc_by_horizon_png(metrics, key), f"{key}: AUROC by horizon"),
+            "gap_closed": meta_table(summary.drop(columns=["cohort"])),
+            "table": meta_table(wide),
+            "oracle": reason or "available",
+        }
+        for r in summary.itertuples():
+            md[f"gap_closed_long/{r.recipe}"] = float(getattr(r, f"gap_closed_h{bench.LONG_HORIZON_DAYS}plus"))
+        return dg.MaterializeResult(metadata=md)
+
+    return benchmark_summary

@@ -1,0 +1,231 @@
+"""Recipe assets, one set per ``models/<recipe>.yaml``: ``<recipe>_checkpoint`` (training, :mod:`ehr_assets.training`)
+-> ``<recipe>_embeddings`` (:mod:`ehr_assets.embeddings`) -> ``<recipe>_probe_metrics`` (:mod:`.evaluation`).
+An ``objective: frozen`` recipe has no checkpoint: its embeddings come from the model folder as it is.
+
+A recipe on the default tokenization reads ``token_sequences`` / ``node_contexts`` / ``tokenizer``; any other reads its
+chain's ``<root>_tokens`` asset (:meth:`ehr_assets.specs.Project.tokens_asset`).
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster import AssetExecutionContext
+from dagster_duckdb import DuckDBResource
+
+from .. import keys
+from .. import sequences as seq_stage
+from ..specs import Project, RecipeSpec
+from ..warehouse import atomic_dir, resume_dir
+from .evaluation import probe_metrics_asset
+from .io import read_table, read_tokens_table, save_embeddings
+from .metadata import loss_curve_md
+from .resources import ArtifactStore, Trainer
+
+
+# ------------------------------------------------------------------------------------------------ reading the inputs
+def load_train_data(warehouse: DuckDBResource, cohort: str, tokens_key: str | None, tokenizer_dir: Path):
+    """The train split's timelines and decision-node (context, future) examples, as ``TrainData``: from the shared
+    default tables (``tokens_key`` None) or from a ``<root>_tokens`` asset."""
+    from ..training import recipe_train_data_from_warehouse, train_data_from_warehouse
+
+    with warehouse.get_connection() as conn:
+        if tokens_key:
+            return recipe_train_data_from_warehouse(conn, cohort, tokens_key, tokenizer_dir)
+        return train_data_from_warehouse(conn, cohort, tokenizer_dir)
+
+
+def load_contexts(warehouse: DuckDBResource, cohort: str, seq_len: int) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """Every decision node's context tokens (the last ``seq_len`` at or before the node) and the node index."""
+    seq = read_table(warehouse, "token_sequences", cohort, columns=["subject_id", "input_ids"])
+    ids = dict(zip(seq["subject_id"], seq["input_ids"]))
+    ctx = read_table(warehouse, "node_contexts", cohort, order_by=["subject_id", "prediction_time"])
+    contexts = [
+        np.asarray(ids[s][max(0, e - seq_len) : e], dtype=np.int64) for s, e in zip(ctx["subject_id"], ctx["context_end"])
+    ]
+    return contexts, ctx.drop(columns=["cohort"])
+
+
+def load_recipe_contexts(warehouse: DuckDBResource, cohort: str, tokens_key: str, max_tokens: int):
+    """Every decision node's context tokens from a ``<recipe>_tokens`` asset (the last ``max_tokens``)."""
+    ctx = read_tokens_table(warehouse, "recipe_node_contexts", cohort, tokens_key,
+                            order_by=["subject_id", "prediction_time"])
+    contexts = [np.asarray(c, dtype=np.int64)[-max_tokens:] for c in ctx["context_ids"]]
+    index = ctx.drop(columns=["cohort", "tokens_asset", "context_ids"])
+    return contexts, index
+
+
+def recipe_special_ids(tokens_dir: Path) -> dict:
+    """pad/mask/bos/eos ids and vocabulary size of a ``<recipe>_tokens`` tokenizer folder."""
+    from ..tokenization import load_tokenizer_folder, special_ids
+
+    tok = load_tokenizer_folder(tokens_dir)
+    return {**special_ids(tok), "vocab_size": len(tok)}
+
+
+def embeddings_metadata(dest: Path, emb: np.ndarray, t0: float) -> dict:
+    std = emb.std(axis=0)
+    return {
+        "dagster/row_count": int(emb.shape[0]),
+        "dim": int(emb.shape[1]),
+        "min_dim_std": float(std.min()),
+        "mean_dim_std": float(std.mean()),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "path": dg.MetadataValue.path(str(dest)),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------- training
+def train_checkpoint(context, project: Project, recipe: RecipeSpec, key: str, warehouse: DuckDBResource,
+                     artifacts: ArtifactStore, trainer: Trainer) -> Path:
+    """Train ``recipe`` on cohort ``key`` where the trainer resource says; returns the published checkpoint folder."""
+    tokens_key = project.tokens_asset(recipe.name)
+    tok_dir = artifacts.path(tokens_key or "tokenizer", key)
+    data = load_train_data(warehouse, key, tokens_key, tok_dir)
+    init_dir = artifacts.path(keys.checkpoint(recipe.init_from), key) if recipe.init_from else None
+    ckpt_key = keys.checkpoint(recipe.name)
+    if init_dir is not None and not init_dir.exists():
+        raise FileNotFoundError(f"{ckpt_key}[{key}]: init_from checkpoint {init_dir} is missing; materialize it")
+    context.log.info(
+        f"training {recipe.name} on {key} ({trainer.launcher}): {len(data.sft_sequences)} train timelines, "
+        f"{len(data.jepa_examples)} decision-node examples"
+    )
+    dest = artifacts.path(ckpt_key, key)
+    rdir = resume_dir(artifacts.root, ckpt_key, key)
+    if trainer.launcher == "subprocess":
+        trainer.run_subprocess(context, project.root, recipe.name, data, tok_dir, init_dir, dest, rdir)
+    else:
+        from ..training import train
+
+        with atomic_dir(dest) as tmp:
+            train(recipe, data, tmp, init_dir=init_dir, tokenizer_dir=tok_dir, resume_dir=rdir, log=context.log.info)
+        shutil.rmtree(rdir, ignore_errors=True)  # published: nothing left to resume
+    return dest
+
+
+def checkpoint_metadata(dest: Path, name: str, key: str, launcher: str) -> dict:
+    res = json.loads((dest / "train_log.json").read_text())
+    curve = res["loss_curve"]
+    last = curve[-1] if curve else {}
+    return {
+        "steps": res["steps"],
+        "wall_s": round(res["wall_s"], 2),
+        "tokens_per_s": round(res["tokens_per_s"], 1),
+        "peak_mem_mb": round(res["peak_mem_mb"], 1),
+        "trainable_params": res["trainable_params"],
+        "total_params": res["total_params"],
+        "final_loss": float(last.get("loss", float("nan"))),
+        "final_emb_eff_rank": float(last.get("emb_eff_rank", float("nan"))),
+        "final_emb_mean_std": float(last.get("emb_mean_std", float("nan"))),
+        "launcher": launcher,
+        "loss_curve": loss_curve_md(curve, f"{name} [{key}]"),
+        "path": dg.MetadataValue.path(str(dest)),
+    }
+
+
+def checkpoint_asset(project: Project, recipe: RecipeSpec, partitions: dg.PartitionsDefinition):
+    name = recipe.name
+    tokens_key = project.tokens_asset(name)  # None: the shared default tokenization (token_sequences)
+    deps = [tokens_key] if tokens_key else ["token_sequences", "node_contexts", "tokenizer"]
+    if recipe.init_from:
+        deps.append(keys.checkpoint(recipe.init_from))
+
+    @dg.asset(
+        name=keys.checkpoint(name),
+        group_name="training",
+        kinds={"pytorch"},
+        deps=deps,
+        partitions_def=partitions,
+        description=f"PEFT/LoRA checkpoint of recipe '{name}' ({recipe.objective}"
+        + (f", from {recipe.init_from}" if recipe.init_from else "")
+        + f"). {recipe.description}",
+        metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
+    )
+    def checkpoint(
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, trainer: Trainer
+    ):
+        key = context.partition_key
+        dest = train_checkpoint(context, project, recipe, key, warehouse, artifacts, trainer)
+        return dg.MaterializeResult(metadata=checkpoint_metadata(dest, name, key, trainer.launcher))
+
+    return checkpoint
+
+
+# ----------------------------------------------------------------------------------------------------- embeddings
+def embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg.PartitionsDefinition):
+    name = recipe.name
+    tokens_key = project.tokens_asset(name)
+    ckpt_key, emb_key = keys.checkpoint(name), keys.embeddings(name)
+
+    @dg.asset(
+        name=emb_key,
+        group_name="embeddings",
+        kinds={"pytorch"},
+        deps=[ckpt_key, tokens_key or "node_contexts"],
+        partitions_def=partitions,
+        description=f"Frozen '{name}' embeddings at every decision node ({recipe.embedding.pool} pooling of the context).",
+    )
+    def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        from ..embeddings import embed
+
+        key = context.partition_key
+        t0 = time.perf_counter()
+        if tokens_key:
+            contexts, index = load_recipe_contexts(warehouse, key, tokens_key, recipe.embed_tokens)
+            pad_id = recipe_special_ids(artifacts.path(tokens_key, key))["pad_id"]
+        else:
+            contexts, index = load_contexts(warehouse, key, recipe.embed_tokens)
+            fast, _ = seq_stage.load_tokenizer(artifacts.path("tokenizer", key))
+            pad_id = fast.pad_token_id
+        emb = embed(artifacts.path(ckpt_key, key), contexts, pool=recipe.embedding.pool,
+                    batch_size=recipe.embedding.batch_size, pad_id=pad_id, log=context.log.info)
+        dest = artifacts.path(emb_key, key)
+        save_embeddings(dest, emb, index)
+        return dg.MaterializeResult(metadata=embeddings_metadata(dest, emb, t0))
+
+    return embeddings
+
+
+def frozen_embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg.PartitionsDefinition):
+    """``objective: frozen``: embeddings straight from the backbone folder; nothing is trained."""
+    name = recipe.name
+    tokens_key = project.tokens_asset(name)
+    emb_key = keys.embeddings(name)
+
+    @dg.asset(
+        name=emb_key,
+        group_name="embeddings",
+        kinds={"pytorch"},
+        deps=[tokens_key],
+        partitions_def=partitions,
+        description=f"Embeddings of the frozen model {recipe.backbone.path} ({recipe.format} text, "
+        f"{recipe.embedding.pool} pooling) at every decision node; nothing is trained. {recipe.description}",
+        metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
+    )
+    def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        from ..embeddings import embed_frozen
+
+        key = context.partition_key
+        t0 = time.perf_counter()
+        contexts, index = load_recipe_contexts(warehouse, key, tokens_key, recipe.embed_tokens)
+        sp = recipe_special_ids(artifacts.path(tokens_key, key))
+        emb = embed_frozen(Path(recipe.backbone.path), contexts, vocab_size=sp["vocab_size"],
+                           pool=recipe.embedding.pool, batch_size=recipe.embedding.batch_size, pad_id=sp["pad_id"],
+                           bf16=recipe.training.precision == "bf16", seed=recipe.training.seed, log=context.log.info)
+        dest = artifacts.path(emb_key, key)
+        save_embeddings(dest, emb, index)
+        return dg.MaterializeResult(metadata=embeddings_metadata(dest, emb, t0))
+
+    return embeddings
+
+
+def build_recipe_assets(project: Project, recipe: RecipeSpec, partitions: dg.PartitionsDefinition):
+    """The recipe's checkpoint (unless frozen), embeddings and probe metrics."""
+    probes = probe_metrics_asset(project, recipe.name, partitions)
+    if recipe.is_frozen:
+        return [frozen_embeddings_asset(project, recipe, partitions), probes]
+    return [checkpoint_asset(project, recipe, partitions), embeddings_asset(project, recipe, partitions), probes]

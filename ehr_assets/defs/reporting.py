@@ -1,0 +1,109 @@
+"""Reporting assets: MEDS ``label_files`` and ``prediction_files`` under the artifact root (for other MEDS tools,
+:mod:`ehr_assets.exports`), and the unpartitioned ``cross_disease_report`` over all partitions."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster import AssetExecutionContext
+from dagster_duckdb import DuckDBResource
+
+from .. import exports
+from ..specs import Project
+from ..warehouse import atomic_dir
+from .io import POOL, read_table
+from .metadata import meta_table
+from .resources import ArtifactStore
+
+
+def label_files_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    kinds = {p.name: p.kind for p in project.probes.values()}
+
+    @dg.asset(group_name="exports", kinds={"parquet"}, deps=["task_labels", "subjects"], partitions_def=partitions)
+    def label_files(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        """The task labels as MEDS label files, one per task and horizon (survival: boolean_value = event observed,
+        float_value = days to event or censoring), with subject_splits.parquet and manifest.json."""
+        key = context.partition_key
+        labels = read_table(warehouse, "task_labels", key)
+        subjects = read_table(warehouse, "subjects", key, columns=["subject_id", "split"])
+        dest = artifacts.path("label_files", key)
+        with atomic_dir(dest) as tmp:
+            manifest = exports.write_label_files(labels, kinds, tmp, subjects=subjects)
+        return dg.MaterializeResult(
+            metadata={
+                "files": len(manifest),
+                "manifest": meta_table(manifest.drop(columns=["encoding"]), ("rows", "positives")),
+                "survival_encoding": exports.SURVIVAL_ENCODING,
+                "path": dg.MetadataValue.path(str(dest)),
+            }
+        )
+
+    return label_files
+
+
+def prediction_files_asset(partitions: dg.PartitionsDefinition, metric_assets: list[str]) -> dg.AssetsDefinition:
+    @dg.asset(group_name="exports", kinds={"parquet"}, deps=metric_assets, partitions_def=partitions)
+    def prediction_files(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        """Held-out predictions of every recipe, the baseline and the oracles for binary tasks: MEDS label columns
+        plus predicted_boolean_probability (meds-evaluation's PredictionSchema), one file per recipe and task."""
+        key = context.partition_key
+        preds = read_table(warehouse, "probe_predictions", key)
+        dest = artifacts.path("prediction_files", key)
+        with atomic_dir(dest) as tmp:
+            written = exports.write_prediction_files(preds, tmp)
+        per = written.groupby("recipe").agg(files=("file", "size"), rows=("rows", "sum")).reset_index()
+        return dg.MaterializeResult(
+            metadata={"files": len(written), "by_recipe": meta_table(per, ("rows",)),
+                      "path": dg.MetadataValue.path(str(dest))}
+        )
+
+    return prediction_files
+
+
+def cross_disease_table(project: Project, preds: pd.DataFrame) -> pd.DataFrame:
+    """For each member cohort of each union, recipe, task and horizon: held-out AUROC of the probe whose encoder (and
+    probe) was trained on the member alone vs. on the union, both scored on the member's held-out subjects."""
+    from sklearn.metrics import roc_auc_score
+
+    def auc(df: pd.DataFrame) -> float:
+        y = df["boolean_value"].astype(int)
+        return float(roc_auc_score(y, df["predicted_boolean_probability"])) if y.nunique() == 2 else np.nan
+
+    rows = []
+    for union in [c for c, s in project.cohorts.items() if s.is_union]:
+        for member in project.members(union):
+            alone = preds[preds["cohort"] == member]
+            pooled = preds[(preds["cohort"] == union) & (preds["source_cohort"] == member)]
+            for (recipe, task, h), a in alone.groupby(["recipe", "task", "horizon_days"]):
+                p = pooled[(pooled["recipe"] == recipe) & (pooled["task"] == task) & (pooled["horizon_days"] == h)]
+                rows.append((member, union, recipe, task, int(h), auc(a), auc(p) if len(p) else np.nan, len(a)))
+    report = pd.DataFrame(
+        rows, columns=["member", "union", "recipe", "task", "horizon_days", "auroc_member", "auroc_union", "n"]
+    )
+    report["delta"] = report["auroc_union"] - report["auroc_member"]
+    return report
+
+
+def cross_disease_report_asset(project: Project, metric_assets: list[str]) -> dg.AssetsDefinition | None:
+    """None when the project declares no union cohort."""
+    if not any(s.is_union for s in project.cohorts.values()):
+        return None
+
+    @dg.asset(group_name="reports", kinds={"duckdb"}, deps=metric_assets, pool=POOL)
+    def cross_disease_report(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """For each member cohort and task: held-out AUROC of a probe whose encoder (and probe) was trained on the
+        member alone vs. on the union, scored on the same member's held-out subjects."""
+        with warehouse.get_connection() as conn:
+            preds = conn.execute("SELECT * FROM probe_predictions WHERE predicted_boolean_probability IS NOT NULL").df()
+        report = cross_disease_table(project, preds)
+        with warehouse.get_connection() as conn:
+            conn.register("__report", report)
+            conn.execute("CREATE OR REPLACE TABLE cross_disease_report AS SELECT * FROM __report")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(report),
+                "report": meta_table(report, ("n",)),
+                "mean_delta_by_recipe": meta_table(report.groupby("recipe")["delta"].mean().reset_index()),
+            }
+        )
+
+    return cross_disease_report

@@ -1,0 +1,243 @@
+"""Sequence assets: what a model reads.
+
+* ``tokenizer`` / ``token_sequences`` / ``node_contexts``: the shared default path (``delimited`` text, word-level
+  tokenizer fitted on the train split), read by every recipe with a config-built backbone.
+* ``smb_v1_text`` (when a recipe reads ``format: smb_v1``): each subject's SMB-v1 text with day blocks.
+* ``<root>_tokens`` (one per ``init_from`` chain whose format or tokenizer is not the default): the text tokenized with
+  the chain's local HF tokenizer plus added tokens; tables ``recipe_token_sequences`` and ``recipe_node_contexts``
+  keyed by (``cohort``, ``tokens_asset``), and the tokenizer folder as an artifact (README "How token ids are keyed").
+"""
+
+import json
+import time
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster import AssetExecutionContext
+from dagster_duckdb import DuckDBResource
+
+from .. import sequences as seq_stage
+from ..specs import Project, RecipeSpec
+from ..warehouse import atomic_dir, replace_partitions
+from .io import POOL, read_table, tag_partition, write_table
+from .resources import ArtifactStore
+
+
+def text_table_of(fmt: str) -> str:
+    """The warehouse table holding each subject's text in serialization format ``fmt``."""
+    return "smb_v1_text" if fmt == "smb_v1" else "token_sequences"
+
+
+def tokenizer_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(group_name="sequences", kinds={"huggingface"}, deps=["subjects"], partitions_def=partitions, pool=POOL)
+    def tokenizer(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        """Offline word-level tokenizer: vocabulary and numeric-value bins fitted on the train split."""
+        key = context.partition_key
+        ev = read_table(warehouse, "cohort_table", key).drop(columns=["cohort"])
+        subj = read_table(warehouse, "subjects", key)
+        fast, edges = seq_stage.tokenizer_from_events(ev, subj)
+        dest = artifacts.path("tokenizer", key)
+        with atomic_dir(dest) as tmp:
+            seq_stage.save_tokenizer(fast, edges, tmp)
+        return dg.MaterializeResult(
+            metadata={"vocab_size": len(fast), "binned_codes": len(edges), "path": dg.MetadataValue.path(str(dest))}
+        )
+
+    return tokenizer
+
+
+def token_sequences_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=["tokenizer"], partitions_def=partitions, pool=POOL)
+    def token_sequences(
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore
+    ) -> dg.MaterializeResult:
+        """Each subject's serialized timeline (delimited format), its token ids and its time-block offsets."""
+        key = context.partition_key
+        ev = read_table(warehouse, "cohort_table", key).drop(columns=["cohort"])
+        subj = read_table(warehouse, "subjects", key, columns=["subject_id", "split", "source_cohort"])
+        fast, edges = seq_stage.load_tokenizer(artifacts.path("tokenizer", key))
+        ser = seq_stage.serialize_cohort(ev, edges, log=context.log.info)
+        ids = seq_stage.encode(fast, ser["text"].tolist())
+        ser["input_ids"] = [x.tolist() for x in ids]
+        ser["n_tokens"] = np.asarray([len(x) for x in ids], dtype=np.int64)
+        ser["n_unk"] = np.asarray([(x == fast.unk_token_id).sum() for x in ids], dtype=np.int64)
+        ser["block_times"] = [list(np.asarray(b, dtype="datetime64[us]")) for b in ser["block_times"]]
+        ser = ser.merge(subj, on="subject_id", how="left")
+        n = write_table(warehouse, "token_sequences", key, ser)
+        lengths = ser["n_tokens"]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "tokens": int(lengths.sum()),
+                "tokens_per_subject_median": float(lengths.median()),
+                "tokens_per_subject_p90": float(lengths.quantile(0.9)),
+                "unk_rate": round(float(ser["n_unk"].sum() / max(lengths.sum(), 1)), 5),
+            }
+        )
+
+    return token_sequences
+
+
+def node_contexts_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=["token_sequences", "decision_nodes"],
+              partitions_def=partitions, pool=POOL)
+    def node_contexts(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """Per decision node: where its context ends in the subject's tokens (everything at or before the node)."""
+        key = context.partition_key
+        seq = read_table(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends", "n_tokens"])
+        nodes = read_table(warehouse, "decision_nodes", key)
+        ctx = seq_stage.node_contexts(seq, nodes)
+        n = write_table(warehouse, "node_contexts", key, ctx)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "context_tokens_median": float(ctx["context_end"].median()),
+                "future_tokens_median": float((ctx["n_tokens"] - ctx["context_end"]).median()),
+            }
+        )
+
+    return node_contexts
+
+
+def smb_v1_text_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=["decision_nodes"], partitions_def=partitions, pool=POOL)
+    def smb_v1_text(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        """Each subject's timeline in the SMB-v1 text layout (what the released checkpoints read), with its day
+        blocks as character offsets; days holding a decision node are split at the node (see ehr_assets.serialize)."""
+        from ..serialize import smb_v1_cohort
+
+        key = context.partition_key
+        ev = read_table(warehouse, "cohort_table", key).drop(columns=["cohort"])
+        ev["time"] = ev["time"].astype("datetime64[us]")
+        nodes = read_table(warehouse, "decision_nodes", key, columns=["subject_id", "prediction_time"])
+        nodes["prediction_time"] = nodes["prediction_time"].astype("datetime64[us]")
+        subj = read_table(warehouse, "subjects", key, columns=["subject_id", "split", "source_cohort"])
+        ser = smb_v1_cohort(ev, nodes, log=context.log.info)
+        ser["block_times"] = [list(np.asarray(b, dtype="datetime64[us]")) for b in ser["block_times"]]
+        ser["n_chars"] = ser["text"].str.len().astype("int64")
+        ser = ser.merge(subj, on="subject_id", how="left")
+        n = write_table(warehouse, "smb_v1_text", key, ser)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "chars_per_subject_median": float(ser["n_chars"].median()),
+                "see_a_subject": "python -m ehr_assets.serialize --format smb_v1 --meds-parquet FILE --subject ID"
+                                 " (no patient text is published in metadata)",
+            }
+        )
+
+    return smb_v1_text
+
+
+def recipe_token_tables(texts: pd.DataFrame, nodes: pd.DataFrame, tok, fmt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(sequences, contexts) of a ``<root>_tokens`` asset: each subject's text (``texts``: subject_id, text,
+    block_times, block_ends, split, source_cohort) tokenized with ``tok``, its blocks in characters and tokens; per
+    decision node the context text's end, its tokens tokenized on their own and where the future starts."""
+    from .. import tokenization as tk
+    from ..serialize import delimited_char_ends
+
+    char_ends = [list(map(int, e)) for e in texts["block_ends"]]
+    if fmt == "delimited":  # token_sequences holds word offsets
+        char_ends = [delimited_char_ends(t, e) for t, e in zip(texts["text"], char_ends)]
+    enc = tk.encode_with_offsets(tok, texts["text"].tolist(), fmt)
+    seq = texts[["subject_id", "split", "source_cohort"]].copy()
+    seq["input_ids"] = [ids.tolist() for ids, _, _ in enc]
+    seq["n_tokens"] = np.asarray([len(ids) for ids, _, _ in enc], dtype=np.int64)
+    seq["block_times"] = [list(np.asarray(b, dtype="datetime64[us]")) for b in texts["block_times"]]
+    seq["block_char_ends"] = char_ends
+    seq["block_ends"] = [tk.token_ends(ce, ends) for ce, (_, ends, _) in zip(char_ends, enc)]
+
+    by_chars = pd.DataFrame({"subject_id": texts["subject_id"], "block_times": seq["block_times"],
+                             "block_ends": char_ends, "n_tokens": texts["text"].str.len()})
+    ctx = seq_stage.node_contexts(by_chars, nodes).rename(
+        columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
+    text_of = dict(zip(texts["subject_id"], texts["text"]))
+    starts_of = {s: st for s, (_, _, st) in zip(texts["subject_id"], enc)}
+    n_of = dict(zip(seq["subject_id"], seq["n_tokens"]))
+    cuts = list(zip(ctx["subject_id"], ctx["context_char_end"]))
+    ctx_ids = tk.encode(tok, [text_of[s][:c] for s, c in cuts], fmt)
+    ctx["context_ids"] = [x.tolist() for x in ctx_ids]
+    ctx["n_context_tokens"] = np.asarray([len(x) for x in ctx_ids], dtype=np.int64)
+    ctx["future_start"] = np.asarray([tk.first_token_at(starts_of[s], c) for s, c in cuts], dtype=np.int64)
+    ctx["n_tokens"] = np.asarray([n_of[s] for s, _ in cuts], dtype=np.int64)
+    return seq, ctx
+
+
+def _tokens_metadata(tok, info: dict, seq: pd.DataFrame, ctx: pd.DataFrame, n: int) -> dict:
+    unk = tok.unk_token_id
+    n_tok = max(int(seq["n_tokens"].sum()), 1)
+    return {
+        "dagster/row_count": n,
+        "vocab_size": len(tok),
+        "added_tokens": len(info["added_tokens"]),
+        "tokens": int(seq["n_tokens"].sum()),
+        "tokens_per_subject_median": float(seq["n_tokens"].median()) if n else 0.0,
+        "context_tokens_median": float(ctx["n_context_tokens"].median()) if len(ctx) else 0.0,
+        "unk_rate": round(float(sum(int((np.asarray(x) == unk).sum()) for x in seq["input_ids"]) / n_tok), 5)
+        if unk is not None else 0.0,
+    }
+
+
+def tokens_asset(project: Project, asset_key: str, recipe: RecipeSpec, partitions) -> dg.AssetsDefinition:
+    """``<root>_tokens`` of the chain whose root is ``recipe``."""
+    fmt = recipe.format
+    text_table = text_table_of(fmt)
+    users = [n for n in project.recipes if project.tokens_asset(n) == asset_key]
+
+    @dg.asset(
+        name=asset_key,
+        group_name="sequences",
+        kinds={"huggingface", "duckdb"},
+        deps=[text_table, "decision_nodes"],
+        partitions_def=partitions,
+        pool=POOL,
+        description=f"{fmt} text tokenized with the tokenizer of {recipe.tokenizer_path} (plus added tokens), for "
+        f"recipe(s) {', '.join(users)}: timelines and decision-node contexts (tables recipe_token_sequences, "
+        "recipe_node_contexts) and the tokenizer folder.",
+    )
+    def tokens(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+        from .. import tokenization as tk
+
+        key = context.partition_key
+        t0 = time.perf_counter()
+        texts = read_table(warehouse, text_table, key,
+                           columns=["subject_id", "text", "block_times", "block_ends", "split", "source_cohort"])
+        try:
+            tok, info = tk.prepare_tokenizer(recipe.tokenizer_path, fmt, trainable=not recipe.is_frozen)
+        except tk.TokenizerError as e:
+            raise tk.TokenizerError(f"recipe {recipe.name!r} (models/{recipe.name}.yaml, backbone): {e}") from None
+        nodes = read_table(warehouse, "decision_nodes", key).drop(columns=["cohort"])
+        seq, ctx = recipe_token_tables(texts, nodes, tok, fmt)
+        dest = artifacts.path(asset_key, key)
+        where = {"cohort": key, "tokens_asset": asset_key}
+        with atomic_dir(dest) as tmp:  # the tokenizer folder is renamed into place only after both tables commit
+            tok.save_pretrained(str(tmp))
+            (tmp / "tokenization.json").write_text(json.dumps({"format": fmt, **info}, indent=2))
+            with warehouse.get_connection() as conn:
+                n, _ = replace_partitions(conn, [
+                    ("recipe_token_sequences", tag_partition(seq, key, tokens_asset=asset_key), where),
+                    ("recipe_node_contexts", tag_partition(ctx, key, tokens_asset=asset_key), where),
+                ])
+        md = _tokens_metadata(tok, info, seq, ctx, n)
+        return dg.MaterializeResult(
+            metadata={**md, "wall_s": round(time.perf_counter() - t0, 2), "path": dg.MetadataValue.path(str(dest))}
+        )
+
+    return tokens
+
+
+def build_sequence_assets(project: Project, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The default path's three assets, ``smb_v1_text`` when a recipe reads that format, and one ``<root>_tokens``
+    asset per recipe chain whose tokenization is not the default."""
+    assets = [tokenizer_asset(partitions), token_sequences_asset(partitions), node_contexts_asset(partitions)]
+    if project.uses_format("smb_v1"):
+        assets.append(smb_v1_text_asset(partitions))
+    owners: dict[str, RecipeSpec] = {}
+    for name in project.recipes:  # dependency order: a chain's root comes first
+        key = project.tokens_asset(name)
+        if key is not None:
+            owners.setdefault(key, project.recipes[name])
+    return assets + [tokens_asset(project, key, recipe, partitions) for key, recipe in owners.items()]
+
+
