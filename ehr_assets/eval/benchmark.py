@@ -26,8 +26,17 @@ import pandas as pd
 from .. import keys
 
 __all__ = [
-    "BASELINE", "ORACLE", "MIN_GAP", "LONG_HORIZON_DAYS", "headline", "gap_table", "gap_summary", "benchmark_wide",
-    "recipe_order", "auroc_by_horizon_png",
+    "BASELINE",
+    "HEADLINE_METRICS",
+    "LONG_HORIZON_DAYS",
+    "MIN_GAP",
+    "ORACLE",
+    "auroc_by_horizon_png",
+    "benchmark_wide",
+    "gap_summary",
+    "gap_table",
+    "headline",
+    "recipe_order",
 ]
 
 BASELINE = keys.COUNT_BASELINE
@@ -40,6 +49,7 @@ KEYS = ["cohort", "task", "horizon_days", "metric"]
 
 def recipe_order(recipes) -> list[str]:
     """The baseline first, then the recipes by name, then the oracle variants (the full oracle last)."""
+
     def key(r: str):
         return (r != BASELINE, r.startswith(ORACLE), r == ORACLE, r)
 
@@ -57,10 +67,13 @@ def gap_table(metrics: pd.DataFrame, baseline: str = BASELINE, oracle: str = ORA
     ``value``, the ``baseline`` and ``oracle`` values, ``gap`` = oracle - baseline and ``gap_closed``."""
     head = headline(metrics)
     ref = head.pivot_table(index=KEYS, columns="recipe", values="value", aggfunc="first")
-    ref = pd.DataFrame({
-        "baseline": ref[baseline] if baseline in ref else np.nan,
-        "oracle": ref[oracle] if oracle in ref else np.nan,
-    }, index=ref.index).reset_index()
+    ref = pd.DataFrame(
+        {
+            "baseline": ref[baseline] if baseline in ref else np.nan,
+            "oracle": ref[oracle] if oracle in ref else np.nan,
+        },
+        index=ref.index,
+    ).reset_index()
     rows = head[~head["recipe"].isin([baseline, oracle])].merge(ref, on=KEYS, how="left")
     rows["gap"] = rows["oracle"] - rows["baseline"]
     ok = rows["gap"].notna() & (rows["gap"] >= MIN_GAP) & rows["value"].notna()
@@ -80,10 +93,30 @@ def gap_summary(table: pd.DataFrame, long_horizon_days: int = LONG_HORIZON_DAYS)
         def pooled(d: pd.DataFrame) -> float:
             return float((d["value"] - d["baseline"]).sum() / d["gap"].sum()) if len(d) else float("nan")
 
-        out.append((cohort, recipe, pooled(g), len(g), pooled(long), len(long),
-                    float(g["value"].mean()), float(g["baseline"].mean()), float(g["oracle"].mean())))
-    cols = ["cohort", "recipe", "gap_closed_all", "n_all", f"gap_closed_h{long_horizon_days}plus", "n_long",
-            "mean_value", "mean_baseline", "mean_oracle"]
+        out.append(
+            (
+                cohort,
+                recipe,
+                pooled(g),
+                len(g),
+                pooled(long),
+                len(long),
+                float(g["value"].mean()),
+                float(g["baseline"].mean()),
+                float(g["oracle"].mean()),
+            )
+        )
+    cols = [
+        "cohort",
+        "recipe",
+        "gap_closed_all",
+        "n_all",
+        f"gap_closed_h{long_horizon_days}plus",
+        "n_long",
+        "mean_value",
+        "mean_baseline",
+        "mean_oracle",
+    ]
     return pd.DataFrame(out, columns=cols)
 
 
@@ -120,12 +153,12 @@ def auroc_by_horizon_png(metrics: pd.DataFrame, cohort: str, dpi: int = 80) -> b
     ncol = min(3, max(len(tasks), 1))
     nrow = max(1, int(np.ceil(len(tasks) / ncol)))
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.7 * nrow), dpi=dpi, squeeze=False)
-    for ax in axes.ravel()[len(tasks):]:
+    for ax in axes.ravel()[len(tasks) :]:
         ax.axis("off")
     recipes = recipe_order(m["recipe"].unique())
     palette = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     colors = {r: _STYLE.get(r, {}).get("color") or next(palette) for r in recipes}
-    for ax, task in zip(axes.ravel(), tasks):
+    for ax, task in zip(axes.ravel(), tasks, strict=False):  # unused panels were switched off above
         t = m[m["task"] == task]
         for r in recipes:
             d = t[t["recipe"] == r].sort_values("horizon_days")
@@ -149,8 +182,15 @@ def auroc_by_horizon_png(metrics: pd.DataFrame, cohort: str, dpi: int = 80) -> b
     fig.suptitle(f"{cohort}: held-out AUROC by horizon", fontsize=10, y=0.995, va="top")
     if tasks:
         handles, labels = axes.ravel()[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1.0 - 0.3 / fig.get_figheight()),
-                   ncol=min(len(labels), 6), fontsize=8, frameon=False)
+        fig.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 1.0 - 0.3 / fig.get_figheight()),
+            ncol=min(len(labels), 6),
+            fontsize=8,
+            frameon=False,
+        )
     fig.tight_layout(rect=(0, 0, 1, top))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

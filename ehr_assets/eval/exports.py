@@ -73,8 +73,9 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path)
 
 
-def write_label_files(labels: pd.DataFrame, task_kinds: dict[str, str], dest: Path,
-                      subjects: pd.DataFrame | None = None) -> pd.DataFrame:
+def write_label_files(
+    labels: pd.DataFrame, task_kinds: dict[str, str], dest: Path, subjects: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Write ``labels`` (the ``task_labels`` table of one partition) as MEDS label files under ``dest`` (see the
     module docstring). Returns the manifest as a frame (file, task, kind, horizon_days, rows, positives)."""
     dest = Path(dest)
@@ -90,16 +91,26 @@ def write_label_files(labels: pd.DataFrame, task_kinds: dict[str, str], dest: Pa
         table = _label_table(rows, kind)
         meds.LabelSchema.validate(table)
         _write_parquet(table, dest / f"{name}.parquet")
-        manifest.append({
-            "file": f"{name}.parquet", "task": task, "kind": kind, "horizon_days": int(horizon),
-            "rows": int(len(rows)), "positives": int(rows["boolean_value"].sum()),
-            "encoding": BINARY_ENCODING if kind == "binary" else SURVIVAL_ENCODING,
-        })
+        manifest.append(
+            {
+                "file": f"{name}.parquet",
+                "task": task,
+                "kind": kind,
+                "horizon_days": int(horizon),
+                "rows": int(len(rows)),
+                "positives": int(rows["boolean_value"].sum()),
+                "encoding": BINARY_ENCODING if kind == "binary" else SURVIVAL_ENCODING,
+            }
+        )
     # the cohort's splits (every subject, from the subjects table when given), as a MEDS subject_splits file
     src = subjects if subjects is not None else labels
     splits = src[["subject_id", "split"]].drop_duplicates("subject_id").sort_values("subject_id")
-    sp = pa.table({"subject_id": pa.array(splits["subject_id"].to_numpy(dtype=np.int64), pa.int64()),
-                   "split": pa.array(splits["split"].astype(str).tolist(), pa.string())})
+    sp = pa.table(
+        {
+            "subject_id": pa.array(splits["subject_id"].to_numpy(dtype=np.int64), pa.int64()),
+            "split": pa.array(splits["split"].astype(str).tolist(), pa.string()),
+        }
+    )
     meds.SubjectSplitSchema.validate(sp)
     _write_parquet(sp, dest / "subject_splits.parquet")
     (dest / "manifest.json").write_text(json.dumps({"labels": manifest}, indent=2) + "\n")
@@ -123,6 +134,13 @@ def write_prediction_files(preds: pd.DataFrame, dest: Path) -> pd.DataFrame:
         PredictionSchema.validate(table)
         name = task_file_name(task, horizon, "binary")
         _write_parquet(table, dest / recipe / f"{name}.parquet")
-        written.append({"recipe": recipe, "file": f"{recipe}/{name}.parquet", "task": task,
-                        "horizon_days": int(horizon), "rows": len(rows)})
+        written.append(
+            {
+                "recipe": recipe,
+                "file": f"{recipe}/{name}.parquet",
+                "task": task,
+                "horizon_days": int(horizon),
+                "rows": len(rows),
+            }
+        )
     return pd.DataFrame(written, columns=["recipe", "file", "task", "horizon_days", "rows"])

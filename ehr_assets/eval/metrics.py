@@ -281,6 +281,7 @@ def ibs_fast(event, time, surv, g_rows, g_times, times) -> float:
     _check_times(time, times)
     is_case = ((time[:, None] <= times[None, :]) & event[:, None]).astype(float)
     is_control = (time[:, None] > times[None, :]).astype(float)
-    bs = np.mean(np.square(surv) * is_case / g_rows[:, None] + np.square(1.0 - surv) * is_control / g_times[None, :],
-                 axis=0)
+    bs = np.mean(
+        np.square(surv) * is_case / g_rows[:, None] + np.square(1.0 - surv) * is_control / g_times[None, :], axis=0
+    )
     return float(np.trapezoid(bs, times) / (times[-1] - times[0]))

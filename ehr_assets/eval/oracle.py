@@ -51,8 +51,10 @@ def oracle_unavailable(project: Project, cohort: str) -> str:
             missing.append(f"{member!r} (source kind {kind!r})")
     if not missing:
         return ""
-    return (f"cohort {cohort!r}: no oracle -- only synthetic sources have a hidden state, and member(s) "
-            f"{', '.join(missing)} are not synthetic")
+    return (
+        f"cohort {cohort!r}: no oracle -- only synthetic sources have a hidden state, and member(s) "
+        f"{', '.join(missing)} are not synthetic"
+    )
 
 
 def cohort_latent(project: Project, cohort: str) -> pd.DataFrame:

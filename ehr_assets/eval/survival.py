@@ -119,8 +119,12 @@ def _choose_alpha(fits: dict, tune: Split, project: Callable[[np.ndarray], np.nd
         best = 1.0 if 1.0 in fits else cands[len(cands) // 2]
         params["tune_note"] = f"Harrell's C undefined on tuning split; alpha={best:g}"
     model, a_eff = fits[best]
-    params.update(alpha=float(best), alpha_effective=float(a_eff), tune_c_index=float(finite.get(best, np.nan)),
-                  tune_c_index_by_alpha=tune_c)
+    params.update(
+        alpha=float(best),
+        alpha_effective=float(a_eff),
+        tune_c_index=float(finite.get(best, np.nan)),
+        tune_c_index_by_alpha=tune_c,
+    )
     return model, a_eff
 
 
@@ -276,8 +280,14 @@ def survival_probe(
     n_valid = int(v_te.sum())
     n_ev = int(e_te.sum())
     scores = np.full(n_te, np.nan)
-    params: dict = {"alpha": float("nan"), "alpha_effective": float("nan"), "n_components": 0,
-                    "tune_c_index": float("nan"), "n_train": len(train), "n_tune": len(tune)}
+    params: dict = {
+        "alpha": float("nan"),
+        "alpha_effective": float("nan"),
+        "n_components": 0,
+        "tune_c_index": float("nan"),
+        "n_train": len(train),
+        "n_tune": len(tune),
+    }
 
     t_tr, e_tr, v_tr = _surv_arrays(train)
     n_ev_tr = int(e_tr.sum())
@@ -308,7 +318,15 @@ def survival_probe(
         note = f"held_out split has {n_ev} event(s) in {n_valid} rows; metrics undefined"
         return ProbeResult(nan_metrics(SURVIVAL_METRICS, n_valid, n_ev, note), scores, params)
 
-    h = _HeldOut(event=e_te[v_te], time=t_te[v_te], risk=scores[v_te], Z=Z_te[v_te],
-                 groups=np.asarray(test.groups)[v_te], n_events=n_ev, seed=seed, n_bootstrap=n_bootstrap)
+    h = _HeldOut(
+        event=e_te[v_te],
+        time=t_te[v_te],
+        risk=scores[v_te],
+        Z=Z_te[v_te],
+        groups=np.asarray(test.groups)[v_te],
+        n_events=n_ev,
+        seed=seed,
+        n_bootstrap=n_bootstrap,
+    )
     metrics = [_c_index_metric(h), *_time_dependent_metrics(h, model, e_tr, t_tr, params)]
     return ProbeResult(metrics, scores, params)
