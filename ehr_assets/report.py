@@ -1,110 +1,15 @@
-"""Print the latest probe metrics from the warehouse.
+"""Print the latest probe metrics from the warehouse: ``python -m ehr_assets.report --format table|csv|wide|gap``.
 
-    python -m ehr_assets.report --format table|csv|wide|gap [--warehouse PATH] [--cohort msk] [--recipe sft]
-
-``table`` and ``csv``: one row per (cohort partition, recipe, task, horizon_days, metric); columns
-``cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n``. ``wide``: the headline metric of every task
-(AUROC for binary tasks, Harrell's C for survival) with one column per recipe, the count baseline first and the
-oracles last. ``gap``: the headline values and, per recipe, the fraction of the baseline-to-oracle gap it closes
-(``closed:<recipe>``), then each recipe's pooled gap closed over all tasks and over horizons >= 365 days
-(see :mod:`ehr_assets.benchmark`). The warehouse is opened read-only.
+The command's entry point, forwarding to :mod:`ehr_assets.eval.report` (where the formats are documented).
+Compatibility shim for the other names: moved to :mod:`ehr_assets.eval.report`; removed once the Dagster layer
+imports the new modules.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-import duckdb
-import pandas as pd
+from .eval.report import COLUMNS, format_table, gap_report, load_metrics, main, wide_table
 
-from .benchmark import benchmark_wide, gap_summary, gap_table, recipe_order
-from .warehouse import default_warehouse, read_partition, table_exists
-
-COLUMNS = ["cohort", "recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]
-
-
-def load_metrics(warehouse: str | Path, cohort: str | None = None, recipe: str | None = None) -> pd.DataFrame:
-    path = Path(warehouse)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no warehouse yet; run `make demo` or materialize the *_probe_metrics assets")
-    with duckdb.connect(str(path), read_only=True) as conn:
-        if not table_exists(conn, "probe_metrics"):
-            raise LookupError(f"{path}: no probe_metrics table yet; materialize a *_probe_metrics asset")
-        where = {k: v for k, v in (("cohort", cohort), ("recipe", recipe)) if v}
-        df = read_partition(conn, "probe_metrics", where, columns=COLUMNS)
-    df = df.sort_values(["cohort", "recipe", "task", "horizon_days", "metric"], kind="stable").reset_index(drop=True)
-    return df
-
-
-def format_table(df: pd.DataFrame) -> str:
-    fmt = df.copy()
-    for c in ("value", "ci_low", "ci_high"):
-        fmt[c] = fmt[c].map(lambda v: "nan" if pd.isna(v) else f"{v:.3f}")
-    return fmt.to_string(index=False)
-
-
-HEADLINE = ("auroc", "c_index")
-
-
-def wide_table(df: pd.DataFrame) -> str:
-    """Headline metrics, rows (cohort, task, horizon_days, metric), one ``value [ci_low, ci_high]`` column per recipe."""
-    head = df[df["metric"].isin(HEADLINE)].copy()
-    if head.empty:
-        return "(no AUROC or C-index rows)"
-
-    def cell(r) -> str:
-        if pd.isna(r.value):
-            return "nan"
-        ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"
-        return f"{r.value:.3f}{ci}"
-
-    head["cell"] = [cell(r) for r in head.itertuples()]
-    wide = head.pivot_table(
-        index=["cohort", "task", "horizon_days", "metric"], columns="recipe", values="cell", aggfunc="first"
-    )
-    recipes = recipe_order(wide.columns)  # the count baseline first, the oracles last
-    return wide[recipes].reset_index().rename_axis(columns=None).to_string(index=False)
-
-
-def gap_report(df: pd.DataFrame) -> str:
-    """Headline values with each recipe's gap closed, then the pooled gap closed per cohort and recipe."""
-    wide = benchmark_wide(df)
-    if wide.empty:
-        return "(no AUROC or C-index rows)"
-    summary = gap_summary(gap_table(df))
-    fmt = {c: (lambda v: "" if pd.isna(v) else f"{v:.3f}") for c in wide.columns if c not in
-           ("cohort", "task", "horizon_days", "metric")}
-    text = wide.to_string(index=False, formatters=fmt)
-    if summary.empty:
-        return text + "\n\n(no oracle rows: the gap closed is undefined)"
-    return text + "\n\nGap closed, pooled (sum of recipe - baseline over sum of oracle - baseline):\n" + \
-        summary.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ehr_assets.report", description=__doc__.splitlines()[0])
-    ap.add_argument("--format", choices=["table", "csv", "wide", "gap"], default="table")
-    ap.add_argument("--warehouse", type=Path, default=None, help="DuckDB file (default: $DAGSTER_HOME/warehouse.duckdb)")
-    ap.add_argument("--cohort")
-    ap.add_argument("--recipe")
-    args = ap.parse_args(argv)
-    try:
-        df = load_metrics(args.warehouse or default_warehouse(), args.cohort, args.recipe)
-    except (FileNotFoundError, LookupError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.format == "csv":
-        df.to_csv(sys.stdout, index=False, float_format="%.4f")
-    elif args.format == "wide":
-        print(wide_table(df))
-    elif args.format == "gap":
-        print(gap_report(df))
-    else:
-        print(format_table(df))
-    return 0
-
+__all__ = ["COLUMNS", "format_table", "gap_report", "load_metrics", "main", "wide_table"]
 
 if __name__ == "__main__":
     sys.exit(main())

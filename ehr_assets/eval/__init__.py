@@ -1,0 +1,23 @@
+"""Evaluation: what a frozen representation is worth, measured the same way for every recipe.
+
+Where each step lives (each module's docstring says why it is shaped the way it is), in import order -- a module
+imports only modules above it:
+
+* :mod:`~ehr_assets.eval.metrics` -- scoring functions (AUROC, AUPRC, Brier; Harrell's C, time-dependent AUC,
+  integrated Brier score), their fast numpy replicas, and the subject-level bootstrap CI;
+* :mod:`~ehr_assets.eval.probes` -- what a probe takes and returns (``Split``, ``Metric``, ``ProbeResult``) and the
+  binary probe (logistic regression);
+* :mod:`~ehr_assets.eval.survival` -- the survival probe (PCA + ridge Cox PH), step by step;
+* :mod:`~ehr_assets.eval.probe_metrics` -- ``evaluate``: every task and horizon of a cohort probed, giving the
+  ``probe_metrics`` and ``probe_predictions`` rows;
+* :mod:`~ehr_assets.eval.baseline` -- the count-feature baseline (the floor);
+* :mod:`~ehr_assets.eval.oracle` -- the synthetic cohorts' hidden state at each node (the ceiling);
+* :mod:`~ehr_assets.eval.benchmark` -- each recipe placed between the floor and the ceiling (gap closed, plot);
+* :mod:`~ehr_assets.eval.exports` -- labels and predictions as MEDS files for other tools;
+* :mod:`~ehr_assets.eval.report` -- the text tables of ``python -m ehr_assets.report`` and ``markdown_table``.
+
+Import rules: nothing in this package imports torch or dagster (the Dagster assets call these functions). Besides
+numpy, pandas, pyarrow, scikit-learn, scikit-survival, meds, duckdb and matplotlib it imports only the project's
+``constants``, ``keys``, ``specs``, ``warehouse`` and ``synthetic`` modules, none of which imports back. This
+``__init__`` re-exports nothing, so importing one module loads only what that module needs.
+"""

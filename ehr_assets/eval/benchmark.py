@@ -1,0 +1,198 @@
+"""Benchmark stage: put every recipe between the count baseline (floor) and the oracle (ceiling).
+
+Input is the long ``probe_metrics`` table (one row per cohort, recipe, task, horizon, metric) that the recipe,
+baseline and oracle probe assets write. For each task and horizon the *headline* metric is AUROC (binary tasks) or
+Harrell's C (survival tasks, horizon 0). A recipe's **gap closed** is
+
+    (recipe - count_baseline) / (oracle - count_baseline)
+
+0 = no better than counting codes, 1 = as good as knowing the hidden state (it can leave [0, 1] when the recipe is
+worse than the baseline or, through sampling noise, better than the oracle). It is left undefined (NaN) when either
+reference is missing or the gap is below :data:`MIN_GAP` (a task the baseline already solves cannot rank encoders).
+:func:`gap_summary` pools the rows of a recipe as ``sum(recipe - baseline) / sum(oracle - baseline)`` -- all
+tasks, and the long horizons (>= :data:`LONG_HORIZON_DAYS`) where the latent *rate* matters most.
+
+:func:`auroc_by_horizon_png` draws AUROC against the horizon, one panel per binary task, one line per recipe.
+Nothing here imports Dagster.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+
+from .. import keys
+
+__all__ = [
+    "BASELINE",
+    "HEADLINE_METRICS",
+    "LONG_HORIZON_DAYS",
+    "MIN_GAP",
+    "ORACLE",
+    "auroc_by_horizon_png",
+    "benchmark_wide",
+    "gap_summary",
+    "gap_table",
+    "headline",
+    "recipe_order",
+]
+
+BASELINE = keys.COUNT_BASELINE
+ORACLE = "oracle"
+HEADLINE_METRICS = ("auroc", "c_index")
+MIN_GAP = 0.02
+LONG_HORIZON_DAYS = 365
+KEYS = ["cohort", "task", "horizon_days", "metric"]
+
+
+def recipe_order(recipes) -> list[str]:
+    """The baseline first, then the recipes by name, then the oracle variants (the full oracle last)."""
+
+    def key(r: str):
+        return (r != BASELINE, r.startswith(ORACLE), r == ORACLE, r)
+
+    return sorted(set(recipes), key=key)
+
+
+def headline(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The AUROC / C-index rows of ``metrics`` (columns of :data:`KEYS` + recipe, value, ci_low, ci_high)."""
+    head = metrics[metrics["metric"].isin(HEADLINE_METRICS)]
+    return head[KEYS + ["recipe", "value", "ci_low", "ci_high"]].reset_index(drop=True)
+
+
+def gap_table(metrics: pd.DataFrame, baseline: str = BASELINE, oracle: str = ORACLE) -> pd.DataFrame:
+    """One row per (cohort, task, horizon, metric, recipe) for every recipe but the two references: its headline
+    ``value``, the ``baseline`` and ``oracle`` values, ``gap`` = oracle - baseline and ``gap_closed``."""
+    head = headline(metrics)
+    ref = head.pivot_table(index=KEYS, columns="recipe", values="value", aggfunc="first")
+    ref = pd.DataFrame(
+        {
+            "baseline": ref[baseline] if baseline in ref else np.nan,
+            "oracle": ref[oracle] if oracle in ref else np.nan,
+        },
+        index=ref.index,
+    ).reset_index()
+    rows = head[~head["recipe"].isin([baseline, oracle])].merge(ref, on=KEYS, how="left")
+    rows["gap"] = rows["oracle"] - rows["baseline"]
+    ok = rows["gap"].notna() & (rows["gap"] >= MIN_GAP) & rows["value"].notna()
+    rows["gap_closed"] = np.where(ok, (rows["value"] - rows["baseline"]) / rows["gap"].where(ok, 1.0), np.nan)
+    cols = KEYS + ["recipe", "value", "baseline", "oracle", "gap", "gap_closed"]
+    return rows[cols].sort_values(KEYS + ["recipe"], kind="stable").reset_index(drop=True)
+
+
+def gap_summary(table: pd.DataFrame, long_horizon_days: int = LONG_HORIZON_DAYS) -> pd.DataFrame:
+    """Per (cohort, recipe): pooled gap closed over every task/horizon with a defined gap, and over the binary
+    tasks at horizons >= ``long_horizon_days``; with the number of (task, horizon) rows each pools."""
+    ok = table[table["gap_closed"].notna()]
+    out = []
+    for (cohort, recipe), g in ok.groupby(["cohort", "recipe"], sort=True):
+        long = g[g["horizon_days"] >= long_horizon_days]
+
+        def pooled(d: pd.DataFrame) -> float:
+            return float((d["value"] - d["baseline"]).sum() / d["gap"].sum()) if len(d) else float("nan")
+
+        out.append(
+            (
+                cohort,
+                recipe,
+                pooled(g),
+                len(g),
+                pooled(long),
+                len(long),
+                float(g["value"].mean()),
+                float(g["baseline"].mean()),
+                float(g["oracle"].mean()),
+            )
+        )
+    cols = [
+        "cohort",
+        "recipe",
+        "gap_closed_all",
+        "n_all",
+        f"gap_closed_h{long_horizon_days}plus",
+        "n_long",
+        "mean_value",
+        "mean_baseline",
+        "mean_oracle",
+    ]
+    return pd.DataFrame(out, columns=cols)
+
+
+def benchmark_wide(metrics: pd.DataFrame, cohort: str | None = None) -> pd.DataFrame:
+    """Rows (cohort, task, horizon_days, metric); one headline-value column per recipe in :func:`recipe_order`,
+    then ``closed:<recipe>`` columns with each recipe's gap closed."""
+    head = headline(metrics if cohort is None else metrics[metrics["cohort"] == cohort])
+    if head.empty:
+        return pd.DataFrame(columns=KEYS)
+    wide = head.pivot_table(index=KEYS, columns="recipe", values="value", aggfunc="first")
+    wide = wide[recipe_order(wide.columns)]
+    gaps = gap_table(metrics if cohort is None else metrics[metrics["cohort"] == cohort])
+    if len(gaps):
+        closed = gaps.pivot_table(index=KEYS, columns="recipe", values="gap_closed", aggfunc="first", dropna=False)
+        closed = closed[[r for r in recipe_order(closed.columns)]]
+        closed.columns = [f"closed:{r}" for r in closed.columns]
+        wide = wide.join(closed)
+    return wide.reset_index().rename_axis(columns=None)
+
+
+_STYLE = {BASELINE: dict(color="0.45", linestyle="--"), ORACLE: dict(color="black", linestyle=":")}
+
+
+def auroc_by_horizon_png(metrics: pd.DataFrame, cohort: str, dpi: int = 80) -> bytes:
+    """A PNG: held-out AUROC against the horizon (days), one panel per binary task of ``cohort``, one line per
+    recipe (baseline dashed grey, oracle dotted black), with the 95 % bootstrap CI as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = metrics[(metrics["cohort"] == cohort) & (metrics["metric"] == "auroc")]
+    tasks = sorted(m["task"].unique())
+    ncol = min(3, max(len(tasks), 1))
+    nrow = max(1, int(np.ceil(len(tasks) / ncol)))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.7 * nrow), dpi=dpi, squeeze=False)
+    for ax in axes.ravel()[len(tasks) :]:
+        ax.axis("off")
+    recipes = recipe_order(m["recipe"].unique())
+    palette = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    colors = {r: _STYLE.get(r, {}).get("color") or next(palette) for r in recipes}
+    for ax, task in zip(axes.ravel(), tasks, strict=False):  # unused panels were switched off above
+        t = m[m["task"] == task]
+        for r in recipes:
+            d = t[t["recipe"] == r].sort_values("horizon_days")
+            if d.empty:
+                continue
+            style = dict(_STYLE.get(r, {}), color=colors[r])
+            ax.plot(d["horizon_days"], d["value"], marker="o", ms=3, label=r, **style)
+            ax.fill_between(d["horizon_days"], d["ci_low"], d["ci_high"], color=colors[r], alpha=0.08)
+        ax.set_title(task, fontsize=9)
+        ax.set_xscale("log")
+        hs = sorted(t["horizon_days"].unique())
+        ax.set_xticks(hs)
+        ax.set_xticklabels([str(h) for h in hs], fontsize=7)
+        ax.minorticks_off()
+        ax.set_ylim(0.4, 1.0)
+        ax.axhline(0.5, color="0.85", lw=0.8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("horizon (days)", fontsize=7)
+        ax.set_ylabel("AUROC", fontsize=7)
+    top = 1.0 - 0.6 / fig.get_figheight()  # room for the title and the legend, in figure fractions
+    fig.suptitle(f"{cohort}: held-out AUROC by horizon", fontsize=10, y=0.995, va="top")
+    if tasks:
+        handles, labels = axes.ravel()[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 1.0 - 0.3 / fig.get_figheight()),
+            ncol=min(len(labels), 6),
+            fontsize=8,
+            frameon=False,
+        )
+    fig.tight_layout(rect=(0, 0, 1, top))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,136 @@
+"""Print the latest probe metrics from the warehouse.
+
+    python -m ehr_assets.report --format table|csv|wide|gap [--warehouse PATH] [--cohort msk] [--recipe sft]
+
+``table`` and ``csv``: one row per (cohort partition, recipe, task, horizon_days, metric); columns
+``cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n``. ``wide``: the headline metric of every task
+(AUROC for binary tasks, Harrell's C for survival) with one column per recipe, the count baseline first and the
+oracles last. ``gap``: the headline values and, per recipe, the fraction of the baseline-to-oracle gap it closes
+(``closed:<recipe>``), then each recipe's pooled gap closed over all tasks and over horizons >= 365 days
+(see :mod:`ehr_assets.eval.benchmark`). The warehouse is opened read-only.
+
+The command is ``python -m ehr_assets.report`` (a forwarding module); the first line of this docstring is its
+``--help`` description. :func:`markdown_table` is the small Markdown rendering the Dagster layer uses for metadata
+tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from ..warehouse import default_warehouse, read_partition, table_exists
+from .benchmark import HEADLINE_METRICS, benchmark_wide, gap_summary, gap_table, recipe_order
+
+__all__ = ["COLUMNS", "format_table", "gap_report", "load_metrics", "main", "markdown_table", "wide_table"]
+
+COLUMNS = ["cohort", "recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]
+
+
+def load_metrics(warehouse: str | Path, cohort: str | None = None, recipe: str | None = None) -> pd.DataFrame:
+    """The :data:`COLUMNS` of the ``probe_metrics`` table, optionally of one cohort partition and one recipe, sorted
+    by cohort, recipe, task, horizon and metric. A missing warehouse or table raises with what to run first."""
+    path = Path(warehouse)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no warehouse yet; run `make demo` or materialize the *_probe_metrics assets")
+    with duckdb.connect(str(path), read_only=True) as conn:
+        if not table_exists(conn, "probe_metrics"):
+            raise LookupError(f"{path}: no probe_metrics table yet; materialize a *_probe_metrics asset")
+        where = {k: v for k, v in (("cohort", cohort), ("recipe", recipe)) if v}
+        df = read_partition(conn, "probe_metrics", where, columns=COLUMNS)
+    df = df.sort_values(["cohort", "recipe", "task", "horizon_days", "metric"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """The rows as plain text, values and CI bounds to three decimals."""
+    fmt = df.copy()
+    for c in ("value", "ci_low", "ci_high"):
+        fmt[c] = fmt[c].map(lambda v: "nan" if pd.isna(v) else f"{v:.3f}")
+    return fmt.to_string(index=False)
+
+
+def wide_table(df: pd.DataFrame) -> str:
+    """Headline metrics, rows (cohort, task, horizon_days, metric), one ``value [ci_low, ci_high]`` column per
+    recipe."""
+    head = df[df["metric"].isin(HEADLINE_METRICS)].copy()
+    if head.empty:
+        return "(no AUROC or C-index rows)"
+
+    def cell(r) -> str:
+        if pd.isna(r.value):
+            return "nan"
+        ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+        return f"{r.value:.3f}{ci}"
+
+    head["cell"] = [cell(r) for r in head.itertuples()]
+    wide = head.pivot_table(
+        index=["cohort", "task", "horizon_days", "metric"], columns="recipe", values="cell", aggfunc="first"
+    )
+    recipes = recipe_order(wide.columns)  # the count baseline first, the oracles last
+    return wide[recipes].reset_index().rename_axis(columns=None).to_string(index=False)
+
+
+def gap_report(df: pd.DataFrame) -> str:
+    """Headline values with each recipe's gap closed, then the pooled gap closed per cohort and recipe."""
+    wide = benchmark_wide(df)
+    if wide.empty:
+        return "(no AUROC or C-index rows)"
+    summary = gap_summary(gap_table(df))
+    fmt = {
+        c: (lambda v: "" if pd.isna(v) else f"{v:.3f}")
+        for c in wide.columns
+        if c not in ("cohort", "task", "horizon_days", "metric")
+    }
+    text = wide.to_string(index=False, formatters=fmt)
+    if summary.empty:
+        return text + "\n\n(no oracle rows: the gap closed is undefined)"
+    return (
+        text
+        + "\n\nGap closed, pooled (sum of recipe - baseline over sum of oracle - baseline):\n"
+        + summary.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    )
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
+    """A small markdown rendering (no tabulate dependency)."""
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        cells = [floatfmt.format(v) if isinstance(v, float) and v == v else ("" if v is None else str(v)) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``python -m ehr_assets.report`` command; returns the exit status (2: no warehouse or no metrics yet)."""
+    ap = argparse.ArgumentParser(prog="python -m ehr_assets.report", description=__doc__.splitlines()[0])
+    ap.add_argument("--format", choices=["table", "csv", "wide", "gap"], default="table")
+    ap.add_argument(
+        "--warehouse", type=Path, default=None, help="DuckDB file (default: $DAGSTER_HOME/warehouse.duckdb)"
+    )
+    ap.add_argument("--cohort")
+    ap.add_argument("--recipe")
+    args = ap.parse_args(argv)
+    try:
+        df = load_metrics(args.warehouse or default_warehouse(), args.cohort, args.recipe)
+    except (FileNotFoundError, LookupError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False, float_format="%.4f")
+    elif args.format == "wide":
+        print(wide_table(df))
+    elif args.format == "gap":
+        print(gap_report(df))
+    else:
+        print(format_table(df))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
