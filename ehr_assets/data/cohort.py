@@ -15,6 +15,7 @@ from meds import DataSchema, birth_code, death_code, held_out_split, train_split
 
 from ..constants import EXTRA_COLUMNS, MEDS_COLUMNS, SPLITS
 from ..specs import Project, Splits
+from .sources import read_source
 
 
 class CohortDataError(ValueError):
@@ -30,8 +31,6 @@ def cohort_events(project: Project, cohort: str) -> pd.DataFrame:
 def cohort_source(project: Project, cohort: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(events, source splits, reports): the events of :func:`cohort_events`; the splits the members' sources ship
     (``subject_id, split, source_cohort``; empty when none does); one source report per member."""
-    from ..sources import read_source
-
     frames, split_frames, reports = [], [], {}
     seen: dict[int, str] = {}
     for member in project.members(cohort):
