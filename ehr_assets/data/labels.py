@@ -1,0 +1,143 @@
+"""Label stage: task labels at decision nodes, in the MEDS label schema.
+
+Binary task (per horizon h): ``boolean_value`` is True when an outcome event falls in ``(prediction_time,
+prediction_time + h]``; False when the subject's follow-up (last recorded event, death included) reaches
+``prediction_time + h`` without one; a node whose follow-up ends earlier without the event is excluded (censored).
+
+Survival task (MEDS has no time-to-event label type yet): ``boolean_value`` = event observed, ``float_value`` = days
+from ``prediction_time`` to the first outcome event, or to the end of follow-up when censored (capped at
+``max_followup_days``, which also censors). Rows with no follow-up after the node are excluded.
+
+Outcomes are looked up strictly after ``prediction_time``; nothing in the context window can set a label.
+Two optional task keys narrow what counts: ``blanking_days`` ignores outcomes in ``(prediction_time,
+prediction_time + blanking_days]`` (e.g. the index episode's own diagnosis, so that only a *recurrence* counts;
+follow-up and survival times are still measured from ``prediction_time``), and ``exclude_prior`` drops nodes whose
+context already holds an outcome event (an *incident* outcome task: a prevalent condition is no prediction).
+Extra columns: ``task``, ``horizon_days`` (0 for survival), ``split``, ``source_cohort``, ``outcome_time``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from ..constants import US_PER_DAY
+from ..specs import ProbeSpec, Project
+
+LABEL_COLUMNS = [
+    "subject_id",
+    "prediction_time",
+    "boolean_value",
+    "float_value",
+    "task",
+    "horizon_days",
+    "split",
+    "source_cohort",
+    "outcome_time",
+]
+DAY = pd.Timedelta(days=1)
+
+
+def _outcome_times(events: pd.DataFrame, codes: list[str]) -> pd.Series:
+    """Sorted outcome-event times per subject (a numpy datetime64[us] array per subject_id)."""
+    pattern = re.compile("|".join(f"(?:{p})" for p in codes))
+    uniq = pd.Series(events["code"].unique())
+    hit = set(uniq[uniq.map(lambda c: pattern.fullmatch(c) is not None)])
+    out_ev = events.loc[events["code"].isin(hit), ["subject_id", "time"]].sort_values(["subject_id", "time"])
+    return out_ev.groupby("subject_id")["time"].apply(lambda s: s.to_numpy().astype("datetime64[us]"))
+
+
+def _first_outcome_after(
+    events: pd.DataFrame, nodes: pd.DataFrame, codes: list[str], blanking_days: int = 0
+) -> pd.Series:
+    """Time of the first outcome event strictly after each node's prediction_time + ``blanking_days`` (NaT if none)."""
+    by_subj = _outcome_times(events, codes)
+    result = np.full(len(nodes), np.datetime64("NaT"), dtype="datetime64[us]")
+    blank = np.timedelta64(int(blanking_days) * US_PER_DAY, "us")
+    starts = nodes["prediction_time"].to_numpy().astype("datetime64[us]") + blank
+    for i, (s, t) in enumerate(zip(nodes["subject_id"].to_numpy(), starts)):
+        arr = by_subj.get(s)
+        if arr is not None:
+            j = arr.searchsorted(t, side="right")
+            if j < len(arr):
+                result[i] = arr[j]
+    return pd.Series(result, index=nodes.index)
+
+
+def _outcome_at_or_before(events: pd.DataFrame, nodes: pd.DataFrame, codes: list[str]) -> pd.Series:
+    """True where the subject has an outcome event at or before the node's prediction_time (in its context)."""
+    first = pd.Series({s: a[0] for s, a in _outcome_times(events, codes).items()}, dtype="datetime64[us]")
+    t_first = nodes["subject_id"].map(first)
+    return t_first.notna() & (t_first <= nodes["prediction_time"].astype("datetime64[us]"))
+
+
+def task_labels(task: ProbeSpec, nodes: pd.DataFrame, events: pd.DataFrame, subjects: pd.DataFrame) -> pd.DataFrame:
+    """Labels of one task family (all its horizons) at ``nodes``."""
+    if nodes.empty:
+        return pd.DataFrame(columns=LABEL_COLUMNS)
+    if task.exclude_prior:
+        nodes = nodes[~_outcome_at_or_before(events, nodes, task.outcome_codes)]
+        if nodes.empty:
+            return pd.DataFrame(columns=LABEL_COLUMNS)
+    end = nodes["subject_id"].map(subjects.set_index("subject_id")["last_time"])
+    outcome = _first_outcome_after(events, nodes, task.outcome_codes, task.blanking_days)
+    pt = nodes["prediction_time"]
+    base = nodes[["subject_id", "prediction_time", "split", "source_cohort"]].assign(
+        task=task.name, outcome_time=outcome
+    )
+    frames = []
+    if task.kind == "binary":
+        for h in task.horizons_days:
+            horizon_end = pt + h * DAY
+            event = outcome.notna() & (outcome <= horizon_end)
+            observed = event | (end >= horizon_end)
+            frames.append(base[observed].assign(boolean_value=event[observed], float_value=np.nan, horizon_days=h))
+    else:
+        cap = pt + task.max_followup_days * DAY if task.max_followup_days else pd.Series(pd.NaT, index=pt.index)
+        stop = end.where(cap.isna() | (end <= cap), cap)
+        event = outcome.notna() & (outcome <= stop)
+        t_end = outcome.where(event, stop)
+        days = (t_end - pt) / DAY
+        keep = days > 0
+        frames.append(
+            base[keep].assign(boolean_value=event[keep], float_value=days[keep].astype("float32"), horizon_days=0)
+        )
+    out = pd.concat(frames, ignore_index=True)
+    out["boolean_value"] = out["boolean_value"].astype(bool)
+    out["float_value"] = out["float_value"].astype("float32")
+    out["horizon_days"] = out["horizon_days"].astype("int64")
+    return out[LABEL_COLUMNS]
+
+
+class LabelError(ValueError):
+    """A task cannot be labelled on a cohort; the message names the probe file and the field."""
+
+
+def check_outcomes_occur(project: Project, cohort: str, task: ProbeSpec, events: pd.DataFrame) -> None:
+    """A task whose outcome codes match no event of the cohort is a declaration error (a typo, a code system the
+    source does not use), not a task with no positives: refuse it, naming the probe file."""
+    members = [m for m in project.members(cohort) if m in task.cohorts or cohort in task.cohorts]
+    ev = events[events["source_cohort"].isin(members)] if "source_cohort" in events.columns else events
+    pattern = re.compile("|".join(f"(?:{p})" for p in task.outcome_codes))
+    if not any(pattern.fullmatch(str(c)) for c in pd.unique(ev["code"])):
+        raise LabelError(
+            f"{project.root / 'probes' / (task.name + '.yaml')}: outcome_codes: no event of cohort {cohort!r} matches "
+            f"{task.outcome_codes}; fix the codes or remove {cohort!r} from the task's cohorts"
+        )
+
+
+def cohort_labels(project: Project, cohort: str, nodes: pd.DataFrame, events: pd.DataFrame, subjects: pd.DataFrame):
+    """Labels of every task declared for ``cohort``. In a union cohort a task covers the members that declare it."""
+    frames = []
+    union = project.cohorts[cohort].is_union
+    for task in project.tasks_for(cohort):
+        check_outcomes_occur(project, cohort, task, events)
+        task_nodes = nodes
+        if union:
+            task_nodes = nodes[nodes["source_cohort"].isin(task.cohorts)]
+        frames.append(task_labels(task, task_nodes, events, subjects))
+    if not frames:
+        return pd.DataFrame(columns=LABEL_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
