@@ -106,25 +106,20 @@ def bin_token(code: str, value: float, edges: dict[str, list[float]]) -> str:
 # --------------------------------------------------------------------------------------------------- serialization
 @dataclass
 class Serialized:
+    """One subject in the delimited format: the text, and per time block its time and end (in words)."""
+
     text: str
     block_times: list  # np.datetime64 per block (block 0 = demographics at birth)
     block_ends: list[int]  # word index one past each block's last word
 
 
-def serialize_subject(ev: pd.DataFrame, edges: dict[str, list[float]]) -> Serialized:
-    """Serialize one subject's events (sorted by time) in the delimited format."""
-    times = ev["time"].to_numpy()
-    codes = ev["code"].to_numpy()
-    values = ev["numeric_value"].to_numpy()
-    texts = ev["text_value"].to_numpy()
-    tables = ev["table"].to_numpy()
+def _demographics_block(
+    times: np.ndarray, codes: np.ndarray, tables: np.ndarray
+) -> tuple[list[str], np.datetime64, np.ndarray]:
+    """The demographics block of one subject: its words (from ``<bos>`` on), its time, and the mask of the events
+    serialized after it (every non-birth event outside the block)."""
     is_birth = codes == birth_code
     birth = times[is_birth][0] if is_birth.any() else None
-
-    words: list[str] = [BOS]
-    block_times: list = []
-    block_ends: list[int] = []
-
     person = np.array([not b and category_of(t, c) == "demographics" for c, t, b in zip(codes, tables, is_birth)],
                       dtype=bool)
     other = np.array([not b and category_of(t, c) != "demographics" for c, t, b in zip(codes, tables, is_birth)],
@@ -134,43 +129,77 @@ def serialize_subject(ev: pd.DataFrame, edges: dict[str, list[float]]) -> Serial
     # (e.g. an ethnicity recorded years after) is an event of its own time, so no context can read it early
     in_demo = person & (np.ones(len(times), bool) if first_other is None else (times <= first_other))
     clinical = other | (person & ~in_demo)
-    words.append("<demographics>")
+    words = [BOS, "<demographics>"]
     words.extend(_clean(c) for c in codes[in_demo])
     if birth is not None and other.any():
         words.append(age_token((first_other - birth) / np.timedelta64(1, "D") / DAYS_PER_YEAR))
     demo_times = [t for t in (([birth] if birth is not None else []) + list(times[in_demo]))]
-    block_times.append(max(demo_times) if demo_times else (times[0] if len(times) else np.datetime64("NaT")))
-    block_ends.append(len(words))
+    block_time = max(demo_times) if demo_times else (times[0] if len(times) else np.datetime64("NaT"))
+    return words, block_time, clinical
+
+
+def _event_words(code: str, value, text, edges: dict[str, list[float]]) -> list[str]:
+    """One event's words: its code, a value-bin token for a numeric value, ``<txt:VALUE>`` for a text value."""
+    words = [_clean(code)]
+    if value == value and value is not None:  # not NaN
+        words.append(bin_token(code, float(value), edges))
+    if isinstance(text, str) and text:
+        words.append(f"<txt:{_clean(text)}>")
+    return words
+
+
+def _time_block_words(
+    idx: np.ndarray,
+    codes: np.ndarray,
+    values: np.ndarray,
+    texts: np.ndarray,
+    tables: np.ndarray,
+    edges: dict[str, list[float]],
+) -> list[str]:
+    """The words of the events ``idx`` (one event time) after the block's gap token: category by category in
+    :data:`CATEGORIES` order, each opened by its delimiter."""
+    by_cat: dict[str, list[str]] = {}
+    for k in idx:
+        words = _event_words(codes[k], values[k], texts[k], edges)
+        by_cat.setdefault(category_of(tables[k], codes[k]), []).extend(words)
+    out: list[str] = []
+    for cat in CATEGORIES:
+        if cat in by_cat:
+            out.append(f"<{cat}>")
+            out.extend(by_cat[cat])
+    return out
+
+
+def _same_time_runs(times: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, end)`` of each run of equal times in a sorted time array."""
+    if not len(times):
+        return []
+    starts = np.flatnonzero(np.r_[True, times[1:] != times[:-1]])
+    ends = np.r_[starts[1:], len(times)]
+    return list(zip(starts, ends))
+
+
+def serialize_subject(ev: pd.DataFrame, edges: dict[str, list[float]]) -> Serialized:
+    """Serialize one subject's events (sorted by time) in the delimited format: the demographics block, then one
+    block per distinct clinical event time, opened by its time-gap token."""
+    times = ev["time"].to_numpy()
+    codes = ev["code"].to_numpy()
+    values = ev["numeric_value"].to_numpy()
+    texts = ev["text_value"].to_numpy()
+    tables = ev["table"].to_numpy()
+    words, demo_time, clinical = _demographics_block(times, codes, tables)
+    block_times: list = [demo_time]
+    block_ends: list[int] = [len(words)]
 
     prev = None
     idx = np.flatnonzero(clinical)
-    if len(idx):
-        # group clinical events by exact time
-        t_cl = times[idx]
-        starts = np.flatnonzero(np.r_[True, t_cl[1:] != t_cl[:-1]])
-        ends = np.r_[starts[1:], len(idx)]
-        for s, e in zip(starts, ends):
-            t = t_cl[s]
-            gap_days = 0.0 if prev is None else (t - prev) / np.timedelta64(1, "D")
-            words.append(gap_token(gap_days) if prev is not None else "<dt:0d>")
-            by_cat: dict[str, list[str]] = {}
-            for k in idx[s:e]:
-                c = codes[k]
-                toks = [_clean(c)]
-                v = values[k]
-                if v == v and v is not None:  # not NaN
-                    toks.append(bin_token(c, float(v), edges))
-                tv = texts[k]
-                if isinstance(tv, str) and tv:
-                    toks.append(f"<txt:{_clean(tv)}>")
-                by_cat.setdefault(category_of(tables[k], c), []).extend(toks)
-            for cat in CATEGORIES:
-                if cat in by_cat:
-                    words.append(f"<{cat}>")
-                    words.extend(by_cat[cat])
-            block_times.append(t)
-            block_ends.append(len(words))
-            prev = t
+    for s, e in _same_time_runs(times[idx]):  # clinical events grouped by exact time
+        t = times[idx[s]]
+        words.append("<dt:0d>" if prev is None else gap_token((t - prev) / np.timedelta64(1, "D")))
+        words.extend(_time_block_words(idx[s:e], codes, values, texts, tables, edges))
+        block_times.append(t)
+        block_ends.append(len(words))
+        prev = t
     return Serialized(" ".join(words), block_times, block_ends)
 
 

@@ -127,6 +127,41 @@ def _rows(df: pd.DataFrame) -> list[tuple]:
 
 
 # --------------------------------------------------------------------------------------------------------- text
+def _section_text(df: pd.DataFrame, has_table: bool) -> str:
+    """The lines of a set of sorted events: category sections in order, or all codes when there is no table."""
+    return _category_lines(_rows(df), df["table"].tolist() if has_table else [], has_table)
+
+
+def _binned_blocks(
+    df: pd.DataFrame, end: pd.Timestamp, time_bins: Sequence[tuple[int, int]], has_table: bool
+) -> list[str]:
+    """The binned mode's blocks (module docstring): one per non-empty bin, in the reverse of the listed order."""
+    for a, b in time_bins:
+        if a < b:
+            raise ValueError(f"time bin ({a}, {b}): the first value (days back to the start) must be >= the second")
+    blocks = []
+    for a, b in reversed(list(time_bins)):
+        lo, hi = end - pd.Timedelta(days=a), end - pd.Timedelta(days=b)
+        sel = df[(df["time"] > lo) & (df["time"] <= hi)]
+        if sel.empty:
+            continue
+        body = _section_text(sel, has_table)
+        if body:
+            blocks.append(f"{lo.strftime('%Y-%m-%d')} - {hi.strftime('%Y-%m-%d')}\n{body}")
+    return blocks
+
+
+def _day_blocks(df: pd.DataFrame, has_table: bool) -> str:
+    """One block per calendar day, in ascending order: a ``[YYYY-MM-DD]`` line and the day's lines."""
+    blocks = []
+    dates = df["time"].dt.normalize()
+    for d in sorted(dates.dropna().unique()):
+        sel = df[dates == d]
+        body = _section_text(sel, has_table)
+        blocks.append(f"\n[{pd.Timestamp(d).strftime('%Y-%m-%d')}]" + (f"\n{body}" if body else ""))
+    return "\n".join(blocks)
+
+
 def smb_v1_text(
     events: pd.DataFrame,
     *,
@@ -149,37 +184,18 @@ def smb_v1_text(
     if has_table:
         person = df["table"].isin(DEMOGRAPHIC_TABLES)
         if person.any():
-            demo = _category_lines(_rows(df[person]), df.loc[person, "table"].tolist(), True)
+            demo = _section_text(df[person], True)
             if demo:
                 parts.append(demo)
         df = df[~person]
     if df.empty:
         return "\n\n".join(parts)
-
     if time_bins and end_time is not None:
-        end = pd.Timestamp(end_time)
-        for a, b in time_bins:
-            if a < b:
-                raise ValueError(f"time bin ({a}, {b}): the first value (days back to the start) must be >= the second")
-        for a, b in reversed(list(time_bins)):
-            lo, hi = end - pd.Timedelta(days=a), end - pd.Timedelta(days=b)
-            sel = df[(df["time"] > lo) & (df["time"] <= hi)]
-            if sel.empty:
-                continue
-            body = _category_lines(_rows(sel), sel["table"].tolist() if has_table else [], has_table)
-            if body:
-                parts.append(f"{lo.strftime('%Y-%m-%d')} - {hi.strftime('%Y-%m-%d')}\n{body}")
-        return "\n\n".join(parts)
-
-    blocks = []
-    dates = df["time"].dt.normalize()
-    for d in sorted(dates.dropna().unique()):
-        sel = df[dates == d]
-        body = _category_lines(_rows(sel), sel["table"].tolist() if has_table else [], has_table)
-        blocks.append(f"\n[{pd.Timestamp(d).strftime('%Y-%m-%d')}]" + (f"\n{body}" if body else ""))
-    content = "\n".join(blocks)
-    if content:
-        parts.append(content)
+        parts.extend(_binned_blocks(df, pd.Timestamp(end_time), time_bins, has_table))
+    else:
+        content = _day_blocks(df, has_table)
+        if content:
+            parts.append(content)
     return "\n\n".join(parts)
 
 
@@ -191,6 +207,17 @@ class TextBlocks:
     text: str
     times: list  # np.datetime64[us] per block
     char_ends: list[int]
+
+
+def _day_segments(times: np.ndarray, split_times: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Each event's day and its block within the day (0, 1, ...): a day's events after one of its split times go to a
+    later block of the same day."""
+    splits = np.sort(np.asarray(list(split_times), dtype="datetime64[us]"))
+    days = times.astype("datetime64[D]")
+    seg = np.zeros(len(times), dtype=np.int64)
+    for s in splits:
+        seg += (days == s.astype("datetime64[D]")) & (times > s)
+    return days, seg
 
 
 def smb_v1_blocks(events: pd.DataFrame, split_times: Sequence = ()) -> TextBlocks:
@@ -215,12 +242,7 @@ def smb_v1_blocks(events: pd.DataFrame, split_times: Sequence = ()) -> TextBlock
     if rest.empty:
         return TextBlocks(demo, block_times, char_ends)
 
-    splits = np.sort(np.asarray(list(split_times), dtype="datetime64[us]"))
-    days = times_np.astype("datetime64[D]")
-    # a day's events after one of its split times go to a later block of the same day
-    seg = np.zeros(len(times_np), dtype=np.int64)
-    for s in splits:
-        seg += (days == s.astype("datetime64[D]")) & (times_np > s)
+    days, seg = _day_segments(times_np, split_times)
     tables = rest["table"].tolist()
     rows = _rows(rest)
     keys = pd.DataFrame({"day": days, "seg": seg})

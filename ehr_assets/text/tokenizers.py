@@ -98,7 +98,9 @@ def encode_words(fast, texts: list[str]) -> list[np.ndarray]:
     out = [np.asarray(ids, dtype=np.int32) for ids in enc]
     for t, ids in zip(texts, out):
         if len(ids) != len(t.split()):  # one word must be one token, or block offsets would drift
-            raise ValueError("tokenizer split a word into several tokens; the delimited format needs a word-level vocab")
+            raise ValueError(
+                "tokenizer split a word into several tokens; the delimited format needs a word-level vocab"
+            )
     return out
 
 
