@@ -44,8 +44,9 @@ def _read_events(path: Path) -> pd.DataFrame:
     return _place_static_rows(df)[0]  # static rows sit at birth, as in the pipeline (sources.read_meds)
 
 
-def subject_text(events: pd.DataFrame, fmt: str, subject: str, *, end_time=None, time_bins=None,
-                 tokenizer_dir: Path | None = None) -> str:
+def subject_text(
+    events: pd.DataFrame, fmt: str, subject: str, *, end_time=None, time_bins=None, tokenizer_dir: Path | None = None
+) -> str:
     """The text of one subject of a MEDS events frame, in ``fmt``; ``subject`` matches subject_id or patient_id."""
     if "patient_id" in events.columns and (events["patient_id"].astype(str) == subject).any():
         ev = events[events["patient_id"].astype(str) == subject]
@@ -72,18 +73,30 @@ def subject_text(events: pd.DataFrame, fmt: str, subject: str, *, end_time=None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ehr_assets.serialize",
-                                description="Print one subject's serialized timeline (what a model reads).")
+    p = argparse.ArgumentParser(
+        prog="python -m ehr_assets.serialize",
+        description="Print one subject's serialized timeline (what a model reads).",
+    )
     p.add_argument("--format", choices=FORMATS, required=True)
-    p.add_argument("--meds-parquet", type=Path, required=True,
-                   help="MEDS events (a parquet file or a folder of shards) with optional table/unit columns")
+    p.add_argument(
+        "--meds-parquet",
+        type=Path,
+        required=True,
+        help="MEDS events (a parquet file or a folder of shards) with optional table/unit columns",
+    )
     p.add_argument("--subject", required=True, help="subject_id (or a patient_id column's value)")
     p.add_argument("--end-time", default=None, help="keep events at or before this time (a decision node)")
-    p.add_argument("--bins", default=None,
-                   help="smb_v1 binned mode with --end-time: 'START:END,...' days back, most recent first, "
-                        "e.g. '365:0,3650:365'")
-    p.add_argument("--tokenizer", type=Path, default=None,
-                   help="delimited: a fitted tokenizer folder (value bins); default: bins fitted on the given file")
+    p.add_argument(
+        "--bins",
+        default=None,
+        help="smb_v1 binned mode with --end-time: 'START:END,...' days back, most recent first, e.g. '365:0,3650:365'",
+    )
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="delimited: a fitted tokenizer folder (value bins); default: bins fitted on the given file",
+    )
     args = p.parse_args(argv)
     bins = None
     if args.bins:
@@ -94,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             p.error(f"--bins: expected START:END pairs, got {args.bins!r}")
     events = _read_events(args.meds_parquet)
-    text = subject_text(events, args.format, args.subject, end_time=args.end_time, time_bins=bins,
-                        tokenizer_dir=args.tokenizer)
+    text = subject_text(
+        events, args.format, args.subject, end_time=args.end_time, time_bins=bins, tokenizer_dir=args.tokenizer
+    )
     sys.stdout.write(text + "\n")
     return 0
 

@@ -1,6 +1,5 @@
-"""The ``delimited`` format: each subject's timeline as text with category delimiter tokens (the sequence stage).
-
-The ``delimited`` format, one block per distinct event time::
+"""The ``delimited`` format (the sequence stage): each subject's timeline as words, with category delimiter tokens and
+time markers, one block per distinct event time::
 
     <bos> <demographics> GENDER/F <age:45-49> <dt:1-3m> <conditions> ICD10/I10 <measurements> LOINC/718-7 <q2> ...
 
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from meds import birth_code
+from meds import birth_code, death_code
 
 from ..constants import DAYS_PER_YEAR
 
@@ -35,8 +34,15 @@ CATEGORY_TABLES = {
     "demographics": ["person"],
     "conditions": ["condition", "diagnosis", "condition_occurrence"],
     "observations": [
-        "observation", "ed_out", "icu_discharge", "ed_registration", "hospital_admission",
-        "icu_admission", "hospital_discharge", "visit", "visit_occurrence",
+        "observation",
+        "ed_out",
+        "icu_discharge",
+        "ed_registration",
+        "hospital_admission",
+        "icu_admission",
+        "hospital_discharge",
+        "visit",
+        "visit_occurrence",
     ],
     "measurements": ["measurement", "lab", "vital", "vitals"],
     "procedures": ["procedure", "device_exposure", "procedure_occurrence"],
@@ -51,8 +57,15 @@ DELIMITERS = [f"<{c}>" for c in CATEGORIES]
 
 # time-gap buckets: (upper bound in days, token)
 GAP_BUCKETS = [
-    (1, "<dt:0d>"), (2, "<dt:1d>"), (7, "<dt:2-6d>"), (30, "<dt:1-4w>"), (91, "<dt:1-3m>"),
-    (182, "<dt:3-6m>"), (365, "<dt:6-12m>"), (730, "<dt:1-2y>"), (float("inf"), "<dt:2y+>"),
+    (1, "<dt:0d>"),
+    (2, "<dt:1d>"),
+    (7, "<dt:2-6d>"),
+    (30, "<dt:1-4w>"),
+    (91, "<dt:1-3m>"),
+    (182, "<dt:3-6m>"),
+    (365, "<dt:6-12m>"),
+    (730, "<dt:1-2y>"),
+    (float("inf"), "<dt:2y+>"),
 ]
 GAP_TOKENS = [t for _, t in GAP_BUCKETS]
 AGE_TOKENS = [f"<age:{a}-{a + 4}>" for a in range(0, 100, 5)] + ["<age:100+>"]
@@ -62,7 +75,8 @@ FIXED_VOCAB = SPECIAL_TOKENS + DELIMITERS + GAP_TOKENS + AGE_TOKENS + BIN_TOKENS
 
 
 def category_of(table: object, code: str) -> str:
-    if code == "MEDS_DEATH":
+    """An event's category: its ``table``'s (case-insensitive), ``death`` for the MEDS death code, else ``other``."""
+    if code == death_code:
         return "death"
     if isinstance(table, str):
         return TABLE_TO_CATEGORY.get(table.lower(), "other")
@@ -70,6 +84,7 @@ def category_of(table: object, code: str) -> str:
 
 
 def gap_token(days: float) -> str:
+    """The time-gap token of a gap of ``days`` (:data:`GAP_BUCKETS`)."""
     for upper, tok in GAP_BUCKETS:
         if days < upper:
             return tok
@@ -77,6 +92,7 @@ def gap_token(days: float) -> str:
 
 
 def age_token(years: float) -> str:
+    """The five-year age bucket token of an age in years (``<age:100+>`` from 100 on)."""
     if years >= 100:
         return "<age:100+>"
     a = int(max(years, 0) // 5 * 5)
@@ -84,6 +100,7 @@ def age_token(years: float) -> str:
 
 
 def _clean(word: str) -> str:
+    """A code or text value as one word: whitespace runs become ``_``, an empty word ``_``."""
     return "_".join(str(word).split()) or "_"
 
 
@@ -97,6 +114,7 @@ def value_bin_edges(events: pd.DataFrame) -> dict[str, list[float]]:
 
 
 def bin_token(code: str, value: float, edges: dict[str, list[float]]) -> str:
+    """The quantile-bin token of ``value`` among ``code``'s edges; the middle bin for a code without edges."""
     e = edges.get(code)
     if e is None:
         return BIN_TOKENS[N_BINS // 2]
@@ -120,10 +138,12 @@ def _demographics_block(
     serialized after it (every non-birth event outside the block)."""
     is_birth = codes == birth_code
     birth = times[is_birth][0] if is_birth.any() else None
-    person = np.array([not b and category_of(t, c) == "demographics" for c, t, b in zip(codes, tables, is_birth)],
-                      dtype=bool)
-    other = np.array([not b and category_of(t, c) != "demographics" for c, t, b in zip(codes, tables, is_birth)],
-                     dtype=bool)
+    person = np.array(
+        [not b and category_of(t, c) == "demographics" for c, t, b in zip(codes, tables, is_birth)], dtype=bool
+    )
+    other = np.array(
+        [not b and category_of(t, c) != "demographics" for c, t, b in zip(codes, tables, is_birth)], dtype=bool
+    )
     first_other = times[other][0] if other.any() else None
     # the demographics block holds the person rows recorded by the first clinical event; a person row dated later
     # (e.g. an ethnicity recorded years after) is an event of its own time, so no context can read it early

@@ -45,13 +45,31 @@ SMB_V1_CATEGORIES: dict[str, list[str]] = {
     "demographics": ["person"],
     "conditions": ["condition", "diagnosis", "condition_occurrence"],
     "observations": [
-        "observation", "ed_out", "icu_discharge", "ed_registration", "hospital_admission", "icu_admission",
+        "observation",
+        "ed_out",
+        "icu_discharge",
+        "ed_registration",
+        "hospital_admission",
+        "icu_admission",
         "hospital_discharge",
     ],
     "measurements": [
-        "measurement", "lab", "blood pressure sitting", "bmi", "bmi (kg/m2)", "blood pressure standing (1 min)",
-        "egfr", "blood pressure", "height", "height (inches)", "weight", "blood pressure standing",
-        "blood pressure lying", "subject_fluid_output", "blood pressure standing (3 mins)", "weight (lbs)",
+        "measurement",
+        "lab",
+        "blood pressure sitting",
+        "bmi",
+        "bmi (kg/m2)",
+        "blood pressure standing (1 min)",
+        "egfr",
+        "blood pressure",
+        "height",
+        "height (inches)",
+        "weight",
+        "blood pressure standing",
+        "blood pressure lying",
+        "subject_fluid_output",
+        "blood pressure standing (3 mins)",
+        "weight (lbs)",
     ],
     "procedures": ["procedure", "device_exposure", "procedure_occurrence"],
     "drugs": ["drug_exposure", "medication", "infusion_start", "infusion_end"],
@@ -65,6 +83,7 @@ MAX_VALUES = 5
 
 # ------------------------------------------------------------------------------------------------------- pieces
 def _value_str(num, text) -> str:
+    """An event's shown value: a number as ``%.2f``, else the text value, else ``""`` (no value)."""
     if num is not None and not pd.isna(num):
         return f"{float(num):.2f}"
     if text is not None and not pd.isna(text):
@@ -121,6 +140,7 @@ def _sorted(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rows(df: pd.DataFrame) -> list[tuple]:
+    """(code, time, numeric_value, text_value, unit) per event; an absent column reads as None."""
     n = len(df)
     get = lambda c: df[c].tolist() if c in df.columns else [None] * n  # noqa: E731
     return list(zip(get("code"), get("time"), get("numeric_value"), get("text_value"), get("unit")))

@@ -23,8 +23,8 @@ Added tokens (special, never split, matched before the model's own vocabulary):
 * ``smb_v1`` text for a trained recipe: ``<mask>`` (JEPA) and ``<pad>`` when the tokenizer has no pad token.
 * ``smb_v1`` for a frozen recipe: nothing; the text is tokenized exactly as the released model reads it.
 
-A model whose embedding matrix is smaller than the tokenizer is resized when it is loaded (training: ``_new_base``;
-frozen embedding: :func:`ehr_assets.embeddings.embed_frozen`).
+A model whose embedding matrix is smaller than the tokenizer is resized when it is loaded (training: when the base
+model is built; frozen embedding: :func:`ehr_assets.embeddings.embed_frozen`).
 """
 
 from __future__ import annotations
