@@ -14,6 +14,7 @@ TOKENS = "tokens"
 RECIPE_ASSET_KINDS = (CHECKPOINT, EMBEDDINGS, PROBE_METRICS, TOKENS)
 
 COUNT_BASELINE = "count_baseline"
+ORACLE = "oracle"  # the full-state oracle; its variants are named oracle_<...> (ehr_assets.eval.oracle.ORACLES)
 
 
 def checkpoint(recipe: str) -> str:

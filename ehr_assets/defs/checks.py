@@ -13,12 +13,13 @@ import pandas as pd
 from dagster import AssetCheckExecutionContext
 from dagster_duckdb import DuckDBResource
 
-from .. import cohort as cohort_stage
+from ..data import cohort as cohort_stage
 from .. import keys
-from .. import sequences as seq_stage
-from ..oracle import ORACLES
+from ..eval.oracle import ORACLES
 from ..specs import Project
 from ..stats import effective_rank
+from ..text import tokenizers
+from ..text.contexts import context_violations
 from ..warehouse import read_partition, table_exists
 from .io import load_embeddings, read_table_or_none
 from .resources import ArtifactStore
@@ -111,7 +112,7 @@ def context_check(project: Project) -> dg.AssetChecksDefinition:
             seq = read_table_or_none(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends"])
             if seq is None:
                 return [f"node_contexts exist but token_sequences of {key!r} do not"], {}
-            bad = seq_stage.context_violations(ctx, seq)
+            bad = context_violations(ctx, seq)
             problems = (
                 [f"{len(bad)} of {len(ctx)} decision nodes read events after their prediction time"] if len(bad) else []
             )
@@ -224,8 +225,6 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
     )
     def no_future_in_recipe_context(context: AssetCheckExecutionContext, warehouse: DuckDBResource,
                                     artifacts: ArtifactStore):
-        from .. import tokenization as tk
-
         def one(key):
             with warehouse.get_connection() as conn:
                 if not table_exists(conn, "recipe_node_contexts"):
@@ -240,7 +239,7 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
                                      columns=["subject_id", "block_times", "block_char_ends"])
                 texts = read_partition(conn, text_table, {"cohort": key}, columns=["subject_id", "text"])
             # 1. the context text ends before any block (day) later than the node
-            bad = seq_stage.context_violations(
+            bad = context_violations(
                 ctx.rename(columns={"context_char_end": "context_end"}),
                 seq.rename(columns={"block_char_ends": "block_ends"}),
             )
@@ -248,9 +247,9 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
                 [f"{len(bad)} of {len(ctx)} decision nodes read events after their prediction time"] if len(bad) else []
             )
             # 2. the token ids a model reads for the node are exactly that context text, tokenized
-            tok = tk.load_tokenizer_folder(artifacts.path(tokens_key, key))
+            tok = tokenizers.load_tokenizer_folder(artifacts.path(tokens_key, key))
             text_of = dict(zip(texts["subject_id"], texts["text"]))
-            expect = tk.encode(tok, [text_of[s][:c] for s, c in zip(ctx["subject_id"], ctx["context_char_end"])],
+            expect = tokenizers.encode(tok, [text_of[s][:c] for s, c in zip(ctx["subject_id"], ctx["context_char_end"])],
                                root.format)
             differ = sum(list(map(int, a)) != list(map(int, b)) for a, b in zip(ctx["context_ids"], expect))
             if differ:

@@ -1,6 +1,5 @@
 """Cohort assets: ``cohort_events`` (the source as delivered) -> ``cohort_table`` (validated) -> ``subjects``
-(splits) -> ``decision_nodes`` -> ``task_labels``. The work is in :mod:`ehr_assets.cohort`,
-:mod:`ehr_assets.decision_nodes` and :mod:`ehr_assets.labels`."""
+(splits) -> ``decision_nodes`` -> ``task_labels``. The work is in :mod:`ehr_assets.data`."""
 
 import time
 
@@ -8,9 +7,9 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from dagster_duckdb import DuckDBResource
 
-from .. import cohort as cohort_stage
-from .. import decision_nodes as nodes_stage
-from .. import labels as labels_stage
+from ..data import cohort as cohort_stage
+from ..data import decision_nodes as nodes_stage
+from ..data import labels as labels_stage
 from ..specs import Project
 from ..warehouse import read_partition, replace_partitions, table_exists
 from .io import POOL, read_table, tag_partition, write_table

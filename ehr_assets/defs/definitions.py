@@ -11,7 +11,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from .. import keys
-from ..oracle import ORACLES
+from ..eval.oracle import ORACLES
 from ..specs import Project, default_project_dir, load_project
 from ..warehouse import default_artifact_root, default_warehouse
 from .checks import build_checks

@@ -14,7 +14,7 @@ import time
 
 import dagster as dg
 
-from ..report import gap_report, load_metrics, wide_table
+from ..eval.report import gap_report, load_metrics, wide_table
 from ..warehouse import default_home, default_warehouse
 from .definitions import PIPELINE_JOB, REPORT_JOB, defs
 

@@ -2,11 +2,11 @@
 
 * ``<recipe>_probe_metrics`` for every recipe (:func:`probe_metrics_asset`, shared by trained and frozen recipes),
   ``count_baseline_probe_metrics`` (code counts + age) and one ``<variant>_probe_metrics`` per oracle variant of
-  :data:`ehr_assets.oracle.ORACLES`: all write their rows to ``probe_metrics`` / ``probe_predictions``.
+  :data:`ehr_assets.eval.oracle.ORACLES`: all write their rows to ``probe_metrics`` / ``probe_predictions``.
 * ``cohort_latent``: the synthetic cohorts' hidden state, read by the oracle probes only (no model asset depends on
   it); a cohort with a non-synthetic member stores no rows and says why.
 * ``benchmark_summary``: per cohort, every recipe between baseline and oracle (gap closed), an AUROC-by-horizon plot
-  and markdown tables (:mod:`ehr_assets.benchmark`).
+  and markdown tables (:mod:`ehr_assets.eval.benchmark`).
 """
 
 import dagster as dg
@@ -14,10 +14,11 @@ from dagster import AssetExecutionContext
 from dagster_duckdb import DuckDBResource
 from meds import train_split
 
-from .. import benchmark as bench
 from .. import keys
-from .. import oracle as oracle_stage
-from ..evaluation import evaluate
+from ..eval import benchmark as bench
+from ..eval import oracle as oracle_stage
+from ..eval.baseline import count_features, select_count_vocab
+from ..eval.probe_metrics import evaluate
 from ..specs import Project
 from ..warehouse import replace_partitions
 from .io import POOL, clear_rows, load_embeddings, read_table, write_table
@@ -82,8 +83,6 @@ def count_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) 
     )
     def count_baseline_probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource):
         """The count-feature baseline: log counts of the most frequent codes in the context, plus age."""
-        from ..probes import count_features, select_count_vocab
-
         key = context.partition_key
         ev = read_table(warehouse, "cohort_table", key, columns=["subject_id", "time", "code"])
         ev["time"] = ev["time"].astype("datetime64[us]")

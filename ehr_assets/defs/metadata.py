@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 
-from ..evaluation import markdown_table
+from ..eval.report import markdown_table
 
 
 def min_published_count() -> int:

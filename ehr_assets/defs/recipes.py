@@ -18,8 +18,8 @@ from dagster import AssetExecutionContext
 from dagster_duckdb import DuckDBResource
 
 from .. import keys
-from .. import sequences as seq_stage
 from ..specs import Project, RecipeSpec
+from ..text.tokenizers import load_tokenizer, load_tokenizer_folder, special_ids
 from ..warehouse import atomic_dir, resume_dir
 from .evaluation import probe_metrics_asset
 from .io import read_table, read_tokens_table, save_embeddings
@@ -61,8 +61,6 @@ def load_recipe_contexts(warehouse: DuckDBResource, cohort: str, tokens_key: str
 
 def recipe_special_ids(tokens_dir: Path) -> dict:
     """pad/mask/bos/eos ids and vocabulary size of a ``<recipe>_tokens`` tokenizer folder."""
-    from ..tokenization import load_tokenizer_folder, special_ids
-
     tok = load_tokenizer_folder(tokens_dir)
     return {**special_ids(tok), "vocab_size": len(tok)}
 
@@ -179,7 +177,7 @@ def embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
             pad_id = recipe_special_ids(artifacts.path(tokens_key, key))["pad_id"]
         else:
             contexts, index = load_contexts(warehouse, key, recipe.embed_tokens)
-            fast, _ = seq_stage.load_tokenizer(artifacts.path("tokenizer", key))
+            fast, _ = load_tokenizer(artifacts.path("tokenizer", key))
             pad_id = fast.pad_token_id
         emb = embed(artifacts.path(ckpt_key, key), contexts, pool=recipe.embedding.pool,
                     batch_size=recipe.embedding.batch_size, pad_id=pad_id, log=context.log.info)

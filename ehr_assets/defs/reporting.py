@@ -1,13 +1,12 @@
 """Reporting assets: MEDS ``label_files`` and ``prediction_files`` under the artifact root (for other MEDS tools,
-:mod:`ehr_assets.exports`), and the unpartitioned ``cross_disease_report`` over all partitions."""
+:mod:`ehr_assets.eval.exports`), and the unpartitioned ``cross_disease_report`` over all partitions."""
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 from dagster import AssetExecutionContext
 from dagster_duckdb import DuckDBResource
 
-from .. import exports
+from ..eval import exports
+from ..eval.benchmark import cross_disease_table
 from ..specs import Project
 from ..warehouse import atomic_dir
 from .io import POOL, read_table
@@ -57,30 +56,6 @@ def prediction_files_asset(partitions: dg.PartitionsDefinition, metric_assets: l
         )
 
     return prediction_files
-
-
-def cross_disease_table(project: Project, preds: pd.DataFrame) -> pd.DataFrame:
-    """For each member cohort of each union, recipe, task and horizon: held-out AUROC of the probe whose encoder (and
-    probe) was trained on the member alone vs. on the union, both scored on the member's held-out subjects."""
-    from sklearn.metrics import roc_auc_score
-
-    def auc(df: pd.DataFrame) -> float:
-        y = df["boolean_value"].astype(int)
-        return float(roc_auc_score(y, df["predicted_boolean_probability"])) if y.nunique() == 2 else np.nan
-
-    rows = []
-    for union in [c for c, s in project.cohorts.items() if s.is_union]:
-        for member in project.members(union):
-            alone = preds[preds["cohort"] == member]
-            pooled = preds[(preds["cohort"] == union) & (preds["source_cohort"] == member)]
-            for (recipe, task, h), a in alone.groupby(["recipe", "task", "horizon_days"]):
-                p = pooled[(pooled["recipe"] == recipe) & (pooled["task"] == task) & (pooled["horizon_days"] == h)]
-                rows.append((member, union, recipe, task, int(h), auc(a), auc(p) if len(p) else np.nan, len(a)))
-    report = pd.DataFrame(
-        rows, columns=["member", "union", "recipe", "task", "horizon_days", "auroc_member", "auroc_union", "n"]
-    )
-    report["delta"] = report["auroc_union"] - report["auroc_member"]
-    return report
 
 
 def cross_disease_report_asset(project: Project, metric_assets: list[str]) -> dg.AssetsDefinition | None:

@@ -17,7 +17,8 @@ import pandas as pd
 from dagster import AssetExecutionContext
 from dagster_duckdb import DuckDBResource
 
-from .. import sequences as seq_stage
+from ..text import contexts, delimited, smb_v1, tokenizers
+from ..text.recipe_tokens import recipe_token_tables
 from ..specs import Project, RecipeSpec
 from ..warehouse import atomic_dir, replace_partitions
 from .io import POOL, read_table, tag_partition, write_table
@@ -36,10 +37,10 @@ def tokenizer_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         key = context.partition_key
         ev = read_table(warehouse, "cohort_table", key).drop(columns=["cohort"])
         subj = read_table(warehouse, "subjects", key)
-        fast, edges = seq_stage.tokenizer_from_events(ev, subj)
+        fast, edges = tokenizers.tokenizer_from_events(ev, subj)
         dest = artifacts.path("tokenizer", key)
         with atomic_dir(dest) as tmp:
-            seq_stage.save_tokenizer(fast, edges, tmp)
+            tokenizers.save_tokenizer(fast, edges, tmp)
         return dg.MaterializeResult(
             metadata={"vocab_size": len(fast), "binned_codes": len(edges), "path": dg.MetadataValue.path(str(dest))}
         )
@@ -56,9 +57,9 @@ def token_sequences_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
         key = context.partition_key
         ev = read_table(warehouse, "cohort_table", key).drop(columns=["cohort"])
         subj = read_table(warehouse, "subjects", key, columns=["subject_id", "split", "source_cohort"])
-        fast, edges = seq_stage.load_tokenizer(artifacts.path("tokenizer", key))
-        ser = seq_stage.serialize_cohort(ev, edges, log=context.log.info)
-        ids = seq_stage.encode(fast, ser["text"].tolist())
+        fast, edges = tokenizers.load_tokenizer(artifacts.path("tokenizer", key))
+        ser = delimited.serialize_cohort(ev, edges, log=context.log.info)
+        ids = tokenizers.encode_words(fast, ser["text"].tolist())
         ser["input_ids"] = [x.tolist() for x in ids]
         ser["n_tokens"] = np.asarray([len(x) for x in ids], dtype=np.int64)
         ser["n_unk"] = np.asarray([(x == fast.unk_token_id).sum() for x in ids], dtype=np.int64)
@@ -87,7 +88,7 @@ def node_contexts_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         key = context.partition_key
         seq = read_table(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends", "n_tokens"])
         nodes = read_table(warehouse, "decision_nodes", key)
-        ctx = seq_stage.node_contexts(seq, nodes)
+        ctx = contexts.node_contexts(seq, nodes)
         n = write_table(warehouse, "node_contexts", key, ctx)
         return dg.MaterializeResult(
             metadata={
@@ -104,16 +105,14 @@ def smb_v1_text_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
     @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=["decision_nodes"], partitions_def=partitions, pool=POOL)
     def smb_v1_text(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Each subject's timeline in the SMB-v1 text layout (what the released checkpoints read), with its day
-        blocks as character offsets; days holding a decision node are split at the node (see ehr_assets.serialize)."""
-        from ..serialize import smb_v1_cohort
-
+        blocks as character offsets; days holding a decision node are split at the node (see ehr_assets.text.smb_v1)."""
         key = context.partition_key
         ev = read_table(warehouse, "cohort_table", key).drop(columns=["cohort"])
         ev["time"] = ev["time"].astype("datetime64[us]")
         nodes = read_table(warehouse, "decision_nodes", key, columns=["subject_id", "prediction_time"])
         nodes["prediction_time"] = nodes["prediction_time"].astype("datetime64[us]")
         subj = read_table(warehouse, "subjects", key, columns=["subject_id", "split", "source_cohort"])
-        ser = smb_v1_cohort(ev, nodes, log=context.log.info)
+        ser = smb_v1.smb_v1_cohort(ev, nodes, log=context.log.info)
         ser["block_times"] = [list(np.asarray(b, dtype="datetime64[us]")) for b in ser["block_times"]]
         ser["n_chars"] = ser["text"].str.len().astype("int64")
         ser = ser.merge(subj, on="subject_id", how="left")
@@ -128,40 +127,6 @@ def smb_v1_text_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         )
 
     return smb_v1_text
-
-
-def recipe_token_tables(texts: pd.DataFrame, nodes: pd.DataFrame, tok, fmt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(sequences, contexts) of a ``<root>_tokens`` asset: each subject's text (``texts``: subject_id, text,
-    block_times, block_ends, split, source_cohort) tokenized with ``tok``, its blocks in characters and tokens; per
-    decision node the context text's end, its tokens tokenized on their own and where the future starts."""
-    from .. import tokenization as tk
-    from ..serialize import delimited_char_ends
-
-    char_ends = [list(map(int, e)) for e in texts["block_ends"]]
-    if fmt == "delimited":  # token_sequences holds word offsets
-        char_ends = [delimited_char_ends(t, e) for t, e in zip(texts["text"], char_ends)]
-    enc = tk.encode_with_offsets(tok, texts["text"].tolist(), fmt)
-    seq = texts[["subject_id", "split", "source_cohort"]].copy()
-    seq["input_ids"] = [ids.tolist() for ids, _, _ in enc]
-    seq["n_tokens"] = np.asarray([len(ids) for ids, _, _ in enc], dtype=np.int64)
-    seq["block_times"] = [list(np.asarray(b, dtype="datetime64[us]")) for b in texts["block_times"]]
-    seq["block_char_ends"] = char_ends
-    seq["block_ends"] = [tk.token_ends(ce, ends) for ce, (_, ends, _) in zip(char_ends, enc)]
-
-    by_chars = pd.DataFrame({"subject_id": texts["subject_id"], "block_times": seq["block_times"],
-                             "block_ends": char_ends, "n_tokens": texts["text"].str.len()})
-    ctx = seq_stage.node_contexts(by_chars, nodes).rename(
-        columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
-    text_of = dict(zip(texts["subject_id"], texts["text"]))
-    starts_of = {s: st for s, (_, _, st) in zip(texts["subject_id"], enc)}
-    n_of = dict(zip(seq["subject_id"], seq["n_tokens"]))
-    cuts = list(zip(ctx["subject_id"], ctx["context_char_end"]))
-    ctx_ids = tk.encode(tok, [text_of[s][:c] for s, c in cuts], fmt)
-    ctx["context_ids"] = [x.tolist() for x in ctx_ids]
-    ctx["n_context_tokens"] = np.asarray([len(x) for x in ctx_ids], dtype=np.int64)
-    ctx["future_start"] = np.asarray([tk.first_token_at(starts_of[s], c) for s, c in cuts], dtype=np.int64)
-    ctx["n_tokens"] = np.asarray([n_of[s] for s, _ in cuts], dtype=np.int64)
-    return seq, ctx
 
 
 def _tokens_metadata(tok, info: dict, seq: pd.DataFrame, ctx: pd.DataFrame, n: int) -> dict:
@@ -197,16 +162,15 @@ def tokens_asset(project: Project, asset_key: str, recipe: RecipeSpec, partition
         "recipe_node_contexts) and the tokenizer folder.",
     )
     def tokens(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
-        from .. import tokenization as tk
 
         key = context.partition_key
         t0 = time.perf_counter()
         texts = read_table(warehouse, text_table, key,
                            columns=["subject_id", "text", "block_times", "block_ends", "split", "source_cohort"])
         try:
-            tok, info = tk.prepare_tokenizer(recipe.tokenizer_path, fmt, trainable=not recipe.is_frozen)
-        except tk.TokenizerError as e:
-            raise tk.TokenizerError(f"recipe {recipe.name!r} (models/{recipe.name}.yaml, backbone): {e}") from None
+            tok, info = tokenizers.prepare_tokenizer(recipe.tokenizer_path, fmt, trainable=not recipe.is_frozen)
+        except tokenizers.TokenizerError as e:
+            raise tokenizers.TokenizerError(f"recipe {recipe.name!r} (models/{recipe.name}.yaml, backbone): {e}") from None
         nodes = read_table(warehouse, "decision_nodes", key).drop(columns=["cohort"])
         seq, ctx = recipe_token_tables(texts, nodes, tok, fmt)
         dest = artifacts.path(asset_key, key)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import keys
+from ..specs import Project
 
 __all__ = [
     "BASELINE",
@@ -33,6 +34,7 @@ __all__ = [
     "ORACLE",
     "auroc_by_horizon_png",
     "benchmark_wide",
+    "cross_disease_table",
     "gap_summary",
     "gap_table",
     "headline",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 BASELINE = keys.COUNT_BASELINE
-ORACLE = "oracle"
+ORACLE = keys.ORACLE
 HEADLINE_METRICS = ("auroc", "c_index")
 MIN_GAP = 0.02
 LONG_HORIZON_DAYS = 365
@@ -196,3 +198,27 @@ def auroc_by_horizon_png(metrics: pd.DataFrame, cohort: str, dpi: int = 80) -> b
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def cross_disease_table(project: Project, preds: pd.DataFrame) -> pd.DataFrame:
+    """For each member cohort of each union, recipe, task and horizon: held-out AUROC of the probe whose encoder (and
+    probe) was trained on the member alone vs. on the union, both scored on the member's held-out subjects."""
+    from sklearn.metrics import roc_auc_score
+
+    def auc(df: pd.DataFrame) -> float:
+        y = df["boolean_value"].astype(int)
+        return float(roc_auc_score(y, df["predicted_boolean_probability"])) if y.nunique() == 2 else np.nan
+
+    rows = []
+    for union in [c for c, s in project.cohorts.items() if s.is_union]:
+        for member in project.members(union):
+            alone = preds[preds["cohort"] == member]
+            pooled = preds[(preds["cohort"] == union) & (preds["source_cohort"] == member)]
+            for (recipe, task, h), a in alone.groupby(["recipe", "task", "horizon_days"]):
+                p = pooled[(pooled["recipe"] == recipe) & (pooled["task"] == task) & (pooled["horizon_days"] == h)]
+                rows.append((member, union, recipe, task, int(h), auc(a), auc(p) if len(p) else np.nan, len(a)))
+    report = pd.DataFrame(
+        rows, columns=["member", "union", "recipe", "task", "horizon_days", "auroc_member", "auroc_union", "n"]
+    )
+    report["delta"] = report["auroc_union"] - report["auroc_member"]
+    return report

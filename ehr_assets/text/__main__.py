@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ..sources import _place_static_rows  # TODO(lead): data.sources.place_static_rows once that move lands
+from ..data.sources import place_static_rows
 from .delimited import serialize_subject, value_bin_edges
 from .smb_v1 import smb_v1_text
 from .tokenizers import load_tokenizer
@@ -41,7 +41,7 @@ def _read_events(path: Path) -> pd.DataFrame:
     if missing:
         raise SystemExit(f"{path}: missing MEDS column(s) {missing}")
     df["time"] = pd.to_datetime(df["time"])
-    return _place_static_rows(df)[0]  # static rows sit at birth, as in the pipeline (sources.read_meds)
+    return place_static_rows(df)[0]  # static rows sit at birth, as in the pipeline (data.sources.read_meds)
 
 
 def subject_text(
