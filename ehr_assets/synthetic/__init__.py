@@ -1116,7 +1116,7 @@ class _Target:
 
 def _resolve_target(name: str, seed: int | None, project_dir: Path | None) -> _Target:
     """A cohort name from ``cohorts/*.yaml`` (its synthetic source and splits), else a profile name."""
-    from .specs import default_project_dir, load_project
+    from ..specs import default_project_dir, load_project
 
     project = load_project(project_dir or default_project_dir())
     if name in project.cohorts:
