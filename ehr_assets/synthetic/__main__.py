@@ -1,5 +1,5 @@
-"""``python -m ehr_assets.synthetic``: see :func:`ehr_assets.synthetic.main`."""
+"""``python -m ehr_assets.synthetic``: the command line of :mod:`ehr_assets.synthetic.cli`."""
 
-from . import main
+from .cli import main
 
 raise SystemExit(main())
