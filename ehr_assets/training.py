@@ -6,7 +6,7 @@ once the Dagster layer imports the new modules. ``python -m ehr_assets.training`
 Re-exported for the code that still imports them from here: the old ``__all__`` and the other public names of the
 old module; ``train``, ``TrainData``, ``train_data_from_warehouse`` and ``recipe_train_data_from_warehouse``
 (assets.py, text_assets.py, defs/); ``step_losses``, ``require_safetensors``, ``_from_pretrained``,
-``_LinearCrossEntropy`` and ``_prune_steps`` (tests); ``_quiet`` (embeddings.py). The two ``*_from_warehouse`` readers compose
+``_LinearCrossEntropy`` and ``_prune_steps`` (tests). The two ``*_from_warehouse`` readers compose
 :func:`ehr_assets.warehouse.read_training_tables` (the tables) with :mod:`ehr_assets.train.data` (the frames to
 TrainData), tokenizer first, as before.
 
@@ -22,7 +22,6 @@ from pathlib import Path
 
 from .model.backbone import build_model, decoder_of, load_base, pick_device, require_safetensors
 from .model.backbone import from_pretrained as _from_pretrained
-from .model.backbone import quiet as _quiet
 from .model.batches import JepaBatch, crop_example, make_jepa_batch, make_sft_batch, n_masked
 from .model.jepa import MomentumEncoder, Predictor
 from .model.losses import FUSED_CE_MIN_ELEMENTS, jepa_loss, next_token_loss, sft_loss, step_losses
@@ -76,7 +75,6 @@ __all__ = [
     "_from_pretrained",
     "_LinearCrossEntropy",
     "_prune_steps",
-    "_quiet",
 ]
 
 
