@@ -7,7 +7,7 @@
 Random weights, random tokens (a future of 50 % of the sequence after a random boundary). Measured, after warm-up:
 - ``embed``: forward of the decoder stack (no lm_head), no grad, last-token pooling;
 - ``sft``: one SFT optimizer step; ``smb``: one JEPA-phase step with the SFT loss (SFT pass, online masked pass,
-  momentum target pass), each with the optimized :func:`ehr_assets.training.step_losses` and, for comparison, the
+  momentum target pass), each with the optimized :func:`ehr_assets.model.losses.step_losses` and, for comparison, the
   plain three-pass ``sft_loss`` + ``jepa_loss``.
 MFU (the convention of the measured peer baseline): forward F = 2 * matmul params * tokens + 2 * layers * seq * hidden
 * tokens; a LoRA pass with grad = 2F; the SMB step = 5F; divided by the bf16 matmul peak (``--peak-tflops``, 772 on
@@ -29,8 +29,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ehr_assets import training as T  # noqa: E402
+from ehr_assets.model.backbone import build_model, decoder_of, enable_checkpointing, pick_device  # noqa: E402
+from ehr_assets.model.batches import make_jepa_batch  # noqa: E402
+from ehr_assets.model.jepa import MomentumEncoder, Predictor  # noqa: E402
+from ehr_assets.model.losses import jepa_loss, sft_loss, step_losses  # noqa: E402
 from ehr_assets.specs import RecipeSpec, load_project  # noqa: E402
+from ehr_assets.train.data import TrainData  # noqa: E402
 
 LLAMA_8B = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
             "intermediate_size": 14336, "max_position_embeddings": 8192}
@@ -64,7 +68,7 @@ def flops_per_forward(model, tokens: int, seq: int) -> float:
     return 2.0 * matmul * tokens + 2.0 * cfg.num_hidden_layers * seq * cfg.hidden_size * tokens
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=["llama8b", "demo"], default="llama8b")
     ap.add_argument("--batch", type=int)
@@ -75,82 +79,89 @@ def main() -> int:
     ap.add_argument("--peak-tflops", type=float, default=772.0)
     ap.add_argument("--skip-plain", action="store_true", help="do not time the plain three-pass step")
     ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    device = T.pick_device()
-    recipe, vocab = make_recipe(args)
+
+def build(recipe: RecipeSpec, vocab: int, device: torch.device, use_bf16: bool):
+    """(model, predictor, momentum encoder, optimizer) of the recipe's shape, random weights, on ``device``."""
     tr = recipe.training
-    B, L = tr.batch_size, tr.seq_len
-    use_bf16 = tr.precision == "bf16" and device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    rng = np.random.default_rng(0)
-    data = T.TrainData([np.array([1, 5, 2])], [], vocab, 0, 3, 1, 2)
-    t0 = time.perf_counter()
+    data = TrainData([np.array([1, 5, 2])], [], vocab, 0, 3, 1, 2)
     with torch.device(device) if device.type == "cuda" else contextlib.nullcontext():
-        model, _ = T.build_model(recipe, data, log=lambda m: None, base_dtype=torch.bfloat16 if use_bf16 else None)
+        model, _ = build_model(recipe, data, log=lambda m: None, base_dtype=torch.bfloat16 if use_bf16 else None)
     model.to(device)
     model.train()
     if tr.gradient_checkpointing:
-        T._enable_checkpointing(model)
+        enable_checkpointing(model)
     H = model.get_base_model().config.hidden_size
-    predictor = T.Predictor(H, 2).to(device)
-    momentum = T.MomentumEncoder(model)
+    predictor = Predictor(H, 2).to(device)
+    momentum = MomentumEncoder(model)
     params = [p for p in model.parameters() if p.requires_grad] + list(predictor.parameters())
     opt = torch.optim.AdamW(params, lr=1e-4)
-    build_s = time.perf_counter() - t0
+    return model, predictor, momentum, opt
 
-    examples = [(rng.integers(5, vocab, size=L).astype(np.int64), L // 2) for _ in range(B)]
-    jepa_cfg = recipe.jepa.model_copy(update={"max_future_tokens": L // 2})
-    jb = T.make_jepa_batch(examples, L, jepa_cfg, 3, 0, rng).tensors(device)
-    tokens = B * L
-    F_ = flops_per_forward(model, tokens, L)
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
-    def timed(fn, n):
-        for _ in range(2):
-            fn()
-        sync()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync()
-        return (time.perf_counter() - t) / n
 
+def timed(fn, n: int, device: torch.device) -> float:
+    """Seconds per call of ``fn`` over ``n`` calls, after 2 warm-up calls (peak memory counted from there)."""
+    for _ in range(2):
+        fn()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t) / n
+
+
+def embed_fn(model, jb, autocast):
+    """The ``embed`` measurement: a no-grad forward of the decoder stack, last-token pooling."""
     def embed():
         with torch.no_grad(), autocast():
             model.eval()
-            h = T.decoder_of(model)[0](input_ids=jb["input_ids"], attention_mask=jb["attention_mask"],
-                                       use_cache=False).last_hidden_state
+            h = decoder_of(model)[0](input_ids=jb["input_ids"], attention_mask=jb["attention_mask"],
+                                     use_cache=False).last_hidden_state
             h[:, -1].float().sum().item()
             model.train()
+    return embed
 
-    def step(fast: bool, jepa: bool, **kw):
-        def run():
-            with autocast():
-                if fast:
-                    ls, lj = T.step_losses(model, predictor, momentum, jb, sft=True, jepa=jepa, **kw)
-                else:
-                    ls = T.sft_loss(model, jb["input_ids"], jb["attention_mask"])
-                    lj = T.jepa_loss(model, predictor, momentum, jb) if jepa else None
-                loss = ls + (lj if lj is not None else 0)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            momentum.update(0.996)
-        return run
 
+def step_fn(model, predictor, momentum, opt, jb, autocast, fast: bool, jepa: bool, **kw):
+    """One optimizer step: the optimized :func:`step_losses` (``fast``, ``kw`` its options) or the plain
+    ``sft_loss`` + ``jepa_loss``; with the JEPA loss when ``jepa``."""
+    def run():
+        with autocast():
+            if fast:
+                ls, lj = step_losses(model, predictor, momentum, jb, sft=True, jepa=jepa, **kw)
+            else:
+                ls = sft_loss(model, jb["input_ids"], jb["attention_mask"])
+                lj = jepa_loss(model, predictor, momentum, jb) if jepa else None
+            loss = ls + (lj if lj is not None else 0)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        momentum.update(0.996)
+    return run
+
+
+def measure(args, parts, jb, autocast, device, tokens: int, F_: float) -> tuple[list[tuple], float]:
+    """(rows of (name, tok/s, MFU, peak GB), the highest peak GB) of every measurement; NaN rows for OOM."""
+    model, predictor, momentum, opt = parts
     rows = []
     peak = 0.0
+
+    def step(fast: bool, jepa: bool, **kw):
+        return step_fn(model, predictor, momentum, opt, jb, autocast, fast, jepa, **kw)
 
     def record(name, fn, mult):
         nonlocal peak
         try:
-            s = timed(fn, args.steps)
+            s = timed(fn, args.steps, device)
         except torch.OutOfMemoryError:
             rows.append((name, float("nan"), float("nan"), float("nan")))
             torch.cuda.empty_cache()
@@ -159,7 +170,7 @@ def main() -> int:
         peak = max(peak, mem if mem == mem else 0.0)
         rows.append((name, tokens / s, mult * F_ / s / (args.peak_tflops * 1e12), mem))
 
-    record("embed", embed, 1)
+    record("embed", embed_fn(model, jb, autocast), 1)
     record("sft", step(True, False), 2)
     record("smb", step(True, True), 5)
     if not args.skip_plain:
@@ -169,7 +180,14 @@ def main() -> int:
         record("smb_stack", step(True, True, stack=True, fused=False), 5)
         record("smb_fusedce", step(True, True, stack=False, fused=True), 5)
         record("smb_nostack", step(True, True, stack=False, fused=False), 5)
+    return rows, peak
 
+
+def report(args, recipe: RecipeSpec, vocab: int, device: torch.device, use_bf16: bool, build_s: float,
+           rows: list[tuple], peak: float) -> Path:
+    """Print the table and write the JSON result; returns its path."""
+    tr = recipe.training
+    B, L = tr.batch_size, tr.seq_len
     dev_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"device {dev_name}; shape {args.shape}; batch {B} x seq {L}; vocab {vocab}; grad ckpt "
           f"{tr.gradient_checkpointing}; {'bf16' if use_bf16 else 'fp32'}; build {build_s:.1f}s")
@@ -189,6 +207,30 @@ def main() -> int:
     out = args.out or ROOT / "bench" / "results" / f"gpu_step_{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    return out
+
+
+def main() -> int:
+    args = parse_args()
+    device = pick_device()
+    recipe, vocab = make_recipe(args)
+    tr = recipe.training
+    B, L = tr.batch_size, tr.seq_len
+    use_bf16 = tr.precision == "bf16" and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    parts = build(recipe, vocab, device, use_bf16)
+    build_s = time.perf_counter() - t0
+
+    examples = [(rng.integers(5, vocab, size=L).astype(np.int64), L // 2) for _ in range(B)]
+    jepa_cfg = recipe.jepa.model_copy(update={"max_future_tokens": L // 2})
+    jb = make_jepa_batch(examples, L, jepa_cfg, 3, 0, rng).tensors(device)
+    tokens = B * L
+    F_ = flops_per_forward(parts[0], tokens, L)
+
+    rows, peak = measure(args, parts, jb, autocast, device, tokens, F_)
+    out = report(args, recipe, vocab, device, use_bf16, build_s, rows, peak)
     print(f"wrote {out}")
     return 0
 

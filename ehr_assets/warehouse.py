@@ -127,6 +127,24 @@ def read_recipe_tokens(conn: duckdb.DuckDBPyConnection, table: str, cohort: str,
     return df
 
 
+def read_training_tables(conn: duckdb.DuckDBPyConnection, cohort: str,
+                         tokens_asset: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(token sequences, node contexts) of a cohort, every split, as training reads them: ``token_sequences`` and
+    ``node_contexts`` for the shared tokenization (``tokens_asset`` None), else ``recipe_token_sequences`` and
+    ``recipe_node_contexts`` of that ``<root>_tokens`` asset. Sequences carry subject_id, split, input_ids; contexts
+    are ordered by subject and prediction time."""
+    seq_cols = ["subject_id", "split", "input_ids"]
+    order = ["subject_id", "prediction_time"]
+    if tokens_asset is None:
+        seq = read_partition(conn, "token_sequences", {"cohort": cohort}, columns=seq_cols)
+        ctx = read_partition(conn, "node_contexts", {"cohort": cohort}, order_by=order)
+        return seq, ctx
+    seq = read_recipe_tokens(conn, "recipe_token_sequences", cohort, tokens_asset, columns=seq_cols)
+    ctx = read_recipe_tokens(conn, "recipe_node_contexts", cohort, tokens_asset,
+                             columns=["subject_id", "split", "context_ids", "future_start"], order_by=order)
+    return seq, ctx
+
+
 # ----------------------------------------------------------------------------------------------------- default paths
 def default_home(project_dir: Path | None = None) -> Path:
     """$DAGSTER_HOME if set, else ``<project>/dagster_home``."""

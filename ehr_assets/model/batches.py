@@ -1,0 +1,93 @@
+"""Masking and batching: decision-node examples cropped and masked for JEPA, random windows of timelines for SFT.
+
+Kept apart from the model (as I-JEPA keeps its masks apart): these are numpy functions of token ids and a random
+generator, so a batch is a pure function of (examples, settings, rng). Per decision node ``(ids, boundary)``:
+``ids[:boundary]`` is the context (up to and including the node), ``ids[boundary:]`` the future. The example is
+cropped to ``seq_len`` (:func:`crop_example`: the first ``F`` future tokens, ``F = min(len(future), max_future_tokens
+or seq_len // 2)``, and the last ``seq_len - F`` context tokens); ``round(mask_ratio * F)`` future positions
+(:func:`n_masked`) are replaced by the mask token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..specs import Jepa
+
+
+def crop_example(ids: np.ndarray, boundary: int, seq_len: int, max_future: int | None = None):
+    """(tokens, C, F): the last C context tokens and the first F future tokens, C + F <= seq_len.
+
+    ``F = min(len(future), max_future or seq_len // 2, seq_len - 1)`` (at least one context token stays),
+    ``C = min(boundary, seq_len - F)``.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    Fn = min(len(ids) - boundary, max_future or seq_len // 2, seq_len - 1)
+    C = min(boundary, seq_len - Fn)
+    return ids[boundary - C : boundary + Fn], C, Fn
+
+
+def n_masked(n_future: int, mask_ratio: float) -> int:
+    """Masked positions for ``n_future`` future tokens: round(mask_ratio * F), half up, at least 1 when F >= 1."""
+    if n_future <= 0:
+        return 0
+    return min(n_future, max(1, int(math.floor(mask_ratio * n_future + 0.5))))
+
+
+@dataclass
+class JepaBatch:
+    input_ids: np.ndarray  # [B, L] int64 unmasked, right-padded with pad_id
+    masked_ids: np.ndarray  # [B, L] int64, masked positions replaced by mask_id
+    attention_mask: np.ndarray  # [B, L] int64, 1 = real token
+    mask: np.ndarray  # [B, L] bool, the masked (future) positions
+    context_len: np.ndarray  # [B] C per row
+    future_len: np.ndarray  # [B] F per row
+
+    def tensors(self, device) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(getattr(self, k)).to(device)
+                for k in ("input_ids", "masked_ids", "attention_mask", "mask")}
+
+
+def make_jepa_batch(examples: list[tuple[np.ndarray, int]], seq_len: int, jepa: Jepa, mask_id: int, pad_id: int,
+                    rng: np.random.Generator) -> JepaBatch:
+    """The cropped, right-padded examples with ``n_masked`` future positions per row drawn from ``rng``."""
+    rows, Cs, Fs = [], [], []
+    for ids, b in examples:
+        toks, C, Fn = crop_example(ids, int(b), seq_len, jepa.max_future_tokens)
+        rows.append(toks)
+        Cs.append(C)
+        Fs.append(Fn)
+    B, L = len(rows), max(len(r) for r in rows)
+    inp = np.full((B, L), pad_id, dtype=np.int64)
+    am = np.zeros((B, L), dtype=np.int64)
+    mask = np.zeros((B, L), dtype=bool)
+    for i, (r, C, Fn) in enumerate(zip(rows, Cs, Fs)):
+        inp[i, : len(r)] = r
+        am[i, : len(r)] = 1
+        k = n_masked(Fn, jepa.mask_ratio)
+        pos = C + rng.choice(Fn, size=k, replace=False)
+        mask[i, pos] = True
+    masked = np.where(mask, np.int64(mask_id), inp)
+    return JepaBatch(inp, masked, am, mask, np.asarray(Cs), np.asarray(Fs))
+
+
+def make_sft_batch(sequences: list[np.ndarray], seq_len: int, pad_id: int, rng: np.random.Generator):
+    """(input_ids, attention_mask): a random ``seq_len`` window of each sequence (whole if shorter), right-padded."""
+    rows = []
+    for s in sequences:
+        s = np.asarray(s, dtype=np.int64)
+        if len(s) > seq_len:
+            st = int(rng.integers(0, len(s) - seq_len + 1))
+            s = s[st : st + seq_len]
+        rows.append(s)
+    B, L = len(rows), max(len(r) for r in rows)
+    inp = np.full((B, L), pad_id, dtype=np.int64)
+    am = np.zeros((B, L), dtype=np.int64)
+    for i, r in enumerate(rows):
+        inp[i, : len(r)] = r
+        am[i, : len(r)] = 1
+    return inp, am

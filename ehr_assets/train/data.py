@@ -1,0 +1,182 @@
+"""What a run trains on: :class:`TrainData` (token ids of whole timelines and decision-node examples, plus the
+special ids), its file bundle, the :class:`Sampler` that picks every micro-batch, and the fingerprint a resumed run
+checks.
+
+TrainData is built from DataFrames (:func:`train_data_from_tables`, :func:`recipe_train_data_from_tables`): this
+package never names a warehouse table; reading them is :func:`ehr_assets.warehouse.read_training_tables`'s job, and the
+CLI (or the Dagster layer) composes the two. The bundle (:meth:`TrainData.save`) lets a training process on another
+machine read the same data without the warehouse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class TrainData:
+    sft_sequences: list[np.ndarray]  # int64 ids of whole train timelines (each starts with bos)
+    jepa_examples: list[tuple[np.ndarray, int]]  # (ids, boundary): boundary = index of the first future token
+    vocab_size: int
+    pad_id: int
+    mask_id: int
+    bos_id: int
+    eos_id: int
+
+    SPECIAL = ("vocab_size", "pad_id", "mask_id", "bos_id", "eos_id")
+
+    def save(self, folder: Path) -> None:
+        """A self-contained bundle a training process on another machine can read (parquet + JSON, no pickle):
+        ``sequences.parquet`` (input_ids), ``examples.parquet`` (sequence row, boundary), ``special.json``."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        seqs = [np.asarray(s, dtype=np.int64) for s in self.sft_sequences]
+        row = {id(s): i for i, s in enumerate(self.sft_sequences)}
+        extra, ex_rows = [], []
+        for ids, b in self.jepa_examples:  # examples normally point at a timeline of sft_sequences
+            i = row.get(id(ids))
+            if i is None:
+                i = len(seqs) + len(extra)
+                extra.append(np.asarray(ids, dtype=np.int64))
+                row[id(ids)] = i
+            ex_rows.append((i, int(b)))
+        all_seqs = seqs + extra
+        pq.write_table(pa.table({"input_ids": pa.array([s.tolist() for s in all_seqs], pa.list_(pa.int64())),
+                                 "is_sft": pa.array([True] * len(seqs) + [False] * len(extra))}),
+                       folder / "sequences.parquet")
+        pq.write_table(pa.table({"sequence": pa.array([r[0] for r in ex_rows], pa.int64()),
+                                 "boundary": pa.array([r[1] for r in ex_rows], pa.int64())}),
+                       folder / "examples.parquet")
+        (folder / "special.json").write_text(json.dumps({k: int(getattr(self, k)) for k in self.SPECIAL}))
+
+    @classmethod
+    def load(cls, folder: Path) -> TrainData:
+        """The data of a bundle written by :meth:`save`."""
+        import pyarrow.parquet as pq
+
+        folder = Path(folder)
+        missing = [f for f in ("sequences.parquet", "examples.parquet", "special.json") if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: not a training-data bundle (missing {missing})")
+        st = pq.read_table(folder / "sequences.parquet")
+        seqs = [np.asarray(x, dtype=np.int64) for x in st.column("input_ids").to_pylist()]
+        is_sft = st.column("is_sft").to_pylist()
+        ex = pq.read_table(folder / "examples.parquet")
+        examples = [(seqs[i], int(b))
+                    for i, b in zip(ex.column("sequence").to_pylist(), ex.column("boundary").to_pylist())]
+        special = json.loads((folder / "special.json").read_text())
+        return cls([s for s, f in zip(seqs, is_sft) if f], examples, **{k: int(special[k]) for k in cls.SPECIAL})
+
+
+# ------------------------------------------------------------------------------------------- from DataFrames
+def tokenizer_special_ids(tokenizer_dir: Path) -> dict:
+    """``vocab_size`` and pad / mask / bos / eos ids of a cohort's word-level tokenizer folder (the default
+    tokenization), as :class:`TrainData` fields."""
+    from ..sequences import load_tokenizer
+
+    fast, _ = load_tokenizer(tokenizer_dir)
+    return {"vocab_size": len(fast), "pad_id": fast.pad_token_id, "mask_id": fast.mask_token_id,
+            "bos_id": fast.bos_token_id, "eos_id": fast.eos_token_id}
+
+
+def recipe_tokenizer_special_ids(tokens_dir: Path) -> dict:
+    """``vocab_size`` and pad / mask / bos / eos ids of a ``<recipe>_tokens`` asset's local HF tokenizer folder."""
+    from ..tokenization import load_tokenizer_folder, special_ids
+
+    tok = load_tokenizer_folder(tokens_dir)
+    return {**special_ids(tok), "vocab_size": len(tok)}
+
+
+def _train_split_ids(sequences):
+    """``{subject_id: int64 token ids}`` of the train split's timelines, in row order."""
+    from meds import train_split
+
+    seq = sequences[sequences["split"] == train_split]
+    return {s: np.asarray(x, dtype=np.int64) for s, x in zip(seq["subject_id"], seq["input_ids"])}
+
+
+def train_data_from_tables(sequences, contexts, special: dict) -> TrainData:
+    """The train split's timelines and decision-node (context, future) examples of one cohort, from its token
+    sequences (``subject_id``, ``split``, ``input_ids``) and node contexts (``subject_id``, ``split``,
+    ``context_end``, ``n_tokens``, ordered by subject and prediction time), with the tokenizer's ids
+    (:func:`tokenizer_special_ids`)."""
+    from meds import train_split
+
+    ids = _train_split_ids(sequences)
+    ctx = contexts[contexts["split"] == train_split]
+    examples = [
+        (ids[s], int(e)) for s, e, n in zip(ctx["subject_id"], ctx["context_end"], ctx["n_tokens"]) if e < n
+    ]  # a node with no future token teaches JEPA nothing
+    return TrainData(sft_sequences=list(ids.values()), jepa_examples=examples, **special)
+
+
+def recipe_train_data_from_tables(sequences, contexts, special: dict) -> TrainData:
+    """:class:`TrainData` from a ``<recipe>_tokens`` asset's frames (token sequences as in
+    :func:`train_data_from_tables`; node contexts with ``context_ids`` and ``future_start``): whole train timelines
+    for SFT; per train node, its context tokens (tokenized on their own) followed by the timeline's tokens after the
+    context for JEPA. ``special``: :func:`recipe_tokenizer_special_ids`."""
+    from meds import train_split
+
+    ids = _train_split_ids(sequences)
+    ctx = contexts[contexts["split"] == train_split]
+    examples = []
+    for s, c, fs in zip(ctx["subject_id"], ctx["context_ids"], ctx["future_start"]):
+        c = np.asarray(c, dtype=np.int64)
+        future = ids[s][int(fs):]
+        if len(c) and len(future):  # a node with no future token teaches JEPA nothing
+            examples.append((np.concatenate([c, future]), len(c)))
+    return TrainData(sft_sequences=list(ids.values()), jepa_examples=examples, **special)
+
+
+# ---------------------------------------------------------------------------------------------------- sampling
+class Sampler:
+    """Which examples a micro-batch reads, and its random stream, as pure functions of (seed, step).
+
+    Example ``g`` of the run (counted over steps, accumulation rounds and the global batch) is
+    ``perm(g // n)[g % n]``, where ``perm(e)`` is epoch ``e``'s permutation drawn from ``default_rng([seed, 1, e])``;
+    masks and windows of (step, accumulation round, process) come from ``default_rng([seed, 2, step, round, rank])``.
+    A run resumed at step ``k`` therefore reads exactly what the uninterrupted run read, with no sampler state to save.
+    """
+
+    def __init__(self, n: int, seed: int, batch_size: int, grad_accum: int, world: int = 1, rank: int = 0):
+        if n <= 0:
+            raise ValueError("no training examples")
+        self.n, self.seed, self.B, self.A, self.world, self.rank = n, seed, batch_size, grad_accum, world, rank
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) > 2:
+                self._perms.pop(min(self._perms))
+            self._perms[epoch] = np.random.default_rng([self.seed, 1, epoch]).permutation(self.n)
+        return self._perms[epoch]
+
+    def indices(self, step: int, micro: int) -> list[int]:
+        first = ((step * self.A + micro) * self.world + self.rank) * self.B
+        return [int(self._perm(g // self.n)[g % self.n]) for g in range(first, first + self.B)]
+
+    def rng(self, step: int, micro: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, 2, step, micro, self.rank])
+
+
+def data_fingerprint(data: TrainData) -> str:
+    """sha256 over every token id, boundary and special id the run reads (what a resumed run must also read)."""
+    h = hashlib.sha256()
+    h.update(np.asarray([data.vocab_size, data.pad_id, data.mask_id, data.bos_id, data.eos_id], np.int64).tobytes())
+    for s in data.sft_sequences:
+        a = np.ascontiguousarray(s, dtype=np.int64)
+        h.update(np.int64(a.size).tobytes())
+        h.update(a.tobytes())
+    for ids, b in data.jepa_examples:
+        a = np.ascontiguousarray(ids, dtype=np.int64)
+        h.update(np.asarray([a.size, int(b)], np.int64).tobytes())
+        h.update(a.tobytes())
+    return h.hexdigest()

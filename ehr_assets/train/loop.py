@@ -1,0 +1,390 @@
+"""The training loop: :func:`train` reads top to bottom as setup, resume, one optimizer step at a time with its log
+line and step checkpoint, and the final save.
+
+Objectives: ``sft`` -> SFT on random windows of whole timelines; ``jepa`` / ``hybrid`` ->
+``loss_weights.sft * SFT(unmasked example) + loss_weights.jepa * JEPA`` on decision-node examples (the losses are
+:mod:`ehr_assets.model.losses`; the batches :mod:`ehr_assets.model.batches`). Determinism: the backbone is seeded
+with ``training.seed``, the predictor with ``seed + 1``, and every micro-batch is a pure function of (seed, step)
+(:class:`~ehr_assets.train.data.Sampler`), so a resumed run ends with the same bits as an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model.backbone import build_model, enable_checkpointing, trainable_parameters
+from ..model.batches import make_jepa_batch, make_sft_batch
+from ..model.jepa import MomentumEncoder, Predictor
+from ..model.losses import step_losses
+from ..model.schedules import lr_factor, tau_at
+from ..specs import RecipeSpec
+from .checkpoint import latest_step, load_step, prune_steps, run_fingerprint, save_final, save_step
+from .data import Sampler, TrainData
+from .distributed import all_reduce_grads, init_distributed, mean_over_processes
+from .monitor import collapse_stats, monitor_contexts
+
+NAN = float("nan")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    wall_s: float  # the whole call: model build, training loop, saving
+    tokens_per_s: float  # non-pad input tokens of the training examples per second of the training loop
+    peak_mem_mb: float  # peak RSS on CPU, torch.cuda.max_memory_allocated on GPU
+    loss_curve: list[dict] = field(default_factory=list)  # step, loss, sft_loss, jepa_loss, lr, tau (NaN if unused)
+    trainable_params: int = 0
+    total_params: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ================================================================================================ validation
+def _check_ids(name: str, V: int, ids: np.ndarray, what: str) -> None:
+    a = np.asarray(ids)
+    if a.ndim != 1:
+        raise ValueError(f"recipe {name!r}: {what} must be a 1-d array of token ids, got shape {a.shape}")
+    if a.size and (int(a.min()) < 0 or int(a.max()) >= V):
+        raise ValueError(
+            f"recipe {name!r}: {what} has token ids outside [0, {V}) (min {int(a.min())}, max {int(a.max())})"
+        )
+
+
+def _validate_examples(recipe: RecipeSpec, data: TrainData, V: int) -> None:
+    """The examples the objective reads: sft_sequences for ``sft``, jepa_examples (boundaries inside) otherwise."""
+    name = recipe.name
+    if recipe.objective == "sft":
+        if not data.sft_sequences:
+            raise ValueError(f"recipe {name!r} (objective sft): no sft_sequences to train on (empty train split?)")
+        for i, s in enumerate(data.sft_sequences):
+            _check_ids(name, V, s, f"sft_sequences[{i}]")
+        if not any(len(s) >= 2 for s in data.sft_sequences):
+            raise ValueError(f"recipe {name!r} (objective sft): every sft sequence has fewer than 2 tokens")
+        return
+    if not data.jepa_examples:
+        raise ValueError(
+            f"recipe {name!r} (objective {recipe.objective}): no jepa_examples (decision nodes with a future) "
+            "to train on"
+        )
+    for i, (ids, b) in enumerate(data.jepa_examples):
+        _check_ids(name, V, ids, f"jepa_examples[{i}]")
+        n = len(ids)
+        if not isinstance(b, (int, np.integer)) or not 1 <= int(b) < n:
+            raise ValueError(
+                f"recipe {name!r}: jepa_examples[{i}] has boundary {b!r} out of range: it must satisfy "
+                f"1 <= boundary < len(ids) = {n} (at least one context and one future token)"
+            )
+
+
+def validate(recipe: RecipeSpec, data: TrainData) -> None:
+    """A ValueError naming the recipe when ``data`` cannot train it: special ids outside the vocabulary, loss weights
+    that train nothing, no usable example, token ids outside the vocabulary, a sequence longer than the backbone."""
+    name = recipe.name
+    V = int(data.vocab_size)
+    if V <= 0:
+        raise ValueError(f"recipe {name!r}: vocab_size must be positive, got {V}")
+    for k in ("pad_id", "mask_id", "bos_id", "eos_id"):
+        v = int(getattr(data, k))
+        if not 0 <= v < V:
+            raise ValueError(f"recipe {name!r}: {k}={v} is outside the vocabulary [0, {V})")
+    lw = recipe.loss_weights
+    if (recipe.objective == "sft" and lw.sft <= 0) or (recipe.objective != "sft" and lw.sft + lw.jepa <= 0):
+        raise ValueError(f"recipe {name!r}: loss_weights give nothing to train ({lw.model_dump()})")
+    _validate_examples(recipe, data, V)
+    if recipe.backbone.config is not None and recipe.training.seq_len > recipe.backbone.config.max_position_embeddings:
+        raise ValueError(
+            f"recipe {name!r}: training.seq_len {recipe.training.seq_len} exceeds the backbone's "
+            f"max_position_embeddings {recipe.backbone.config.max_position_embeddings}"
+        )
+
+
+# ===================================================================================================== setup
+@dataclass(frozen=True)
+class Objective:
+    """What every step of a recipe computes: ``jepa_mode`` (objective jepa / hybrid: decision-node examples, else
+    whole timelines), the SFT loss (``sft``) and the JEPA loss (``jepa``, with a predictor and momentum encoder)."""
+
+    jepa_mode: bool
+    sft: bool
+    jepa: bool
+
+    @classmethod
+    def of(cls, recipe: RecipeSpec) -> Objective:
+        jepa_mode = recipe.objective in ("jepa", "hybrid")
+        lw = recipe.loss_weights
+        return cls(jepa_mode=jepa_mode, sft=not jepa_mode or lw.sft > 0, jepa=jepa_mode and lw.jepa > 0)
+
+
+@dataclass
+class Parts:
+    """What a run trains: the PeftModel and its base_info, the JEPA predictor and momentum encoder (None without a
+    JEPA loss), the parameters AdamW steps, the optimizer and its lr schedule."""
+
+    model: torch.nn.Module
+    info: dict
+    predictor: Predictor | None
+    momentum: MomentumEncoder | None
+    params: list[torch.nn.Parameter]
+    optim: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    n_trainable: int  # elements of params
+    n_total: int  # elements of the model and the predictor
+
+
+def build_parts(recipe: RecipeSpec, data: TrainData, device: torch.device, objective: Objective, *,
+                init_dir: Path | None, save_base_to: Path | None, use_bf16: bool, log: Callable[[str], None]) -> Parts:
+    """The model (its frozen base saved right away, before LoRA wraps it: it never changes), on ``device`` in train
+    mode; the predictor (seeded with ``training.seed + 1``) and momentum encoder; AdamW and its lr schedule."""
+    tr, jcfg, o = recipe.training, recipe.jepa, recipe.optimizer
+    model, info = build_model(recipe, data, init_dir=init_dir, log=log, save_base_to=save_base_to,
+                              base_dtype=torch.bfloat16 if use_bf16 else None)
+    model.to(device)
+    model.train()
+    model.config.use_cache = False
+    if tr.gradient_checkpointing:
+        enable_checkpointing(model)
+    H = model.get_base_model().config.hidden_size
+    predictor = momentum = None
+    torch.manual_seed(tr.seed + 1)
+    if objective.jepa:
+        predictor = Predictor(H, jcfg.predictor_depth, jcfg.predictor_width).to(device)
+        momentum = MomentumEncoder(model)
+    params = [p for _, p in trainable_parameters(model)]
+    params += list(predictor.parameters()) if predictor is not None else []
+    n_trainable = sum(p.numel() for p in params)
+    n_total = sum(p.numel() for p in model.parameters()) + (
+        sum(p.numel() for p in predictor.parameters()) if predictor is not None else 0
+    )
+    optim = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, o, tr.steps))
+    return Parts(model, info, predictor, momentum, params, optim, sched, n_trainable, n_total)
+
+
+class Batches:
+    """The micro-batches of a run: decision-node examples (jepa / hybrid) or timelines with at least two tokens
+    (sft), the ones the :class:`Sampler` picks for (step, accumulation round, process)."""
+
+    def __init__(self, recipe: RecipeSpec, data: TrainData, objective: Objective, world: int, rank: int):
+        tr = recipe.training
+        self.data, self.jepa_mode, self.seq_len, self.jepa = data, objective.jepa_mode, tr.seq_len, recipe.jepa
+        if self.jepa_mode:
+            n_items = len(data.jepa_examples)
+        else:
+            self.seqs = [np.asarray(s, dtype=np.int64) for s in data.sft_sequences if len(s) >= 2]
+            n_items = len(self.seqs)
+        self.sampler = Sampler(n_items, tr.seed, tr.batch_size, tr.grad_accum, world, rank)
+
+    def get(self, step: int, micro: int, device: torch.device) -> tuple[dict[str, torch.Tensor], int]:
+        """The batch tensors of (step, micro) on ``device`` and its number of real (non-pad) tokens."""
+        idx = self.sampler.indices(step, micro)
+        rng = self.sampler.rng(step, micro)
+        d = self.data
+        if self.jepa_mode:
+            jb = make_jepa_batch([d.jepa_examples[i] for i in idx], self.seq_len, self.jepa, d.mask_id, d.pad_id, rng)
+            return jb.tensors(device), int(jb.attention_mask.sum())
+        inp, am = make_sft_batch([self.seqs[i] for i in idx], self.seq_len, d.pad_id, rng)
+        batch = {"input_ids": torch.from_numpy(inp).to(device), "attention_mask": torch.from_numpy(am).to(device)}
+        return batch, int(am.sum())
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir}: output folder is not empty")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _start_line(recipe: RecipeSpec, parts: Parts, device: torch.device, world: int, init_dir: Path | None) -> str:
+    tr = recipe.training
+    return (
+        f"{recipe.name}: {recipe.objective} on {device.type}" + (f" x {world} processes" if world > 1 else "")
+        + (f" from {init_dir}" if init_dir is not None else "")
+        + f", {parts.n_trainable:,} trainable / {parts.n_total:,} params, {tr.steps} steps x {tr.batch_size}"
+        + (f" x {tr.grad_accum}" if tr.grad_accum > 1 else "")
+        + f" x <= {tr.seq_len} tokens"
+    )
+
+
+# ============================================================================================ step checkpoints
+def resume_state(recipe: RecipeSpec, parts: Parts, resume_dir: Path, fingerprint: str, device: torch.device,
+           log: Callable[[str], None]) -> tuple[int, list[dict], int]:
+    """(first step, loss curve so far, tokens read so far): restored from the newest step checkpoint of this run's
+    fingerprint in ``resume_dir`` when resuming is on, else a fresh start."""
+    tr = recipe.training
+    if not (tr.resume and tr.checkpoint_every):
+        return 0, [], 0
+    found = latest_step(resume_dir, fingerprint, log)
+    if found is None:
+        return 0, [], 0
+    start, curve, tokens = load_step(found, parts.model, parts.predictor, parts.momentum, parts.optim, parts.sched,
+                                     device)
+    log(f"{recipe.name}: resuming from {found} (step {start}/{tr.steps})")
+    return start, curve, tokens
+
+
+def step_checkpoint(recipe: RecipeSpec, parts: Parts, resume_dir: Path, n: int, fingerprint: str, curve: list[dict],
+                    tokens: int, device: torch.device, log: Callable[[str], None]) -> None:
+    """Write the step checkpoint after step ``n`` and keep only the newest ``training.keep_checkpoints``."""
+    dest = resume_dir / f"step_{n:06d}"
+    save_step(dest, n, fingerprint, parts.model, parts.predictor, parts.momentum, parts.optim, parts.sched, parts.info,
+              curve, tokens, device)
+    prune_steps(resume_dir, recipe.training.keep_checkpoints)
+    log(f"{recipe.name}: step checkpoint {dest}")
+
+
+# ====================================================================================================== steps
+def optimizer_step(recipe: RecipeSpec, parts: Parts, batches: Batches, objective: Objective, step: int,
+                   device: torch.device, world: int, autocast) -> tuple[list[float], int, float]:
+    """One optimizer step: ``grad_accum`` micro-batches (losses, backward), gradients averaged over processes and
+    clipped, AdamW and the lr schedule, then the EMA update. Returns the (loss, sft, jepa) sums over the
+    micro-batches, the real tokens read by all processes, and the step's tau (NaN without a momentum encoder)."""
+    tr, lw, o = recipe.training, recipe.loss_weights, recipe.optimizer
+    tot = s_tot = j_tot = 0.0
+    tokens = 0
+    for micro in range(tr.grad_accum):
+        b, n_real = batches.get(step, micro, device)
+        tokens += n_real * world
+        with autocast():
+            ls, lj = step_losses(parts.model, parts.predictor, parts.momentum, b, sft=objective.sft,
+                                 jepa=objective.jepa)
+        loss = torch.zeros((), device=device)
+        if ls is not None:
+            loss = loss + lw.sft * ls
+            s_tot += float(ls.detach())
+        if lj is not None:
+            loss = loss + lw.jepa * lj
+            j_tot += float(lj.detach())
+        (loss / tr.grad_accum).backward()
+        tot += float(loss.detach())
+    if world > 1:
+        all_reduce_grads(parts.params, world)
+    if o.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(parts.params, o.grad_clip)
+    parts.optim.step()
+    parts.sched.step()
+    parts.optim.zero_grad(set_to_none=True)
+    tau = NAN
+    if parts.momentum is not None:
+        tau = tau_at(step, tr.steps, recipe.jepa)
+        parts.momentum.update(tau)
+    return [tot, s_tot, j_tot], tokens, tau
+
+
+def step_record(n: int, sums: list[float], lr: float, tau: float, objective: Objective, grad_accum: int,
+                device: torch.device, world: int) -> dict:
+    """The loss-curve entry of step ``n``: the mean losses over micro-batches and processes, lr and tau."""
+    tot, s_tot, j_tot = mean_over_processes(sums, device, world)
+    return {
+        "step": n,
+        "loss": tot / grad_accum,
+        "sft_loss": s_tot / grad_accum if objective.sft else NAN,
+        "jepa_loss": j_tot / grad_accum if objective.jepa else NAN,
+        "lr": lr,
+        "tau": tau,
+    }
+
+
+def progress_line(recipe: RecipeSpec, rec: dict, objective: Objective, has_momentum: bool, tok_per_s: float) -> str:
+    """The log line of a step record (losses, lr, tau, throughput, and the collapse monitor when it ran)."""
+    mon = f" | emb std {rec['emb_mean_std']:.3g} eff.rank {rec['emb_eff_rank']:.1f}" if "emb_eff_rank" in rec else ""
+    return (
+        f"{recipe.name} step {rec['step']}/{recipe.training.steps} loss {rec['loss']:.4f}"
+        + (f" (sft {rec['sft_loss']:.4f}, jepa {rec['jepa_loss']:.4f})" if objective.jepa_mode else "")
+        + f" lr {rec['lr']:.2e}" + (f" tau {rec['tau']:.4f}" if has_momentum else "")
+        + f" | {tok_per_s:,.0f} tok/s" + mon
+    )
+
+
+# ====================================================================================================== train
+def train(recipe: RecipeSpec, data: TrainData, out_dir: Path, *, init_dir: Path | None = None,
+          tokenizer_dir: Path | None = None, resume_dir: Path | None = None,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train ``recipe`` on ``data`` and write the checkpoint into ``out_dir`` (missing or empty).
+
+    Step checkpoints (every ``training.checkpoint_every`` steps) go to ``resume_dir`` (default
+    ``out_dir/checkpoints``); when ``training.resume`` is on and ``resume_dir`` holds a step checkpoint of the same
+    recipe, data and parent checkpoint (a killed run), training continues from it and ends with the same weights as
+    an uninterrupted run (CPU, same seeds: bit for bit; the sampler is a pure function of seed and step).
+    Under ``accelerate launch`` / torchrun each process trains on its own share of every global batch
+    (``batch_size`` per process) and gradients are averaged; only process 0 writes.
+    """
+    t_start = time.perf_counter()
+    validate(recipe, data)
+    if recipe.init_from is not None and init_dir is None:
+        raise ValueError(f"recipe {recipe.name!r} has init_from {recipe.init_from!r}: pass init_dir (its checkpoint)")
+    out_dir = Path(out_dir)
+    device, rank, world = init_distributed()
+    main = rank == 0
+    if main:
+        _prepare_out_dir(out_dir)
+    else:
+        log = lambda _m: None  # noqa: E731
+    resume_dir = Path(resume_dir) if resume_dir is not None else out_dir / "checkpoints"
+
+    tr = recipe.training
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    use_bf16 = tr.precision == "bf16" and device.type == "cuda"
+    if tr.precision == "bf16" and not use_bf16:
+        log("note: precision bf16 requested but no CUDA device; training in fp32 on CPU")
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+
+    objective = Objective.of(recipe)
+    parts = build_parts(recipe, data, device, objective, init_dir=init_dir, save_base_to=out_dir if main else None,
+                        use_bf16=use_bf16, log=log)
+    batches = Batches(recipe, data, objective, world, rank)
+    monitor_every = tr.monitor_every or tr.log_every
+    mon_ctx = monitor_contexts(data, tr.seq_len, tr.monitor_nodes) if main else []
+
+    fingerprint = run_fingerprint(recipe, data, init_dir)
+    start, curve, tokens = resume_state(recipe, parts, resume_dir, fingerprint, device, log)
+    log(_start_line(recipe, parts, device, world, init_dir))
+
+    t_loop = time.perf_counter()
+    tokens0 = tokens
+    for step in range(start, tr.steps):
+        lr_now = parts.optim.param_groups[0]["lr"]
+        sums, n_tokens, tau = optimizer_step(recipe, parts, batches, objective, step, device, world, autocast)
+        tokens += n_tokens
+        n = step + 1
+        if n == 1 or n % tr.log_every == 0 or n == tr.steps:
+            rec = step_record(n, sums, lr_now, tau, objective, tr.grad_accum, device, world)
+            if main and (n == 1 or n % monitor_every == 0 or n == tr.steps):
+                rec.update(collapse_stats(parts.model, mon_ctx, data.pad_id, device, autocast))
+            curve.append(rec)
+            tok_s = (tokens - tokens0) / max(time.perf_counter() - t_loop, 1e-9)
+            log(progress_line(recipe, rec, objective, parts.momentum is not None, tok_s))
+        if main and tr.checkpoint_every and n % tr.checkpoint_every == 0 and n < tr.steps:
+            step_checkpoint(recipe, parts, resume_dir, n, fingerprint, curve, tokens, device, log)
+    loop_s = time.perf_counter() - t_loop
+
+    res = TrainResult(
+        steps=tr.steps,
+        wall_s=time.perf_counter() - t_start,
+        tokens_per_s=(tokens - tokens0) / max(loop_s, 1e-9),
+        peak_mem_mb=_peak_mem_mb(device),
+        loss_curve=curve,
+        trainable_params=int(parts.n_trainable),
+        total_params=int(parts.n_total),
+    )
+    if not main:
+        return res
+    save_final(out_dir, parts.model, parts.predictor, parts.momentum, parts.info, recipe, res.to_dict(), tokenizer_dir)
+    log(f"{recipe.name}: done in {res.wall_s:.1f}s, {res.tokens_per_s:,.0f} tok/s, peak {res.peak_mem_mb:,.0f} MiB"
+        + (f" (resumed at step {start})" if start else ""))
+    return res
