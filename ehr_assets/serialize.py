@@ -1,13 +1,10 @@
-"""Compatibility shim: moved to :mod:`ehr_assets.text` (``smb_v1``, ``delimited``, and the command in
-``text/__main__.py``); removed once the Dagster layer imports the new modules.
+"""``python -m ehr_assets.serialize``: print one subject's serialized timeline (README), forwarding to
+:mod:`ehr_assets.text.__main__` (``python -m ehr_assets.text`` is the same command). The formats live in
+:mod:`ehr_assets.text.delimited` and :mod:`ehr_assets.text.smb_v1`."""
 
-``python -m ehr_assets.serialize`` stays (README): it runs the command of :mod:`ehr_assets.text.__main__`."""
+import sys
 
 from .text.__main__ import main
-from .text.delimited import delimited_char_ends
-from .text.smb_v1 import smb_v1_blocks, smb_v1_cohort, smb_v1_text
-
-__all__ = ["delimited_char_ends", "main", "smb_v1_blocks", "smb_v1_cohort", "smb_v1_text"]
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -9,7 +9,7 @@ import pytest
 
 from ehr_assets.defs import metadata as assets
 from ehr_assets.specs import CohortSpec, SpecError, load_spec
-from ehr_assets.training import require_safetensors
+from ehr_assets.model.backbone import require_safetensors
 from ehr_assets.warehouse import ident
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,10 +20,10 @@ def test_pickle_weights_are_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not really a pickle")
     with pytest.raises(FileNotFoundError, match=r"pytorch_model.bin.*pickle files are not loaded"):
         require_safetensors(tmp_path, "model")
-    from ehr_assets.training import _from_pretrained
+    from ehr_assets.model.backbone import from_pretrained
 
     with pytest.raises(FileNotFoundError, match="no \\*.safetensors model weights"):
-        _from_pretrained(tmp_path)
+        from_pretrained(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"")
     assert require_safetensors(tmp_path, "model") == tmp_path
 

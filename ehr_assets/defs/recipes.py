@@ -1,5 +1,5 @@
-"""Recipe assets, one set per ``models/<recipe>.yaml``: ``<recipe>_checkpoint`` (training, :mod:`ehr_assets.training`)
--> ``<recipe>_embeddings`` (:mod:`ehr_assets.embeddings`) -> ``<recipe>_probe_metrics`` (:mod:`.evaluation`).
+"""Recipe assets, one set per ``models/<recipe>.yaml``: ``<recipe>_checkpoint`` (training, :mod:`ehr_assets.train`)
+-> ``<recipe>_embeddings`` (:mod:`ehr_assets.embed`) -> ``<recipe>_probe_metrics`` (:mod:`.evaluation`).
 An ``objective: frozen`` recipe has no checkpoint: its embeddings come from the model folder as it is.
 
 A recipe on the default tokenization reads ``token_sequences`` / ``node_contexts`` / ``tokenizer``; any other reads its
@@ -31,12 +31,10 @@ from .resources import ArtifactStore, Trainer
 def load_train_data(warehouse: DuckDBResource, cohort: str, tokens_key: str | None, tokenizer_dir: Path):
     """The train split's timelines and decision-node (context, future) examples, as ``TrainData``: from the shared
     default tables (``tokens_key`` None) or from a ``<root>_tokens`` asset."""
-    from ..training import recipe_train_data_from_warehouse, train_data_from_warehouse
+    from ..train.data import read_train_data
 
     with warehouse.get_connection() as conn:
-        if tokens_key:
-            return recipe_train_data_from_warehouse(conn, cohort, tokens_key, tokenizer_dir)
-        return train_data_from_warehouse(conn, cohort, tokenizer_dir)
+        return read_train_data(conn, cohort, tokens_key, tokenizer_dir)
 
 
 def load_contexts(warehouse: DuckDBResource, cohort: str, seq_len: int) -> tuple[list[np.ndarray], pd.DataFrame]:
@@ -97,7 +95,7 @@ def train_checkpoint(context, project: Project, recipe: RecipeSpec, key: str, wa
     if trainer.launcher == "subprocess":
         trainer.run_subprocess(context, project.root, recipe.name, data, tok_dir, init_dir, dest, rdir)
     else:
-        from ..training import train
+        from ..train import train
 
         with atomic_dir(dest) as tmp:
             train(recipe, data, tmp, init_dir=init_dir, tokenizer_dir=tok_dir, resume_dir=rdir, log=context.log.info)
@@ -168,7 +166,7 @@ def embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         description=f"Frozen '{name}' embeddings at every decision node ({recipe.embedding.pool} pooling of the context).",
     )
     def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
-        from ..embeddings import embed
+        from ..embed import embed
 
         key = context.partition_key
         t0 = time.perf_counter()
@@ -205,7 +203,7 @@ def frozen_embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg
         metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
     )
     def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
-        from ..embeddings import embed_frozen
+        from ..embed import embed_frozen
 
         key = context.partition_key
         t0 = time.perf_counter()

@@ -10,7 +10,7 @@
   ``python -m ehr_assets.text``).
 
 Imports: ``pandas``, ``numpy``, ``pyarrow``, ``meds`` and :mod:`ehr_assets.constants`; ``transformers`` and
-``tokenizers`` only inside the functions that need them. The command also reads :mod:`ehr_assets.sources` (static
+``tokenizers`` only inside the functions that need them. The command also reads :mod:`ehr_assets.data.sources` (static
 rows placed at birth). Neither torch nor dagster, here or in anything it imports; the sequence and token assets of
 the Dagster layer call into this package, never the reverse.
 """

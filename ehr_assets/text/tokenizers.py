@@ -24,7 +24,7 @@ Added tokens (special, never split, matched before the model's own vocabulary):
 * ``smb_v1`` for a frozen recipe: nothing; the text is tokenized exactly as the released model reads it.
 
 A model whose embedding matrix is smaller than the tokenizer is resized when it is loaded (training: when the base
-model is built; frozen embedding: :func:`ehr_assets.embeddings.embed_frozen`).
+model is built; frozen embedding: :func:`ehr_assets.embed.embed_frozen`).
 """
 
 from __future__ import annotations

@@ -17,27 +17,10 @@ from pathlib import Path
 
 from .. import keys
 from ..specs import RecipeSpec, SpecError, default_project_dir, load_project, load_spec, resolve_backbone_paths
-from ..warehouse import atomic_dir, default_artifact_root, default_warehouse, read_training_tables
+from ..warehouse import atomic_dir, default_artifact_root, default_warehouse
 from ..warehouse import resume_dir as default_resume_dir
-from .data import (
-    TrainData,
-    recipe_tokenizer_special_ids,
-    recipe_train_data_from_tables,
-    tokenizer_special_ids,
-    train_data_from_tables,
-)
+from .data import TrainData, read_train_data
 from .loop import train
-
-
-def read_train_data(conn, cohort: str, tokens_asset: str | None, tokenizer_dir: Path) -> TrainData:
-    """The cohort's :class:`TrainData` in the warehouse: the default tokenization (``tokens_asset`` None, the cohort's
-    tokenizer folder) or a ``<recipe>_tokens`` asset (its HF tokenizer folder). The tokenizer is read first, so a
-    missing tokenizer is reported before a missing table."""
-    if tokens_asset:
-        special = recipe_tokenizer_special_ids(tokenizer_dir)
-        return recipe_train_data_from_tables(*read_training_tables(conn, cohort, tokens_asset), special)
-    special = tokenizer_special_ids(tokenizer_dir)
-    return train_data_from_tables(*read_training_tables(conn, cohort, None), special)
 
 
 def pipes():

@@ -80,7 +80,7 @@ class TrainData:
 def tokenizer_special_ids(tokenizer_dir: Path) -> dict:
     """``vocab_size`` and pad / mask / bos / eos ids of a cohort's word-level tokenizer folder (the default
     tokenization), as :class:`TrainData` fields."""
-    from ..sequences import load_tokenizer
+    from ..text.tokenizers import load_tokenizer
 
     fast, _ = load_tokenizer(tokenizer_dir)
     return {"vocab_size": len(fast), "pad_id": fast.pad_token_id, "mask_id": fast.mask_token_id,
@@ -89,7 +89,7 @@ def tokenizer_special_ids(tokenizer_dir: Path) -> dict:
 
 def recipe_tokenizer_special_ids(tokens_dir: Path) -> dict:
     """``vocab_size`` and pad / mask / bos / eos ids of a ``<recipe>_tokens`` asset's local HF tokenizer folder."""
-    from ..tokenization import load_tokenizer_folder, special_ids
+    from ..text.tokenizers import load_tokenizer_folder, special_ids
 
     tok = load_tokenizer_folder(tokens_dir)
     return {**special_ids(tok), "vocab_size": len(tok)}
@@ -134,6 +134,20 @@ def recipe_train_data_from_tables(sequences, contexts, special: dict) -> TrainDa
         if len(c) and len(future):  # a node with no future token teaches JEPA nothing
             examples.append((np.concatenate([c, future]), len(c)))
     return TrainData(sft_sequences=list(ids.values()), jepa_examples=examples, **special)
+
+
+def read_train_data(conn, cohort: str, tokens_asset: str | None, tokenizer_dir: Path) -> TrainData:
+    """The cohort's :class:`TrainData` in the warehouse: the default tokenization (``tokens_asset`` None, the cohort's
+    tokenizer folder) or a ``<recipe>_tokens`` asset (its HF tokenizer folder). The tokenizer is read first, so a
+    missing tokenizer is reported before a missing table."""
+    from ..warehouse import read_training_tables
+
+    if tokens_asset:
+        special = recipe_tokenizer_special_ids(tokenizer_dir)
+        return recipe_train_data_from_tables(*read_training_tables(conn, cohort, tokens_asset), special)
+    special = tokenizer_special_ids(tokenizer_dir)
+    return train_data_from_tables(*read_training_tables(conn, cohort, None), special)
+
 
 
 # ---------------------------------------------------------------------------------------------------- sampling

@@ -1,4 +1,4 @@
-"""ehr_assets.sources: MEDS datasets written by another tool and cBioPortal study folders, read into MEDS events;
+"""ehr_assets.data.sources: MEDS datasets written by another tool and cBioPortal study folders, read into MEDS events;
 bad input refused with the file and the column or line named."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ehr_assets.sources import SourceError, read_cbioportal, read_meds, subject_id_of
+from ehr_assets.data.sources import SourceError, read_cbioportal, read_meds, subject_id_of
 from ehr_assets.specs import CbioportalSource, CohortSpec, MedsSource, SpecError, load_spec
 
-from .real_data import CT_CODE, inspect_like_events, write_cbioportal_study, write_meds_dataset
+from ..real_data import CT_CODE, inspect_like_events, write_cbioportal_study, write_meds_dataset
 
 
 def meds_src(path, **kw) -> MedsSource:
@@ -251,7 +251,7 @@ def test_example_declarations_validate():
     """The README's bring-your-own-data examples are valid declarations."""
     from ehr_assets.specs import RecipeSpec
 
-    from .conftest import REPO
+    from ..conftest import REPO
 
     inspect = load_spec(REPO / "examples" / "cohorts" / "inspect.yaml", CohortSpec)
     msk = load_spec(REPO / "examples" / "cohorts" / "msk.yaml", CohortSpec)

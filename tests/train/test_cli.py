@@ -13,11 +13,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from ehr_assets.training import TrainData
+from ehr_assets.train import TrainData
 
 from .test_training import BOS, EOS, MASK, PAD, TINY, V, make_data
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_bundle_roundtrip(tmp_path):
@@ -109,7 +109,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
 def test_step_checkpoint_of_another_recipe_is_not_resumed(tmp_path):
     from ehr_assets.specs import load_spec, RecipeSpec
-    from ehr_assets.training import train
+    from ehr_assets.train import train
 
     data = make_data(n=8, seed=1)
     r = load_spec(_recipe_file(tmp_path, steps=6, every=3), RecipeSpec)

@@ -21,11 +21,11 @@ import torch
 import yaml
 
 from ehr_assets.definitions import PIPELINE_JOB, build_definitions
-from ehr_assets.serialize import smb_v1_text
-from ehr_assets.tokenization import encode, load_tokenizer_folder
+from ehr_assets.text.smb_v1 import smb_v1_text
+from ehr_assets.text.tokenizers import encode, load_tokenizer_folder
 from ehr_assets.warehouse import replace_partition
 
-from .real_data import CT_CODE, save_tiny_llama, write_cbioportal_study, write_meds_dataset
+from ..real_data import CT_CODE, save_tiny_llama, write_cbioportal_study, write_meds_dataset
 
 
 def make_project(root):

@@ -1,4 +1,4 @@
-"""ehr_assets.training on a tiny Llama (hidden 32, 1 layer, vocab 48).
+"""ehr_assets.model and ehr_assets.train on a tiny Llama (hidden 32, 1 layer, vocab 48).
 
 EMA, masking, gradients, overfitting, curriculum, determinism, errors."""
 
@@ -13,9 +13,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from ehr_assets import training as T
+from ehr_assets.model import losses as L
+from ehr_assets.model.backbone import build_model
+from ehr_assets.model.batches import make_jepa_batch, n_masked
+from ehr_assets.model.jepa import MomentumEncoder, Predictor
+from ehr_assets.model.schedules import tau_at
 from ehr_assets.specs import RecipeSpec
-from ehr_assets.training import MomentumEncoder, Predictor, TrainData, build_model, make_jepa_batch, n_masked, train
+from ehr_assets.train import TrainData, loop, train
 
 V, PAD, BOS, EOS, MASK = 48, 0, 1, 2, 3
 TINY = {
@@ -84,7 +88,7 @@ def test_ema_update_touches_only_trainable_tensors(data):
     # a real optimizer step on the JEPA loss, then the EMA update
     params = [p for p in model.parameters() if p.requires_grad] + list(pred.parameters())
     opt = torch.optim.AdamW(params, lr=1e-2)
-    T.jepa_loss(model, pred, mom, b).backward()
+    L.jepa_loss(model, pred, mom, b).backward()
     opt.step()
     before = {n: t.clone() for n, t in mom.ema.items()}
     online = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -117,10 +121,10 @@ def test_ema_update_touches_only_trainable_tensors(data):
 
 def test_tau_schedule():
     r = recipe("j", "hybrid", jepa={"ema_tau": 0.99, "ema_tau_end": 1.0})
-    taus = [T.tau_at(s, 11, r.jepa) for s in range(11)]
+    taus = [tau_at(s, 11, r.jepa) for s in range(11)]
     assert taus[0] == pytest.approx(0.99) and taus[-1] == pytest.approx(1.0) and taus[5] == pytest.approx(0.995)
     assert all(a <= b for a, b in zip(taus, taus[1:]))
-    assert T.tau_at(3, 11, recipe("j", "hybrid").jepa) == 0.996
+    assert tau_at(3, 11, recipe("j", "hybrid").jepa) == 0.996
 
 
 # ----------------------------------------------------------------------------------------------------- 2. masks
@@ -158,7 +162,7 @@ def test_masks_only_in_future(ratio, max_future):
 def test_jepa_target_has_no_grad_and_online_learns(data):
     r, model, pred, mom, batch = _setup_jepa(data)
     b = batch.tensors("cpu")
-    loss, p, tgt = T.jepa_loss(model, pred, mom, b, return_parts=True)
+    loss, p, tgt = L.jepa_loss(model, pred, mom, b, return_parts=True)
     raw = mom.hidden(b["input_ids"], b["attention_mask"])
     assert not raw.requires_grad and raw.grad_fn is None
     assert not tgt.requires_grad and tgt.grad_fn is None
@@ -216,7 +220,7 @@ def test_curriculum_starts_from_sft_weights(tmp_path, data, monkeypatch):
     assert any(".lora_B." in k and v.abs().sum() > 0 for k, v in saved.items())  # SFT really moved the adapter
 
     seen = {}
-    real_build = T.build_model
+    real_build = loop.build_model
 
     def spy(*a, **kw):  # what train() starts from, before its first step
         model, info = real_build(*a, **kw)
@@ -224,7 +228,7 @@ def test_curriculum_starts_from_sft_weights(tmp_path, data, monkeypatch):
         seen["trainable"] = {n for n, p in model.named_parameters() if p.requires_grad}
         return model, info
 
-    monkeypatch.setattr(T, "build_model", spy)
+    monkeypatch.setattr(loop, "build_model", spy)
     train(jep, data, tmp_path / "jepa", init_dir=tmp_path / "sft", log=quiet)
     state = seen["state"]
 
@@ -353,12 +357,12 @@ def test_optimized_step_matches_the_plain_three_pass_step(data, modules_to_save,
         return [None if p.grad is None else p.grad.clone() for p in params]
 
     ref = torch.zeros(())
-    ref_s = T.sft_loss(model, b["input_ids"], b["attention_mask"]) if sft_w else None
-    ref_j = T.jepa_loss(model, pred, mom, b) if jepa_w else None
+    ref_s = L.sft_loss(model, b["input_ids"], b["attention_mask"]) if sft_w else None
+    ref_j = L.jepa_loss(model, pred, mom, b) if jepa_w else None
     ref = (sft_w * ref_s if ref_s is not None else 0) + (jepa_w * ref_j if ref_j is not None else 0)
     g_ref = grads_of(ref)
 
-    fs, fj = T.step_losses(model, pred, mom, b, sft=bool(sft_w), jepa=bool(jepa_w), chunk=7,  # several chunks
+    fs, fj = L.step_losses(model, pred, mom, b, sft=bool(sft_w), jepa=bool(jepa_w), chunk=7,  # several chunks
                            stack=stack, fused=fused)
     fast = (sft_w * fs if fs is not None else 0) + (jepa_w * fj if fj is not None else 0)
     g_fast = grads_of(fast)
@@ -383,7 +387,7 @@ def test_linear_cross_entropy_matches_full_logits():
     y = torch.randint(0, 50, (37,))
     ref = F.cross_entropy(h @ w.t(), y)
     gh, gw = torch.autograd.grad(ref, (h, w))
-    fast = T._LinearCrossEntropy.apply(h, w, y, 8)
+    fast = L.LinearCrossEntropy.apply(h, w, y, 8)
     fh, fw = torch.autograd.grad(fast, (h, w))
     torch.testing.assert_close(fast, ref)
     torch.testing.assert_close(fh, gh)

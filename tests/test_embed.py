@@ -1,4 +1,4 @@
-"""ehr_assets.embeddings: reload, pooling against a plain forward, batch/padding invariance."""
+"""ehr_assets.embed: reload, pooling against a plain forward, batch/padding invariance."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ehr_assets.embeddings import embed, load_encoder
+from ehr_assets.embed import embed, load_encoder
 from ehr_assets.specs import RecipeSpec
-from ehr_assets.training import TrainData, train
+from ehr_assets.train import TrainData, train
 
 V, PAD, BOS, EOS, MASK = 40, 0, 1, 2, 3
 H = 32

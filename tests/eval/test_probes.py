@@ -9,17 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ehr_assets import probes as P
-from ehr_assets.probes import (
-    Metric,
-    ProbeResult,
-    Split,
-    binary_probe,
-    bootstrap_ci,
-    count_features,
-    select_count_vocab,
-    survival_probe,
-)
+from ehr_assets.eval import metrics as M
+from ehr_assets.eval.baseline import count_features, select_count_vocab
+from ehr_assets.eval.metrics import bootstrap_ci
+from ehr_assets.eval.probes import Metric, ProbeResult, Split, binary_probe
+from ehr_assets.eval.survival import survival_at, survival_probe
 
 C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100)
 
@@ -169,10 +163,10 @@ def test_bootstrap_skips_undefined_resamples_and_is_seeded():
     p = np.array([0.7, 0.9, 0.1, 0.3, 0.8, 0.2, 0.4, 0.6, 0.5, 0.0])
     g = np.arange(10)
     # one positive subject in 10: about 35 % of resamples miss it -> skipped, CI still defined
-    lo, hi = bootstrap_ci(P._auroc, y, p, groups=g, seed=0, n_bootstrap=200)
+    lo, hi = bootstrap_ci(M.auroc, y, p, groups=g, seed=0, n_bootstrap=200)
     assert np.isfinite(lo) and lo <= hi <= 1.0
-    assert bootstrap_ci(P._auroc, y, p, groups=g, seed=0, n_bootstrap=200) == (lo, hi)
-    assert bootstrap_ci(P._auroc, y, p, groups=g, seed=1, n_bootstrap=200) != (lo, hi)
+    assert bootstrap_ci(M.auroc, y, p, groups=g, seed=0, n_bootstrap=200) == (lo, hi)
+    assert bootstrap_ci(M.auroc, y, p, groups=g, seed=1, n_bootstrap=200) != (lo, hi)
 
     def mostly_undefined(v):
         if v.sum() < 9:  # defined only when subject #0 is drawn 9+ times...
@@ -205,7 +199,7 @@ def test_survival_probe_recovers_signal(survival_signal):
     assert res.params["alpha"] in (0.01, 0.1, 1, 10, 100) and res.params["n_components"] == 8
     assert len(res.params["times"]) == 3 and max(res.params["times"]) < res.params["tau"]
     # higher risk score = shorter survival: the C-index of the scores is the reported value
-    assert P._harrell(te.event, te.time, res.test_scores) == pytest.approx(m["c_index"].value)
+    assert M.harrell(te.event, te.time, res.test_scores) == pytest.approx(m["c_index"].value)
 
 
 def test_survival_probe_noise_near_chance():
@@ -279,13 +273,13 @@ def test_fast_replicas_equal_sksurv_metrics():
         e = rng.random(n) < rng.uniform(0.1, 0.9)
         r = np.round(rng.normal(size=n), 1)
         try:
-            ref = P._harrell(e, t, r)
+            ref = M.harrell(e, t, r)
         except ValueError:  # no comparable pairs
             ref = np.nan
-        assert P._harrell_fast(e, t, r) == pytest.approx(ref, abs=1e-12, nan_ok=True)
+        assert M.harrell_fast(e, t, r) == pytest.approx(ref, abs=1e-12, nan_ok=True)
 
     t_tr = rng.exponential(10, 300) + 0.01
-    y_tr = P._structured(rng.random(300) < 0.6, t_tr)
+    y_tr = M.to_structured(rng.random(300) < 0.6, t_tr)
     cens = CensoringDistributionEstimator().fit(y_tr)
     for _ in range(20):
         n = int(rng.integers(30, 150))
@@ -293,12 +287,12 @@ def test_fast_replicas_equal_sksurv_metrics():
         e = (rng.random(n) < 0.6) & (t < t_tr.max())
         r = np.round(rng.normal(size=n), 1)
         times = np.unique(np.percentile(t[e], [25, 50, 75]))
-        ipcw = cens.predict_ipcw(P._structured(e, t))
-        assert P._td_auc_fast(e, t, r, ipcw, times) == pytest.approx(P._td_auc(y_tr, e, t, r, times), abs=1e-12)
+        ipcw = cens.predict_ipcw(M.to_structured(e, t))
+        assert M.td_auc_fast(e, t, r, ipcw, times) == pytest.approx(M.td_auc(y_tr, e, t, r, times), abs=1e-12)
         S = rng.uniform(size=(n, times.size))
         g, gt = cens.predict_proba(t), cens.predict_proba(times)
         g[g == 0] = np.inf
-        assert P._ibs_fast(e, t, S, g, gt, times) == pytest.approx(P._ibs(y_tr, e, t, S, times), abs=1e-12)
+        assert M.ibs_fast(e, t, S, g, gt, times) == pytest.approx(M.ibs(y_tr, e, t, S, times), abs=1e-12)
 
 
 def test_fast_binary_replicas_equal_sklearn_metrics():
@@ -308,20 +302,20 @@ def test_fast_binary_replicas_equal_sklearn_metrics():
         n = int(rng.integers(2, 80))
         y = (rng.random(n) < rng.uniform(0.05, 0.95)).astype(int)
         p = np.round(rng.random(n), int(rng.integers(0, 3)))
-        assert P._auroc_fast(y, p) == pytest.approx(P._auroc(y, p), abs=1e-12, nan_ok=True)
-        assert P._auprc_fast(y, p) == pytest.approx(P._auprc(y, p), abs=1e-12, nan_ok=True)
-        assert P._brier_fast(y, p) == pytest.approx(P._brier(y, p), abs=1e-12)
+        assert M.auroc_fast(y, p) == pytest.approx(M.auroc(y, p), abs=1e-12, nan_ok=True)
+        assert M.auprc_fast(y, p) == pytest.approx(M.auprc(y, p), abs=1e-12, nan_ok=True)
+        assert M.brier_fast(y, p) == pytest.approx(M.brier(y, p), abs=1e-12)
 
 
 def test_survival_function_shortcut_matches_sksurv(survival_signal):
     from sksurv.linear_model import CoxPHSurvivalAnalysis
 
     tr, _, te, _ = survival_signal
-    model = CoxPHSurvivalAnalysis(alpha=1.0).fit(tr.X, P._structured(tr.event, tr.time))
+    model = CoxPHSurvivalAnalysis(alpha=1.0).fit(tr.X, M.to_structured(tr.event, tr.time))
     times = np.array([0.5, 5.0, 40.0, 120.0])
     fns = model.predict_survival_function(te.X[:25])
     expected = np.array([[f(t) for t in times] for f in fns])
-    np.testing.assert_allclose(P._survival_at(model, te.X[:25], times), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(survival_at(model, te.X[:25], times), expected, rtol=1e-10, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------- count features
@@ -470,5 +464,5 @@ def test_select_count_vocab_train_only_deterministic(hand_events):
 
 
 def test_module_imports_neither_torch_nor_dagster():
-    code = "import sys, ehr_assets.probes; bad = {'torch', 'dagster'} & set(sys.modules); assert not bad, bad"
+    code = "import sys, ehr_assets.eval.probes, ehr_assets.eval.survival, ehr_assets.eval.baseline; bad = {'torch', 'dagster'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)

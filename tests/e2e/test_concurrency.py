@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from .conftest import REPO, make_tiny_project
+from ..conftest import REPO, make_tiny_project
 
 PARTITIONS = ("msk", "inspect", "combined")
 SELECT = "*sft_embeddings,*count_baseline_probe_metrics"

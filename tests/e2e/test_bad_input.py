@@ -20,7 +20,7 @@ import yaml
 from ehr_assets.definitions import build_definitions
 from ehr_assets.specs import SpecError
 
-from .real_data import CT_CODE, write_meds_dataset
+from ..real_data import CT_CODE, write_meds_dataset
 
 COHORT = "ins"
 SELECTION = ["cohort_events", "cohort_table", "subjects", "decision_nodes", "task_labels",

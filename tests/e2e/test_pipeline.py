@@ -16,7 +16,7 @@ from ehr_assets.definitions import PIPELINE_JOB, REPORT_JOB, build_definitions
 from ehr_assets.specs import load_project
 from ehr_assets.warehouse import replace_partition
 
-from .conftest import REPO
+from ..conftest import REPO
 
 PARTITION = "inspect"
 RECIPES = {"sft", "jepa", "count_baseline", "oracle", "oracle_no_rate"}
@@ -35,7 +35,7 @@ def binary_pairs(root, cohort: str) -> set[tuple[str, int]]:
 
 def make_pipeline_project(root):
     """The shipped project, shrunk (tiny models, sft + jepa, 60 msk / 160 inspect subjects) to the TEST_PROBES."""
-    from .conftest import make_tiny_project
+    from ..conftest import make_tiny_project
 
     root = make_tiny_project(root, {"msk": 60, "inspect": 160})
     for p in (root / "probes").glob("*.yaml"):
@@ -246,18 +246,18 @@ def test_interrupted_checkpoint_asset_resumes_on_the_next_materialization(built,
     import torch
     from safetensors.torch import load_file
 
-    from ehr_assets import training as T
+    from ehr_assets.train import loop
 
     defs, _, db, tmp, instance = built
     ck = tmp / "artifacts" / "sft_checkpoint" / PARTITION
     reference = load_file(str(ck / "adapter" / "adapter_model.safetensors"))
-    real_prune = T._prune_steps
+    real_prune = loop.prune_steps
 
     def die_after_first_step_checkpoint(folder, keep):
         real_prune(folder, keep)
         raise KeyboardInterrupt("simulated kill after the first step checkpoint")
 
-    monkeypatch.setattr(T, "_prune_steps", die_after_first_step_checkpoint)
+    monkeypatch.setattr(loop, "prune_steps", die_after_first_step_checkpoint)
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey("sft_checkpoint")})
     with pytest.raises(KeyboardInterrupt):
         job.execute_in_process(partition_key=PARTITION, instance=instance)
@@ -266,7 +266,7 @@ def test_interrupted_checkpoint_asset_resumes_on_the_next_materialization(built,
     assert torch.equal(load_file(str(ck / "adapter" / "adapter_model.safetensors"))[next(iter(reference))],
                        reference[next(iter(reference))])  # the published checkpoint is still the last good one
 
-    monkeypatch.setattr(T, "_prune_steps", real_prune)
+    monkeypatch.setattr(loop, "prune_steps", real_prune)
     res = job.execute_in_process(partition_key=PARTITION, instance=instance, raise_on_error=False)
     assert res.success
     logs = [e.user_message for e in instance.all_logs(res.run_id)]

@@ -1,4 +1,4 @@
-"""ehr_assets.serialize: the SMB-v1 text layout (REFERENCE.md) on hand-built edge cases, the block offsets used by the
+"""ehr_assets.text.smb_v1: the SMB-v1 text layout (REFERENCE.md) on hand-built edge cases, the block offsets used by the
 pipeline, and the ``python -m ehr_assets.serialize`` command."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ehr_assets.serialize import main, smb_v1_blocks, smb_v1_text
+from ehr_assets.text.__main__ import main
+from ehr_assets.text.smb_v1 import smb_v1_blocks, smb_v1_text
 
-from .conftest import ev
+from ..conftest import ev
 
 
 @pytest.fixture

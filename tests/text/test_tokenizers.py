@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
-from ehr_assets import tokenization as tk
-from ehr_assets.embeddings import embed_frozen
-from ehr_assets.sequences import FIXED_VOCAB
+from ehr_assets.embed import embed_frozen
+from ehr_assets.text import tokenizers as tk
+from ehr_assets.text.delimited import FIXED_VOCAB
 from ehr_assets.specs import RecipeSpec, SpecError, load_project
 
-from .real_data import save_tiny_llama
+from ..real_data import save_tiny_llama
 
 
 @pytest.fixture(scope="module")

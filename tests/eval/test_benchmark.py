@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from ehr_assets import benchmark as bench
-from ehr_assets import cohort as cohort_stage
-from ehr_assets import decision_nodes as nodes_stage
-from ehr_assets import labels as labels_stage
-from ehr_assets import oracle
-from ehr_assets.evaluation import evaluate
-from ehr_assets.probes import count_features, select_count_vocab
+from ehr_assets.data import cohort as cohort_stage
+from ehr_assets.data import decision_nodes as nodes_stage
+from ehr_assets.data import labels as labels_stage
+from ehr_assets.eval import benchmark as bench
+from ehr_assets.eval import oracle
+from ehr_assets.eval.baseline import count_features, select_count_vocab
+from ehr_assets.eval.probe_metrics import evaluate
 from ehr_assets.specs import CohortSpec, Project, load_project
 
-from .conftest import REPO
+from ..conftest import REPO
 
 LONG = 730  # days: the long horizons
 
@@ -252,7 +252,7 @@ def test_export_files_schemas_encoding_and_errors(tmp_path):
     import meds
     import pyarrow.parquet as pq
 
-    from ehr_assets import exports
+    from ehr_assets.eval import exports
 
     t = pd.to_datetime(["2020-01-01 10:00", "2020-05-01 00:00", "2021-01-01 00:00"]).astype("datetime64[us]")
     labels = pd.DataFrame({

@@ -1,7 +1,7 @@
 import duckdb
 import pandas as pd
 
-from ehr_assets import report
+from ehr_assets.eval import report
 from ehr_assets.warehouse import replace_partition
 
 

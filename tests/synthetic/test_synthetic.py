@@ -446,10 +446,10 @@ def test_cli_writes_a_meds_dataset(tmp_path, capsys):
 def test_cli_takes_a_cohort_name_and_streams_chunks(tmp_path, capsys):
     """`python -m ehr_assets.synthetic msk ...`: the cohort's profile, seed and splits; one shard per chunk; the
     shards hold exactly the subjects of one unchunked `generate` call; the latent table sits outside data/."""
-    from ehr_assets.cohort import assign_splits
+    from ehr_assets.data.cohort import assign_splits
     from ehr_assets.specs import load_project
 
-    from .conftest import REPO
+    from ..conftest import REPO
 
     out = tmp_path / "msk"
     assert synthetic.main(["msk", "--subjects", "30", "--chunk-subjects", "12", "--out", str(out)]) == 0
