@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` and `make test`. Both create .venv on first use.
+# The two commands of the README: `make demo` and `make test` (`make lint`: ruff). All create .venv on first use.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -8,7 +8,7 @@ TORCH   ?= torch==2.13.0
 TORCH_INDEX ?=
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: demo test ui clean-home
+.PHONY: demo test lint format ui clean-home
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,14 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 ui: $(BIN)/.installed
 	$(BIN)/dagster dev -m ehr_assets.definitions -h 127.0.0.1 -p 3000

@@ -36,8 +36,14 @@ from ehr_assets.model.losses import jepa_loss, sft_loss, step_losses  # noqa: E4
 from ehr_assets.specs import RecipeSpec, load_project  # noqa: E402
 from ehr_assets.train.data import TrainData  # noqa: E402
 
-LLAMA_8B = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-            "intermediate_size": 14336, "max_position_embeddings": 8192}
+LLAMA_8B = {
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "intermediate_size": 14336,
+    "max_position_embeddings": 8192,
+}
 LLAMA_8B_VOCAB = 128256
 
 
@@ -49,12 +55,18 @@ def make_recipe(args) -> tuple[RecipeSpec, int]:
         r = RecipeSpec.model_validate(base)
         return r, vocab
     spec = {
-        "name": "bench", "objective": "jepa",
+        "name": "bench",
+        "objective": "jepa",
         "backbone": {"architecture": "llama", "config": LLAMA_8B},
         "lora": {"rank": 16, "alpha": 32, "modules_to_save": []},
         "jepa": {"mask_ratio": 0.5},
-        "training": {"steps": 1, "batch_size": args.batch or 4, "seq_len": args.seq or 2048,
-                     "gradient_checkpointing": not args.no_grad_ckpt, "precision": "bf16"},
+        "training": {
+            "steps": 1,
+            "batch_size": args.batch or 4,
+            "seq_len": args.seq or 2048,
+            "gradient_checkpointing": not args.no_grad_ckpt,
+            "precision": "bf16",
+        },
     }
     return RecipeSpec.model_validate(spec), args.vocab or LLAMA_8B_VOCAB
 
@@ -121,19 +133,23 @@ def timed(fn, n: int, device: torch.device) -> float:
 
 def embed_fn(model, jb, autocast):
     """The ``embed`` measurement: a no-grad forward of the decoder stack, last-token pooling."""
+
     def embed():
         with torch.no_grad(), autocast():
             model.eval()
-            h = decoder_of(model)[0](input_ids=jb["input_ids"], attention_mask=jb["attention_mask"],
-                                     use_cache=False).last_hidden_state
+            h = decoder_of(model)[0](
+                input_ids=jb["input_ids"], attention_mask=jb["attention_mask"], use_cache=False
+            ).last_hidden_state
             h[:, -1].float().sum().item()
             model.train()
+
     return embed
 
 
 def step_fn(model, predictor, momentum, opt, jb, autocast, fast: bool, jepa: bool, **kw):
     """One optimizer step: the optimized :func:`step_losses` (``fast``, ``kw`` its options) or the plain
     ``sft_loss`` + ``jepa_loss``; with the JEPA loss when ``jepa``."""
+
     def run():
         with autocast():
             if fast:
@@ -146,6 +162,7 @@ def step_fn(model, predictor, momentum, opt, jb, autocast, fast: bool, jepa: boo
         opt.step()
         opt.zero_grad(set_to_none=True)
         momentum.update(0.996)
+
     return run
 
 
@@ -183,24 +200,49 @@ def measure(args, parts, jb, autocast, device, tokens: int, F_: float) -> tuple[
     return rows, peak
 
 
-def report(args, recipe: RecipeSpec, vocab: int, device: torch.device, use_bf16: bool, build_s: float,
-           rows: list[tuple], peak: float) -> Path:
+def report(
+    args,
+    recipe: RecipeSpec,
+    vocab: int,
+    device: torch.device,
+    use_bf16: bool,
+    build_s: float,
+    rows: list[tuple],
+    peak: float,
+) -> Path:
     """Print the table and write the JSON result; returns its path."""
     tr = recipe.training
     B, L = tr.batch_size, tr.seq_len
     dev_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    print(f"device {dev_name}; shape {args.shape}; batch {B} x seq {L}; vocab {vocab}; grad ckpt "
-          f"{tr.gradient_checkpointing}; {'bf16' if use_bf16 else 'fp32'}; build {build_s:.1f}s")
+    print(
+        f"device {dev_name}; shape {args.shape}; batch {B} x seq {L}; vocab {vocab}; grad ckpt "
+        f"{tr.gradient_checkpointing}; {'bf16' if use_bf16 else 'fp32'}; build {build_s:.1f}s"
+    )
     print(f"{'measure':<10} {'tok/s':>10} {'MFU':>6} {'peak GB':>8}")
     for name, tps, mfu, mem in rows:
         print(f"{name:<10} {tps:>10,.0f} {mfu:>6.3f} {mem:>8.1f}")
     by = {n: (t, m) for n, t, m, _ in rows}
     result = {
-        "device": dev_name, "embed_mfu": by["embed"][1], "sft_mfu": by["sft"][1], "smb_mfu": by["smb"][1],
-        "embed_tok_s": by["embed"][0], "sft_tok_s": by["sft"][0], "smb_tok_s": by["smb"][0], "peak_gb": peak,
-        "settings": {"shape": args.shape, "batch": B, "seq": L, "vocab": vocab, "lora_rank": recipe.lora.rank,
-                     "grad_ckpt": tr.gradient_checkpointing, "bf16": use_bf16, "steps": args.steps,
-                     "peak_tflops": args.peak_tflops, "torch": torch.__version__},
+        "device": dev_name,
+        "embed_mfu": by["embed"][1],
+        "sft_mfu": by["sft"][1],
+        "smb_mfu": by["smb"][1],
+        "embed_tok_s": by["embed"][0],
+        "sft_tok_s": by["sft"][0],
+        "smb_tok_s": by["smb"][0],
+        "peak_gb": peak,
+        "settings": {
+            "shape": args.shape,
+            "batch": B,
+            "seq": L,
+            "vocab": vocab,
+            "lora_rank": recipe.lora.rank,
+            "grad_ckpt": tr.gradient_checkpointing,
+            "bf16": use_bf16,
+            "steps": args.steps,
+            "peak_tflops": args.peak_tflops,
+            "torch": torch.__version__,
+        },
         "variants": {n: {"tok_s": t, "mfu": m} for n, (t, m) in by.items() if n not in ("embed", "sft", "smb")},
     }
     tag = dev_name.replace(" ", "_") if args.shape == "llama8b" else f"{dev_name}_{args.shape}".replace(" ", "_")

@@ -68,8 +68,15 @@ def _checked_contexts(contexts: list[np.ndarray], pool: str, batch_size: int) ->
 
 
 @torch.no_grad()
-def embed(ckpt_dir: Path, contexts: list[np.ndarray], *, pool: str = "last", batch_size: int = 32, pad_id: int = 0,
-          log: Callable[[str], None] | None = None) -> np.ndarray:
+def embed(
+    ckpt_dir: Path,
+    contexts: list[np.ndarray],
+    *,
+    pool: str = "last",
+    batch_size: int = 32,
+    pad_id: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> np.ndarray:
     """float32 ``[N, H]`` embeddings of ``contexts`` (token id arrays, already cropped), rows in input order.
 
     Batches are formed by length (longest first) and right-padded with an attention mask, so a row's embedding does
@@ -99,17 +106,34 @@ def load_frozen(model_dir: Path, vocab_size: int | None = None, *, seed: int = 0
 
 
 @torch.no_grad()
-def embed_frozen(model_dir: Path, contexts: list[np.ndarray], *, vocab_size: int | None = None, pool: str = "last",
-                 batch_size: int = 32, pad_id: int = 0, bf16: bool = False, seed: int = 0,
-                 log: Callable[[str], None] | None = None) -> np.ndarray:
+def embed_frozen(
+    model_dir: Path,
+    contexts: list[np.ndarray],
+    *,
+    vocab_size: int | None = None,
+    pool: str = "last",
+    batch_size: int = 32,
+    pad_id: int = 0,
+    bf16: bool = False,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> np.ndarray:
     """Like :func:`embed`, with a model folder used as it is (a base model or a released SMB-v1 checkpoint)."""
     ctxs = _checked_contexts(contexts, pool, batch_size)
     model = load_frozen(model_dir, vocab_size, seed=seed)
     return _embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
 
 
-def _embed_with(model, ctxs: list[np.ndarray], *, pool: str, batch_size: int, pad_id: int, bf16: bool,
-                log: Callable[[str], None] | None) -> np.ndarray:
+def _embed_with(
+    model,
+    ctxs: list[np.ndarray],
+    *,
+    pool: str,
+    batch_size: int,
+    pad_id: int,
+    bf16: bool,
+    log: Callable[[str], None] | None,
+) -> np.ndarray:
     dec, _ = decoder_of(model)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     H = base.config.hidden_size

@@ -40,9 +40,7 @@ def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(row and row[0])
 
 
-def replace_partition(
-    conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, where: dict[str, object]
-) -> int:
+def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, where: dict[str, object]) -> int:
     """Replace the rows of ``table`` matching ``where`` (e.g. ``{"cohort": "msk"}``) by ``df``, in one transaction.
 
     The table is created from ``df``'s schema on first write; ``df`` must carry the ``where`` columns with those
@@ -89,8 +87,9 @@ def replace_partitions(
     return [len(df) for _, df, _ in writes]
 
 
-def _add_missing_columns(conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame,
-                         incoming: str = "__incoming") -> None:
+def _add_missing_columns(
+    conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, incoming: str = "__incoming"
+) -> None:
     existing = {r[0] for r in conn.execute(f"DESCRIBE {ident(table)}").fetchall()}
     missing = [c for c in df.columns if c not in existing]
     if missing:
@@ -115,8 +114,9 @@ def read_partition(
     return conn.execute(f"SELECT {cols} FROM {ident(table)} WHERE {cond}{order}", list(where.values())).df()
 
 
-def read_recipe_tokens(conn: duckdb.DuckDBPyConnection, table: str, cohort: str, tokens_asset: str,
-                       **kw) -> pd.DataFrame:
+def read_recipe_tokens(
+    conn: duckdb.DuckDBPyConnection, table: str, cohort: str, tokens_asset: str, **kw
+) -> pd.DataFrame:
     """Rows of a ``recipe_*`` table (keyed by cohort and tokens asset); none is an error naming the asset to run."""
     try:
         df = read_partition(conn, table, {"cohort": cohort, "tokens_asset": tokens_asset}, **kw)
@@ -127,8 +127,9 @@ def read_recipe_tokens(conn: duckdb.DuckDBPyConnection, table: str, cohort: str,
     return df
 
 
-def read_training_tables(conn: duckdb.DuckDBPyConnection, cohort: str,
-                         tokens_asset: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_training_tables(
+    conn: duckdb.DuckDBPyConnection, cohort: str, tokens_asset: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(token sequences, node contexts) of a cohort, every split, as training reads them: ``token_sequences`` and
     ``node_contexts`` for the shared tokenization (``tokens_asset`` None), else ``recipe_token_sequences`` and
     ``recipe_node_contexts`` of that ``<root>_tokens`` asset. Sequences carry subject_id, split, input_ids; contexts
@@ -140,8 +141,14 @@ def read_training_tables(conn: duckdb.DuckDBPyConnection, cohort: str,
         ctx = read_partition(conn, "node_contexts", {"cohort": cohort}, order_by=order)
         return seq, ctx
     seq = read_recipe_tokens(conn, "recipe_token_sequences", cohort, tokens_asset, columns=seq_cols)
-    ctx = read_recipe_tokens(conn, "recipe_node_contexts", cohort, tokens_asset,
-                             columns=["subject_id", "split", "context_ids", "future_start"], order_by=order)
+    ctx = read_recipe_tokens(
+        conn,
+        "recipe_node_contexts",
+        cohort,
+        tokens_asset,
+        columns=["subject_id", "split", "context_ids", "future_start"],
+        order_by=order,
+    )
     return seq, ctx
 
 

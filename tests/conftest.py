@@ -52,8 +52,13 @@ def tiny_events() -> pd.DataFrame:
 
 TINY_MODEL = {
     "architecture": "llama",
-    "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-               "intermediate_size": 64},
+    "config": {
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "intermediate_size": 64,
+    },
 }
 
 

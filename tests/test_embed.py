@@ -17,19 +17,30 @@ H = 32
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     rng = np.random.default_rng(0)
-    seqs = [np.concatenate([[BOS], rng.integers(4, V, size=int(rng.integers(10, 40))), [EOS]]).astype(np.int64)
-            for _ in range(8)]
+    seqs = [
+        np.concatenate([[BOS], rng.integers(4, V, size=int(rng.integers(10, 40))), [EOS]]).astype(np.int64)
+        for _ in range(8)
+    ]
     data = TrainData(seqs, [(s, len(s) // 2) for s in seqs], V, PAD, MASK, BOS, EOS)
-    r = RecipeSpec.model_validate({
-        "name": "hyb",
-        "backbone": {"architecture": "qwen3", "config": {"hidden_size": H, "num_hidden_layers": 2,
-                                                         "num_attention_heads": 2, "num_key_value_heads": 1,
-                                                         "intermediate_size": 64}},
-        "objective": "hybrid",
-        "lora": {"rank": 4, "alpha": 8},
-        "optimizer": {"lr": 1e-2, "warmup_steps": 0},
-        "training": {"steps": 3, "batch_size": 4, "seq_len": 32, "log_every": 1},
-    })
+    r = RecipeSpec.model_validate(
+        {
+            "name": "hyb",
+            "backbone": {
+                "architecture": "qwen3",
+                "config": {
+                    "hidden_size": H,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 2,
+                    "num_key_value_heads": 1,
+                    "intermediate_size": 64,
+                },
+            },
+            "objective": "hybrid",
+            "lora": {"rank": 4, "alpha": 8},
+            "optimizer": {"lr": 1e-2, "warmup_steps": 0},
+            "training": {"steps": 3, "batch_size": 4, "seq_len": 32, "log_every": 1},
+        }
+    )
     out = tmp_path_factory.mktemp("emb") / "ck"
     train(r, data, out, log=lambda m: None)
     return out
@@ -82,8 +93,12 @@ def test_batching_and_order_do_not_change_rows(ckpt, contexts):
     np.testing.assert_allclose(full, ref, atol=1e-5, rtol=0)
     np.testing.assert_allclose(shuffled, ref[perm], atol=1e-5, rtol=0)
     for pool in ("mean",):
-        np.testing.assert_allclose(embed(ckpt, contexts, pool=pool, batch_size=1),
-                                   embed(ckpt, contexts, pool=pool, batch_size=5), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(
+            embed(ckpt, contexts, pool=pool, batch_size=1),
+            embed(ckpt, contexts, pool=pool, batch_size=5),
+            atol=1e-5,
+            rtol=0,
+        )
 
 
 def test_edge_cases(ckpt):

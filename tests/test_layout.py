@@ -29,8 +29,17 @@ ALLOWED = {
     DAGSTER: ("defs.",),
     TORCH: ("model.", "train.", "embed"),
 }
-TORCH_FREE = ["ehr_assets.specs", "ehr_assets.data", "ehr_assets.text", "ehr_assets.eval", "ehr_assets.synthetic",
-              "ehr_assets.warehouse", "ehr_assets.keys", "ehr_assets.constants", "ehr_assets.stats"]
+TORCH_FREE = [
+    "ehr_assets.specs",
+    "ehr_assets.data",
+    "ehr_assets.text",
+    "ehr_assets.eval",
+    "ehr_assets.synthetic",
+    "ehr_assets.warehouse",
+    "ehr_assets.keys",
+    "ehr_assets.constants",
+    "ehr_assets.stats",
+]
 DAGSTER_FREE = [*TORCH_FREE, "ehr_assets.model", "ehr_assets.train", "ehr_assets.embed"]
 
 
@@ -96,8 +105,10 @@ def test_third_party_import_rules():
 
 @pytest.mark.parametrize("mods, banned", [(TORCH_FREE, ("torch", "dagster")), (DAGSTER_FREE, ("dagster",))])
 def test_importing_a_layer_does_not_load_what_it_must_not_use(mods, banned):
-    code = (f"import sys, importlib\nfor m in {mods!r}: importlib.import_module(m)\n"
-            f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {banned!r})\nprint(' '.join(bad))")
+    code = (
+        f"import sys, importlib\nfor m in {mods!r}: importlib.import_module(m)\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {banned!r})\nprint(' '.join(bad))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "", f"importing {mods} loaded {out.stdout.strip()[:300]}"
 
@@ -111,7 +122,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state and (c := visit(n)):
                 return c
         stack.pop()
@@ -138,7 +149,7 @@ def test_find_cycle_sees_a_cycle():
 def private_uses(mod: str) -> list[str]:
     bad = []
     aliases: dict[str, str] = {}  # local name -> ehr_assets module
-    for target, names, node in imports(mod):
+    for target, _names, node in imports(mod):
         if not target.startswith("ehr_assets"):
             continue
         if isinstance(node, ast.ImportFrom):
@@ -153,8 +164,13 @@ def private_uses(mod: str) -> list[str]:
                 if a.asname:
                     aliases[a.asname] = a.name
     for node in ast.walk(TREES[mod]):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                and node.attr.startswith("_") and not node.attr.startswith("__")):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
             bad.append(f"{mod}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}")
     return bad
 
@@ -165,8 +181,9 @@ def test_no_private_names_across_modules():
 
 
 def test_module_and_function_sizes():
-    long_modules = [f"{m}: {n} lines" for m, p in MODULES.items()
-                    if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
+    long_modules = [
+        f"{m}: {n} lines" for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    ]
     long_functions = []
     for m, tree in TREES.items():
         for node in ast.walk(tree):

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from ehr_assets.defs import metadata as assets
-from ehr_assets.specs import CohortSpec, SpecError, load_spec
 from ehr_assets.model.backbone import require_safetensors
+from ehr_assets.specs import CohortSpec, SpecError, load_spec
 from ehr_assets.warehouse import ident
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,8 +43,9 @@ def test_sql_identifiers_are_validated():
 
 
 def test_small_counts_are_suppressed_in_metadata(monkeypatch):
-    df = pd.DataFrame({"task": ["a", "b", "c"], "rows": [500, 40, 0], "positives": [60, 7, 0],
-                       "rate": [0.12, 0.175, 0.0]})
+    df = pd.DataFrame(
+        {"task": ["a", "b", "c"], "rows": [500, 40, 0], "positives": [60, 7, 0], "rate": [0.12, 0.175, 0.0]}
+    )
     md = assets.meta_table(df, ("rows", "positives"), hides={"rate": "positives"}).value
     lines = md.splitlines()
     assert "| a | 500 | 60 | 0.120 |" in lines
@@ -87,9 +88,18 @@ def test_routine_metadata_names_no_subject(tmp_path):
     root = make_tiny_project(tmp_path / "project", {"msk": 40, "inspect": 40}, recipes=())
     defs = build_definitions(root, warehouse_path=tmp_path / "w.duckdb", artifact_root=tmp_path / "a")
     sel = ["cohort_events", "cohort_table", "subjects", "decision_nodes", "task_labels"]
-    job = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(
-        "data", selection=dg.AssetSelection.assets(*sel),
-        partitions_def=dg.StaticPartitionsDefinition(["combined", "inspect", "msk"]))])).resolve_job_def("data")
+    job = dg.Definitions.merge(
+        defs,
+        dg.Definitions(
+            jobs=[
+                dg.define_asset_job(
+                    "data",
+                    selection=dg.AssetSelection.assets(*sel),
+                    partitions_def=dg.StaticPartitionsDefinition(["combined", "inspect", "msk"]),
+                )
+            ]
+        ),
+    ).resolve_job_def("data")
     with dg.instance_for_test() as instance:
         res = job.execute_in_process(partition_key="inspect", instance=instance)
         ids = {str(i) for i in range(2_000_000, 2_000_040)}  # the synthetic pe profile's subject_ids

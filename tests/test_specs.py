@@ -34,17 +34,27 @@ def test_unknown_key_names_file_and_key(tmp_path):
 
 
 def test_wrong_type_names_file_key_and_value(tmp_path):
-    f = write(tmp_path / "msk.yaml", {"source": {"kind": "synthetic", "profile": "oncology", "subjects": "many"},
-                                       "decision_nodes": {"codes": ["X"]}})
+    f = write(
+        tmp_path / "msk.yaml",
+        {
+            "source": {"kind": "synthetic", "profile": "oncology", "subjects": "many"},
+            "decision_nodes": {"codes": ["X"]},
+        },
+    )
     with pytest.raises(SpecError) as e:
         load_spec(f, CohortSpec)
     assert "source.subjects" in str(e.value) and "'many'" in str(e.value) and str(f) in str(e.value)
 
 
 def test_bad_regex_and_split_sum(tmp_path):
-    f = write(tmp_path / "c.yaml", {"source": {"kind": "synthetic", "profile": "pe", "subjects": 3},
-                                     "decision_nodes": {"codes": ["(unclosed"]},
-                                     "splits": {"train": 0.5, "tuning": 0.1, "held_out": 0.1}})
+    f = write(
+        tmp_path / "c.yaml",
+        {
+            "source": {"kind": "synthetic", "profile": "pe", "subjects": 3},
+            "decision_nodes": {"codes": ["(unclosed"]},
+            "splits": {"train": 0.5, "tuning": 0.1, "held_out": 0.1},
+        },
+    )
     with pytest.raises(SpecError) as e:
         load_spec(f, CohortSpec)
     msg = str(e.value)
@@ -59,8 +69,9 @@ def test_name_must_match_file(tmp_path):
 
 
 def _project(tmp_path, recipes, cohorts=None, probes=None):
-    cohorts = cohorts or {"a": {"source": {"kind": "synthetic", "profile": "pe", "subjects": 5},
-                                "decision_nodes": {"codes": ["X"]}}}
+    cohorts = cohorts or {
+        "a": {"source": {"kind": "synthetic", "profile": "pe", "subjects": 5}, "decision_nodes": {"codes": ["X"]}}
+    }
     for n, d in cohorts.items():
         write(tmp_path / "cohorts" / f"{n}.yaml", d)
     for n, d in recipes.items():
@@ -82,8 +93,10 @@ def test_init_from_unknown_and_cycle(tmp_path):
 
 
 def test_union_of_unknown_cohort_and_probe_cohort(tmp_path):
-    cohorts = {"a": {"source": {"kind": "synthetic", "profile": "pe", "subjects": 5}, "decision_nodes": {"codes": ["X"]}},
-               "u": {"union": ["a", "zzz"]}}
+    cohorts = {
+        "a": {"source": {"kind": "synthetic", "profile": "pe", "subjects": 5}, "decision_nodes": {"codes": ["X"]}},
+        "u": {"union": ["a", "zzz"]},
+    }
     with pytest.raises(SpecError, match=r"u\.yaml: union: unknown cohort 'zzz'"):
         load_project(_project(tmp_path / "x", {}, cohorts))
     probes = {"p": {"kind": "binary", "outcome_codes": ["X"], "horizons_days": [30], "cohorts": ["nope"]}}
@@ -102,10 +115,13 @@ def test_probe_rules(tmp_path):
 
 
 def test_extends_inherits_and_overrides(tmp_path):
-    base = {"objective": "jepa", "backbone": {"config": {"hidden_size": 32, "num_attention_heads": 2,
-                                                          "num_key_value_heads": 1}},
-            "jepa": {"mask_ratio": 0.5, "ema_tau": 0.996}, "training": {"steps": 7, "seq_len": 64},
-            "description": "the base"}
+    base = {
+        "objective": "jepa",
+        "backbone": {"config": {"hidden_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1}},
+        "jepa": {"mask_ratio": 0.5, "ema_tau": 0.996},
+        "training": {"steps": 7, "seq_len": 64},
+        "description": "the base",
+    }
     write(tmp_path / "models" / "jepa.yaml", base)
     f = write(tmp_path / "models" / "abl.yaml", {"extends": "jepa", "jepa": {"mask_ratio": 0.25}})
     r = load_spec(f, RecipeSpec)
@@ -137,5 +153,8 @@ def test_shipped_recipes_are_the_paper_regimes_and_ablations():
     assert r["jepa_mask025"].init_from == "sft"
     assert r["jepa_tau_sched"].jepa.ema_tau_end == 1.0
     # the regimes get the same compute: hybrid and jepa_only take as many steps as both curriculum phases
-    assert r["hybrid"].training.steps == r["jepa_only"].training.steps == (r["sft"].training.steps
-                                                                           + r["jepa"].training.steps)
+    assert (
+        r["hybrid"].training.steps
+        == r["jepa_only"].training.steps
+        == (r["sft"].training.steps + r["jepa"].training.steps)
+    )

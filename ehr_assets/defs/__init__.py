@@ -1,8 +1,8 @@
 """The Dagster layer: the only package of ``ehr_assets`` that imports ``dagster``.
 
 Every asset is a thin wrapper: it reads its inputs from the warehouse or the artifact store for *its* cohort
-partition, calls the stage module that does the work (``data/``, ``text/``, ``train/``, ``embed``, ``eval/``), writes one
-partition atomically and records metadata. One module per stage of the lineage graph:
+partition, calls the stage module that does the work (``data/``, ``text/``, ``train/``, ``embed``, ``eval/``),
+writes one partition atomically and records metadata. One module per stage of the lineage graph:
 
 * :mod:`.cohort` -- ``cohort_events``, ``cohort_table``, ``subjects``, ``decision_nodes``, ``task_labels``;
 * :mod:`.sequences` -- ``tokenizer``, ``token_sequences``, ``node_contexts``, ``smb_v1_text``, ``<root>_tokens``;

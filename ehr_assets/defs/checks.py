@@ -9,12 +9,11 @@ from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 from dagster import AssetCheckExecutionContext
 from dagster_duckdb import DuckDBResource
 
-from ..data import cohort as cohort_stage
 from .. import keys
+from ..data import cohort as cohort_stage
 from ..eval.oracle import ORACLES
 from ..specs import Project
 from ..stats import effective_rank
@@ -64,8 +63,12 @@ def _run(context: AssetCheckExecutionContext, project: Project, one: PartitionCh
         problems += [f"[{key}] {x}" for x in p]
     if not checked:
         return dg.AssetCheckResult(
-            passed=False, severity=dg.AssetCheckSeverity.WARN,
-            metadata={"problems": dg.MetadataValue.md("- nothing materialized to check yet"), "partitions_checked": "none"},
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "problems": dg.MetadataValue.md("- nothing materialized to check yet"),
+                "partitions_checked": "none",
+            },
         )
     return _result(problems, partitions_checked=", ".join(checked))
 
@@ -73,7 +76,9 @@ def _run(context: AssetCheckExecutionContext, project: Project, one: PartitionCh
 def cohort_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     """The MEDS schema of ``cohort_events`` and the disjoint splits of ``subjects``."""
 
-    @dg.asset_check(asset="cohort_events", blocking=True, description="Events conform to the MEDS DataSchema (meds package).")
+    @dg.asset_check(
+        asset="cohort_events", blocking=True, description="Events conform to the MEDS DataSchema (meds package)."
+    )
     def meds_schema(context: AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
         def one(key):
             ev = read_table_or_none(warehouse, "cohort_events", key)
@@ -109,7 +114,9 @@ def context_check(project: Project) -> dg.AssetChecksDefinition:
             ctx = read_table_or_none(warehouse, "node_contexts", key)
             if ctx is None:
                 return [NOT_MATERIALIZED], {}
-            seq = read_table_or_none(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends"])
+            seq = read_table_or_none(
+                warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends"]
+            )
             if seq is None:
                 return [f"node_contexts exist but token_sequences of {key!r} do not"], {}
             bad = context_violations(ctx, seq)
@@ -137,7 +144,9 @@ def label_checks(project: Project) -> list[dg.AssetChecksDefinition]:
             if lab is None:
                 return [NOT_MATERIALIZED], {}
             bad = lab["outcome_time"].notna() & (lab["outcome_time"] <= lab["prediction_time"]) & lab["boolean_value"]
-            problems = [f"{int(bad.sum())} labels set by an outcome at or before the prediction time"] if bad.any() else []
+            problems = (
+                [f"{int(bad.sum())} labels set by an outcome at or before the prediction time"] if bad.any() else []
+            )
             return problems, {"labels_checked": len(lab)}
 
         return _run(context, project, one)
@@ -192,8 +201,9 @@ def _held_out_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
             with warehouse.get_connection() as conn:
                 if not table_exists(conn, "probe_predictions"):
                     return [NOT_MATERIALIZED], {}
-                preds = read_partition(conn, "probe_predictions", {"cohort": key, "recipe": recipe},
-                                       columns=["subject_id"])
+                preds = read_partition(
+                    conn, "probe_predictions", {"cohort": key, "recipe": recipe}, columns=["subject_id"]
+                )
             if preds.empty:  # e.g. an oracle on a real cohort: nothing was scored, nothing can leak
                 return [NOT_MATERIALIZED], {}
             subj = read_table_or_none(warehouse, "subjects", key, columns=["subject_id", "split"])
@@ -223,20 +233,25 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
         description="No character of a decision node's context text comes from an event after its prediction time, "
         "and the token ids a model reads for the node are exactly that text tokenized.",
     )
-    def no_future_in_recipe_context(context: AssetCheckExecutionContext, warehouse: DuckDBResource,
-                                    artifacts: ArtifactStore):
+    def no_future_in_recipe_context(
+        context: AssetCheckExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore
+    ):
         def one(key):
             with warehouse.get_connection() as conn:
                 if not table_exists(conn, "recipe_node_contexts"):
                     return [NOT_MATERIALIZED], {}
                 where = {"cohort": key, "tokens_asset": tokens_key}
-                ctx = read_partition(conn, "recipe_node_contexts", where,
-                                     columns=["subject_id", "prediction_time", "context_char_end", "context_last_time",
-                                              "context_ids"])
+                ctx = read_partition(
+                    conn,
+                    "recipe_node_contexts",
+                    where,
+                    columns=["subject_id", "prediction_time", "context_char_end", "context_last_time", "context_ids"],
+                )
                 if not len(ctx):
                     return [NOT_MATERIALIZED], {}
-                seq = read_partition(conn, "recipe_token_sequences", where,
-                                     columns=["subject_id", "block_times", "block_char_ends"])
+                seq = read_partition(
+                    conn, "recipe_token_sequences", where, columns=["subject_id", "block_times", "block_char_ends"]
+                )
                 texts = read_partition(conn, text_table, {"cohort": key}, columns=["subject_id", "text"])
             # 1. the context text ends before any block (day) later than the node
             bad = context_violations(
@@ -249,12 +264,15 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
             # 2. the token ids a model reads for the node are exactly that context text, tokenized
             tok = tokenizers.load_tokenizer_folder(artifacts.path(tokens_key, key))
             text_of = dict(zip(texts["subject_id"], texts["text"]))
-            expect = tokenizers.encode(tok, [text_of[s][:c] for s, c in zip(ctx["subject_id"], ctx["context_char_end"])],
-                               root.format)
+            expect = tokenizers.encode(
+                tok, [text_of[s][:c] for s, c in zip(ctx["subject_id"], ctx["context_char_end"])], root.format
+            )
             differ = sum(list(map(int, a)) != list(map(int, b)) for a, b in zip(ctx["context_ids"], expect))
             if differ:
-                problems.append(f"{differ} of {len(ctx)} decision nodes' context_ids are not their context text's "
-                                "tokens (they may hold tokens of later events)")
+                problems.append(
+                    f"{differ} of {len(ctx)} decision nodes' context_ids are not their context text's "
+                    "tokens (they may hold tokens of later events)"
+                )
             return problems, {"nodes_checked": len(ctx)}
 
         return _run(context, project, one)

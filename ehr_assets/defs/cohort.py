@@ -45,8 +45,13 @@ def cohort_events_asset(project: Project, partitions: dg.PartitionsDefinition) -
             )
         cohort_stage.validate_events(ev, key)  # every rule, before writing: a bad delivery never replaces a good one
         with warehouse.get_connection() as conn:  # both tables in one transaction
-            n, _ = replace_partitions(conn, [("cohort_events", tag_partition(ev, key), {"cohort": key}),
-                                             ("source_splits", tag_partition(shipped_splits, key), {"cohort": key})])
+            n, _ = replace_partitions(
+                conn,
+                [
+                    ("cohort_events", tag_partition(ev, key), {"cohort": key}),
+                    ("source_splits", tag_partition(shipped_splits, key), {"cohort": key}),
+                ],
+            )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": n,
@@ -83,7 +88,9 @@ def subjects_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.
         key = context.partition_key
         ev = read_table(warehouse, "cohort_table", key, columns=EVENT_COLUMNS)
         with warehouse.get_connection() as conn:  # splits shipped by the source (e.g. MEDS subject_splits.parquet)
-            shipped = read_partition(conn, "source_splits", {"cohort": key}) if table_exists(conn, "source_splits") else None
+            shipped = (
+                read_partition(conn, "source_splits", {"cohort": key}) if table_exists(conn, "source_splits") else None
+            )
         subj = cohort_stage.subjects_table(project, key, ev, shipped)
         n = write_table(warehouse, "subjects", key, subj)
         counts = subj.groupby(["source_cohort", "split"]).size().rename("subjects").reset_index()
@@ -132,10 +139,12 @@ def task_labels_asset(project: Project, partitions: dg.PartitionsDefinition) -> 
             .reset_index()
         )
         summary["rate"] = (summary["positives"] / summary["rows"]).round(3)
-        return dg.MaterializeResult(metadata={
-            "dagster/row_count": n,
-            "tasks": meta_table(summary, ("rows", "positives"), hides={"rate": "positives"}),
-        })
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "tasks": meta_table(summary, ("rows", "positives"), hides={"rate": "positives"}),
+            }
+        )
 
     return task_labels
 

@@ -61,8 +61,12 @@ def build_definitions(
 
     partitioned = dg.AssetSelection.assets(*assets)
     jobs = [
-        dg.define_asset_job(PIPELINE_JOB, selection=partitioned, partitions_def=partitions,
-                            description="Every cohort-partitioned asset: data, training, embeddings, probes."),
+        dg.define_asset_job(
+            PIPELINE_JOB,
+            selection=partitioned,
+            partitions_def=partitions,
+            description="Every cohort-partitioned asset: data, training, embeddings, probes.",
+        ),
     ]
     if report is not None:
         assets.append(report)

@@ -38,10 +38,16 @@ def probe_and_write(context, warehouse: DuckDBResource, project: Project, key: s
     metrics, preds = evaluate(key, recipe, features, nodes, labels, kinds, log=context.log.info)
     metrics["materialized_at"] = utc_now()
     with warehouse.get_connection() as conn:  # metrics and the predictions they come from: one transaction
-        replace_partitions(conn, [("probe_metrics", metrics, {"cohort": key, "recipe": recipe}),
-                                  ("probe_predictions", preds, {"cohort": key, "recipe": recipe})])
+        replace_partitions(
+            conn,
+            [
+                ("probe_metrics", metrics, {"cohort": key, "recipe": recipe}),
+                ("probe_predictions", preds, {"cohort": key, "recipe": recipe}),
+            ],
+        )
     main = metrics[metrics["metric"].isin(["auroc", "c_index"])][
-        ["task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]]
+        ["task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]
+    ]
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(metrics),
@@ -91,8 +97,9 @@ def count_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) 
         nodes["prediction_time"] = nodes["prediction_time"].astype("datetime64[us]")
         vocab = select_count_vocab(ev, subj.loc[subj["split"] == train_split, "subject_id"].to_numpy())
         feats = count_features(ev, nodes, vocab)
-        return probe_and_write(context, warehouse, project, key, keys.COUNT_BASELINE, feats,
-                               nodes.drop(columns=["cohort"]))
+        return probe_and_write(
+            context, warehouse, project, key, keys.COUNT_BASELINE, feats, nodes.drop(columns=["cohort"])
+        )
 
     return count_baseline_probe_metrics
 

@@ -55,7 +55,8 @@ def clear_rows(warehouse: DuckDBResource, table: str, where: dict) -> None:
 
 
 def save_embeddings(dest, emb: np.ndarray, index: pd.DataFrame) -> None:
-    """``dest/embeddings.safetensors`` (float32 [nodes, dim]) and ``dest/index.parquet`` (one row per node), atomically."""
+    """``dest/embeddings.safetensors`` (float32 [nodes, dim]) and ``dest/index.parquet`` (one row per node),
+    written atomically."""
     from safetensors.numpy import save_file
 
     with atomic_dir(dest) as tmp:

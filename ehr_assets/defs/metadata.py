@@ -5,7 +5,7 @@ every asset's metadata for them)."""
 import base64
 import io
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
@@ -47,7 +47,7 @@ def subject_count(df: pd.DataFrame) -> int:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def png_md(png: bytes, title: str) -> dg.MetadataValue:
@@ -104,7 +104,9 @@ def source_metadata(reports: dict[str, dict]) -> dict:
         if rep.get("kind") == "synthetic":
             continue
         prefix = f"source[{member}]"
-        md[prefix] = dg.MetadataValue.json({k: v for k, v in rep.items() if k not in ("malformed_rows", "timeline_files")})
+        md[prefix] = dg.MetadataValue.json(
+            {k: v for k, v in rep.items() if k not in ("malformed_rows", "timeline_files")}
+        )
         if "timeline_files" in rep:
             md[f"{prefix} timeline files"] = meta_table(pd.DataFrame(rep["timeline_files"]))
         if "malformed_rows" in rep:

@@ -43,15 +43,17 @@ def load_contexts(warehouse: DuckDBResource, cohort: str, seq_len: int) -> tuple
     ids = dict(zip(seq["subject_id"], seq["input_ids"]))
     ctx = read_table(warehouse, "node_contexts", cohort, order_by=["subject_id", "prediction_time"])
     contexts = [
-        np.asarray(ids[s][max(0, e - seq_len) : e], dtype=np.int64) for s, e in zip(ctx["subject_id"], ctx["context_end"])
+        np.asarray(ids[s][max(0, e - seq_len) : e], dtype=np.int64)
+        for s, e in zip(ctx["subject_id"], ctx["context_end"])
     ]
     return contexts, ctx.drop(columns=["cohort"])
 
 
 def load_recipe_contexts(warehouse: DuckDBResource, cohort: str, tokens_key: str, max_tokens: int):
     """Every decision node's context tokens from a ``<recipe>_tokens`` asset (the last ``max_tokens``)."""
-    ctx = read_tokens_table(warehouse, "recipe_node_contexts", cohort, tokens_key,
-                            order_by=["subject_id", "prediction_time"])
+    ctx = read_tokens_table(
+        warehouse, "recipe_node_contexts", cohort, tokens_key, order_by=["subject_id", "prediction_time"]
+    )
     contexts = [np.asarray(c, dtype=np.int64)[-max_tokens:] for c in ctx["context_ids"]]
     index = ctx.drop(columns=["cohort", "tokens_asset", "context_ids"])
     return contexts, index
@@ -76,8 +78,15 @@ def embeddings_metadata(dest: Path, emb: np.ndarray, t0: float) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------- training
-def train_checkpoint(context, project: Project, recipe: RecipeSpec, key: str, warehouse: DuckDBResource,
-                     artifacts: ArtifactStore, trainer: Trainer) -> Path:
+def train_checkpoint(
+    context,
+    project: Project,
+    recipe: RecipeSpec,
+    key: str,
+    warehouse: DuckDBResource,
+    artifacts: ArtifactStore,
+    trainer: Trainer,
+) -> Path:
     """Train ``recipe`` on cohort ``key`` where the trainer resource says; returns the published checkpoint folder."""
     tokens_key = project.tokens_asset(recipe.name)
     tok_dir = artifacts.path(tokens_key or "tokenizer", key)
@@ -163,7 +172,8 @@ def embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         kinds={"pytorch"},
         deps=[ckpt_key, tokens_key or "node_contexts"],
         partitions_def=partitions,
-        description=f"Frozen '{name}' embeddings at every decision node ({recipe.embedding.pool} pooling of the context).",
+        description=f"Frozen '{name}' embeddings at every decision node "
+        f"({recipe.embedding.pool} pooling of the context).",
     )
     def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
         from ..embed import embed
@@ -177,8 +187,14 @@ def embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
             contexts, index = load_contexts(warehouse, key, recipe.embed_tokens)
             fast, _ = load_tokenizer(artifacts.path("tokenizer", key))
             pad_id = fast.pad_token_id
-        emb = embed(artifacts.path(ckpt_key, key), contexts, pool=recipe.embedding.pool,
-                    batch_size=recipe.embedding.batch_size, pad_id=pad_id, log=context.log.info)
+        emb = embed(
+            artifacts.path(ckpt_key, key),
+            contexts,
+            pool=recipe.embedding.pool,
+            batch_size=recipe.embedding.batch_size,
+            pad_id=pad_id,
+            log=context.log.info,
+        )
         dest = artifacts.path(emb_key, key)
         save_embeddings(dest, emb, index)
         return dg.MaterializeResult(metadata=embeddings_metadata(dest, emb, t0))
@@ -209,9 +225,17 @@ def frozen_embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg
         t0 = time.perf_counter()
         contexts, index = load_recipe_contexts(warehouse, key, tokens_key, recipe.embed_tokens)
         sp = recipe_special_ids(artifacts.path(tokens_key, key))
-        emb = embed_frozen(Path(recipe.backbone.path), contexts, vocab_size=sp["vocab_size"],
-                           pool=recipe.embedding.pool, batch_size=recipe.embedding.batch_size, pad_id=sp["pad_id"],
-                           bf16=recipe.training.precision == "bf16", seed=recipe.training.seed, log=context.log.info)
+        emb = embed_frozen(
+            Path(recipe.backbone.path),
+            contexts,
+            vocab_size=sp["vocab_size"],
+            pool=recipe.embedding.pool,
+            batch_size=recipe.embedding.batch_size,
+            pad_id=sp["pad_id"],
+            bf16=recipe.training.precision == "bf16",
+            seed=recipe.training.seed,
+            log=context.log.info,
+        )
         dest = artifacts.path(emb_key, key)
         save_embeddings(dest, emb, index)
         return dg.MaterializeResult(metadata=embeddings_metadata(dest, emb, t0))

@@ -51,8 +51,11 @@ def prediction_files_asset(partitions: dg.PartitionsDefinition, metric_assets: l
             written = exports.write_prediction_files(preds, tmp)
         per = written.groupby("recipe").agg(files=("file", "size"), rows=("rows", "sum")).reset_index()
         return dg.MaterializeResult(
-            metadata={"files": len(written), "by_recipe": meta_table(per, ("rows",)),
-                      "path": dg.MetadataValue.path(str(dest))}
+            metadata={
+                "files": len(written),
+                "by_recipe": meta_table(per, ("rows",)),
+                "path": dg.MetadataValue.path(str(dest)),
+            }
         )
 
     return prediction_files

@@ -35,15 +35,36 @@ class Trainer(dg.ConfigurableResource):
         if self.launcher not in ("in_process", "subprocess"):
             raise ValueError(f"trainer.launcher must be 'in_process' or 'subprocess', got {self.launcher!r}")
 
-    def run_subprocess(self, context, project_root: Path, recipe: str, data, tokenizer_dir: Path,
-                       init_dir: Path | None, dest: Path, rdir: Path) -> None:
+    def run_subprocess(
+        self,
+        context,
+        project_root: Path,
+        recipe: str,
+        data,
+        tokenizer_dir: Path,
+        init_dir: Path | None,
+        dest: Path,
+        rdir: Path,
+    ) -> None:
         cmd = list(self.command) or [sys.executable, "-m", "ehr_assets.training"]
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{dest.name}.data-", dir=dest.parent) as bundle:
             data.save(Path(bundle))
             # the recipe by name in its project, so relative paths (backbones) resolve as the asset resolved them
-            cmd += ["--recipe", recipe, "--project", str(project_root), "--data", bundle,
-                    "--tokenizer", str(tokenizer_dir), "--out", str(dest), "--resume-dir", str(rdir)]
+            cmd += [
+                "--recipe",
+                recipe,
+                "--project",
+                str(project_root),
+                "--data",
+                bundle,
+                "--tokenizer",
+                str(tokenizer_dir),
+                "--out",
+                str(dest),
+                "--resume-dir",
+                str(rdir),
+            ]
             if init_dir is not None:
                 cmd += ["--init-dir", str(init_dir)]
             dg.PipesSubprocessClient(env=dict(self.env)).run(command=cmd, context=context).get_results()

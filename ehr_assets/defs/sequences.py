@@ -17,9 +17,9 @@ import pandas as pd
 from dagster import AssetExecutionContext
 from dagster_duckdb import DuckDBResource
 
+from ..specs import Project, RecipeSpec
 from ..text import contexts, delimited, smb_v1, tokenizers
 from ..text.recipe_tokens import recipe_token_tables
-from ..specs import Project, RecipeSpec
 from ..warehouse import atomic_dir, replace_partitions
 from .io import POOL, read_table, tag_partition, write_table
 from .resources import ArtifactStore
@@ -81,12 +81,19 @@ def token_sequences_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
 
 
 def node_contexts_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=["token_sequences", "decision_nodes"],
-              partitions_def=partitions, pool=POOL)
+    @dg.asset(
+        group_name="sequences",
+        kinds={"duckdb"},
+        deps=["token_sequences", "decision_nodes"],
+        partitions_def=partitions,
+        pool=POOL,
+    )
     def node_contexts(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Per decision node: where its context ends in the subject's tokens (everything at or before the node)."""
         key = context.partition_key
-        seq = read_table(warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends", "n_tokens"])
+        seq = read_table(
+            warehouse, "token_sequences", key, columns=["subject_id", "block_times", "block_ends", "n_tokens"]
+        )
         nodes = read_table(warehouse, "decision_nodes", key)
         ctx = contexts.node_contexts(seq, nodes)
         n = write_table(warehouse, "node_contexts", key, ctx)
@@ -122,7 +129,7 @@ def smb_v1_text_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
                 "dagster/row_count": n,
                 "chars_per_subject_median": float(ser["n_chars"].median()),
                 "see_a_subject": "python -m ehr_assets.serialize --format smb_v1 --meds-parquet FILE --subject ID"
-                                 " (no patient text is published in metadata)",
+                " (no patient text is published in metadata)",
             }
         )
 
@@ -140,7 +147,8 @@ def _tokens_metadata(tok, info: dict, seq: pd.DataFrame, ctx: pd.DataFrame, n: i
         "tokens_per_subject_median": float(seq["n_tokens"].median()) if n else 0.0,
         "context_tokens_median": float(ctx["n_context_tokens"].median()) if len(ctx) else 0.0,
         "unk_rate": round(float(sum(int((np.asarray(x) == unk).sum()) for x in seq["input_ids"]) / n_tok), 5)
-        if unk is not None else 0.0,
+        if unk is not None
+        else 0.0,
     }
 
 
@@ -165,12 +173,18 @@ def tokens_asset(project: Project, asset_key: str, recipe: RecipeSpec, partition
 
         key = context.partition_key
         t0 = time.perf_counter()
-        texts = read_table(warehouse, text_table, key,
-                           columns=["subject_id", "text", "block_times", "block_ends", "split", "source_cohort"])
+        texts = read_table(
+            warehouse,
+            text_table,
+            key,
+            columns=["subject_id", "text", "block_times", "block_ends", "split", "source_cohort"],
+        )
         try:
             tok, info = tokenizers.prepare_tokenizer(recipe.tokenizer_path, fmt, trainable=not recipe.is_frozen)
         except tokenizers.TokenizerError as e:
-            raise tokenizers.TokenizerError(f"recipe {recipe.name!r} (models/{recipe.name}.yaml, backbone): {e}") from None
+            raise tokenizers.TokenizerError(
+                f"recipe {recipe.name!r} (models/{recipe.name}.yaml, backbone): {e}"
+            ) from None
         nodes = read_table(warehouse, "decision_nodes", key).drop(columns=["cohort"])
         seq, ctx = recipe_token_tables(texts, nodes, tok, fmt)
         dest = artifacts.path(asset_key, key)
@@ -179,10 +193,13 @@ def tokens_asset(project: Project, asset_key: str, recipe: RecipeSpec, partition
             tok.save_pretrained(str(tmp))
             (tmp / "tokenization.json").write_text(json.dumps({"format": fmt, **info}, indent=2))
             with warehouse.get_connection() as conn:
-                n, _ = replace_partitions(conn, [
-                    ("recipe_token_sequences", tag_partition(seq, key, tokens_asset=asset_key), where),
-                    ("recipe_node_contexts", tag_partition(ctx, key, tokens_asset=asset_key), where),
-                ])
+                n, _ = replace_partitions(
+                    conn,
+                    [
+                        ("recipe_token_sequences", tag_partition(seq, key, tokens_asset=asset_key), where),
+                        ("recipe_node_contexts", tag_partition(ctx, key, tokens_asset=asset_key), where),
+                    ],
+                )
         md = _tokens_metadata(tok, info, seq, ctx, n)
         return dg.MaterializeResult(
             metadata={**md, "wall_s": round(time.perf_counter() - t0, 2), "path": dg.MetadataValue.path(str(dest))}
@@ -203,5 +220,3 @@ def build_sequence_assets(project: Project, partitions: dg.PartitionsDefinition)
         if key is not None:
             owners.setdefault(key, project.recipes[name])
     return assets + [tokens_asset(project, key, recipe, partitions) for key, recipe in owners.items()]
-
-

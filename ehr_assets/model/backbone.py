@@ -66,8 +66,7 @@ def require_safetensors(folder: str | Path, what: str, pattern: str = "*.safeten
     folder = Path(folder)
     if not list(folder.glob(pattern)):
         pickled = sorted(p.name for ext in ("*.bin", "*.pt", "*.pth", "*.pkl") for p in folder.glob(ext))
-        hint = (f" (it has {pickled[:3]}: pickle files are not loaded; convert them to safetensors)" if pickled
-                else "")
+        hint = f" (it has {pickled[:3]}: pickle files are not loaded; convert them to safetensors)" if pickled else ""
         raise FileNotFoundError(f"{folder}: no {pattern} {what} weights{hint}")
     return folder
 
@@ -82,11 +81,13 @@ def from_pretrained(path: str | Path):
         raise FileNotFoundError(f"{p}: not a local Hugging Face model folder (no config.json); nothing is downloaded")
     require_safetensors(p, "model")
     try:
-        return AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, dtype=torch.float32,
-                                                    use_safetensors=True)
+        return AutoModelForCausalLM.from_pretrained(
+            str(p), local_files_only=True, dtype=torch.float32, use_safetensors=True
+        )
     except TypeError:  # transformers < 4.56 spells it torch_dtype
-        return AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, torch_dtype=torch.float32,
-                                                    use_safetensors=True)
+        return AutoModelForCausalLM.from_pretrained(
+            str(p), local_files_only=True, torch_dtype=torch.float32, use_safetensors=True
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ the base
@@ -138,8 +139,12 @@ def _new_base(recipe: RecipeSpec, data: TokenSpace, log: Callable[[str], None]):
         resized = True
     _set_special_ids(model, data.pad_id, data.bos_id, data.eos_id)
     vocab = model.get_input_embeddings().weight.shape[0]
-    info = {"path": str(Path(recipe.backbone.path).resolve()), "vocab_size": int(vocab),
-            "architecture": recipe.backbone.architecture, "resized": resized}
+    info = {
+        "path": str(Path(recipe.backbone.path).resolve()),
+        "vocab_size": int(vocab),
+        "architecture": recipe.backbone.architecture,
+        "resized": resized,
+    }
     return model, {"kind": "path", **info}
 
 
@@ -214,8 +219,9 @@ def _check_parent(recipe: RecipeSpec, init_dir: Path) -> dict:
     return parent
 
 
-def _from_parent(recipe: RecipeSpec, data: TokenSpace, init_dir: Path, log: Callable[[str], None],
-                 save_base_to: Path | None):
+def _from_parent(
+    recipe: RecipeSpec, data: TokenSpace, init_dir: Path, log: Callable[[str], None], save_base_to: Path | None
+):
     """(PeftModel, base_info) holding exactly the ``init_from`` checkpoint's base and adapter weights, trainable."""
     from peft import PeftModel
 
@@ -240,9 +246,15 @@ def _from_parent(recipe: RecipeSpec, data: TokenSpace, init_dir: Path, log: Call
     return model, info
 
 
-def build_model(recipe: RecipeSpec, data: TokenSpace, *, init_dir: Path | None = None,
-                log: Callable[[str], None] = print, save_base_to: Path | None = None,
-                base_dtype: torch.dtype | None = None):
+def build_model(
+    recipe: RecipeSpec,
+    data: TokenSpace,
+    *,
+    init_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+    save_base_to: Path | None = None,
+    base_dtype: torch.dtype | None = None,
+):
     """The trainable PeftModel (on CPU) and its base_info. Trainable tensors are fp32; the frozen base is fp32 too,
     or ``base_dtype`` (bf16 on GPU: half the memory, the adapters and their optimizer state stay fp32).
 

@@ -48,12 +48,20 @@ class JepaBatch:
     future_len: np.ndarray  # [B] F per row
 
     def tensors(self, device) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(getattr(self, k)).to(device)
-                for k in ("input_ids", "masked_ids", "attention_mask", "mask")}
+        return {
+            k: torch.from_numpy(getattr(self, k)).to(device)
+            for k in ("input_ids", "masked_ids", "attention_mask", "mask")
+        }
 
 
-def make_jepa_batch(examples: list[tuple[np.ndarray, int]], seq_len: int, jepa: Jepa, mask_id: int, pad_id: int,
-                    rng: np.random.Generator) -> JepaBatch:
+def make_jepa_batch(
+    examples: list[tuple[np.ndarray, int]],
+    seq_len: int,
+    jepa: Jepa,
+    mask_id: int,
+    pad_id: int,
+    rng: np.random.Generator,
+) -> JepaBatch:
     """The cropped, right-padded examples with ``n_masked`` future positions per row drawn from ``rng``."""
     rows, Cs, Fs = [], [], []
     for ids, b in examples:

@@ -26,8 +26,14 @@ def sft_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> to
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
-def jepa_loss(model, predictor: Predictor, momentum: MomentumEncoder, batch: dict[str, torch.Tensor],
-              *, return_parts: bool = False):
+def jepa_loss(
+    model,
+    predictor: Predictor,
+    momentum: MomentumEncoder,
+    batch: dict[str, torch.Tensor],
+    *,
+    return_parts: bool = False,
+):
     """MSE between predictor(online hidden at masked positions) and the momentum encoder's hidden there.
 
     ``batch``: tensors ``input_ids`` (unmasked), ``masked_ids``, ``attention_mask``, ``mask`` (bool). With
@@ -56,8 +62,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         n = h.shape[0]
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for s in range(0, n, chunk):
-            logits = (h[s: s + chunk] @ w.t()).float()
-            total = total + F.cross_entropy(logits, labels[s: s + chunk], reduction="sum")
+            logits = (h[s : s + chunk] @ w.t()).float()
+            total = total + F.cross_entropy(logits, labels[s : s + chunk], reduction="sum")
         ctx.save_for_backward(h, w, labels)
         ctx.chunk = chunk
         return total / max(n, 1)
@@ -71,12 +77,12 @@ class LinearCrossEntropy(torch.autograd.Function):
         gw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if ctx.needs_input_grad[1] else None
         scale = grad.float() / max(n, 1)
         for s in range(0, n, chunk):
-            hs = h[s: s + chunk]
+            hs = h[s : s + chunk]
             p = (hs @ w.t()).float().softmax(-1)
-            p[torch.arange(hs.shape[0], device=p.device), labels[s: s + chunk]] -= 1.0
+            p[torch.arange(hs.shape[0], device=p.device), labels[s : s + chunk]] -= 1.0
             p = (p * scale).to(h.dtype)
             if gh is not None:
-                gh[s: s + chunk] = p @ w.to(h.dtype)
+                gh[s : s + chunk] = p @ w.to(h.dtype)
             if gw is not None:
                 gw += (p.t() @ hs).float()
         return gh, (gw.to(w.dtype) if gw is not None else None), None, None
@@ -100,8 +106,14 @@ def _output_weight(model) -> torch.Tensor | None:
 FUSED_CE_MIN_ELEMENTS = 2**26
 
 
-def next_token_loss(model, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    chunk: int = 4096, fused: bool | None = None) -> torch.Tensor:
+def next_token_loss(
+    model,
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    chunk: int = 4096,
+    fused: bool | None = None,
+) -> torch.Tensor:
     """The SFT loss from final hidden states: lm_head only at positions whose next token is real (no pad rows).
     ``fused`` (default: when rows x vocabulary > :data:`FUSED_CE_MIN_ELEMENTS`) computes it with
     :class:`LinearCrossEntropy`, without full-vocabulary fp32 logits in memory."""
@@ -116,9 +128,18 @@ def next_token_loss(model, hidden: torch.Tensor, input_ids: torch.Tensor, attent
     return LinearCrossEntropy.apply(h, w, labels, chunk)
 
 
-def step_losses(model, predictor: Predictor | None, momentum: MomentumEncoder | None, batch: dict[str, torch.Tensor],
-                *, sft: bool, jepa: bool, chunk: int = 4096, stack: bool | None = None,
-                fused: bool | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def step_losses(
+    model,
+    predictor: Predictor | None,
+    momentum: MomentumEncoder | None,
+    batch: dict[str, torch.Tensor],
+    *,
+    sft: bool,
+    jepa: bool,
+    chunk: int = 4096,
+    stack: bool | None = None,
+    fused: bool | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(SFT loss, JEPA loss) of one batch, as computed by :func:`sft_loss` and :func:`jepa_loss` (the plain
     three-pass step) without the work they waste: no lm_head in the JEPA rows, lm_head only at positions with a
     real next token, the cross-entropy chunked when the logits would be large (``fused``, see
@@ -131,13 +152,15 @@ def step_losses(model, predictor: Predictor | None, momentum: MomentumEncoder | 
     if stack is None:
         stack = ids.is_cuda
     if sft and jepa and stack:
-        h = dec(input_ids=torch.cat([ids, batch["masked_ids"]]), attention_mask=torch.cat([am, am]),
-                use_cache=False).last_hidden_state
+        h = dec(
+            input_ids=torch.cat([ids, batch["masked_ids"]]), attention_mask=torch.cat([am, am]), use_cache=False
+        ).last_hidden_state
         h_sft, h_on = h[:B], h[B:]
     else:
         h_sft = dec(input_ids=ids, attention_mask=am, use_cache=False).last_hidden_state if sft else None
-        h_on = (dec(input_ids=batch["masked_ids"], attention_mask=am, use_cache=False).last_hidden_state
-                if jepa else None)
+        h_on = (
+            dec(input_ids=batch["masked_ids"], attention_mask=am, use_cache=False).last_hidden_state if jepa else None
+        )
     ls = next_token_loss(model, h_sft, ids, am, chunk, fused) if sft else None
     lj = None
     if jepa:

@@ -32,7 +32,6 @@ def check_regexes(v: list[str]) -> list[str]:
     return v
 
 
-
 def check_iso_date(v):
     """YAML reads an unquoted 2000-01-01 as a date; accept it and a quoted ISO string alike."""
     import datetime as _dt

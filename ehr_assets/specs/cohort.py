@@ -27,7 +27,7 @@ class MedsSource(StrictModel):
 
 
 class TimelineRule(StrictModel):
-    """How rows of one cBioPortal timeline EVENT_TYPE become MEDS events (see ``ehr_assets.data.sources.cbioportal``)."""
+    """How rows of one cBioPortal timeline EVENT_TYPE become MEDS events (``ehr_assets.data.sources.cbioportal``)."""
 
     code_columns: list[str] = Field(default_factory=list, description="columns appended to EVENT_TYPE in the code")
     value_column: str | None = Field(default=None, description="number -> numeric_value, else text_value")

@@ -38,7 +38,9 @@ class ProbeSpec(StrictModel):
         if self.kind == "survival" and self.horizons_days:
             raise ValueError("horizons_days: a survival task has no horizons (use max_followup_days)")
         if self.blanking_days and any(h <= self.blanking_days for h in self.horizons_days):
-            raise ValueError(f"blanking_days: every horizon must exceed the blanking period ({self.blanking_days} days)")
+            raise ValueError(
+                f"blanking_days: every horizon must exceed the blanking period ({self.blanking_days} days)"
+            )
         return self
 
     def horizons(self) -> list[int]:

@@ -30,7 +30,10 @@ def _read_yaml(path: Path) -> dict:
 def _format_errors(path: Path, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("synthetic", "meds", "cbioportal"))) or "(top level)"
+        loc = (
+            ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("synthetic", "meds", "cbioportal")))
+            or "(top level)"
+        )
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -149,7 +152,7 @@ def _topo_recipes(recipes: dict[str, RecipeSpec], folder: Path) -> dict[str, Rec
 def load_project(root: str | Path) -> Project:
     root = Path(root).resolve()
     dirs = {k: root / k for k in ("cohorts", "models", "probes")}
-    for k, d in dirs.items():
+    for d in dirs.values():
         if not d.is_dir():
             raise SpecError(f"{d}: folder missing (a project needs cohorts/, models/ and probes/)")
 

@@ -131,7 +131,9 @@ class RecipeSpec(StrictModel):
     @model_validator(mode="after")
     def _format_and_frozen(self) -> RecipeSpec:
         if self.format == "smb_v1" and self.tokenizer_path is None:
-            raise ValueError("format: smb_v1 is plain text for a subword tokenizer; set backbone.path or backbone.tokenizer")
+            raise ValueError(
+                "format: smb_v1 is plain text for a subword tokenizer; set backbone.path or backbone.tokenizer"
+            )
         if self.objective == "frozen":
             if self.backbone.path is None:
                 raise ValueError("objective: frozen embeds with a given model; set backbone.path (a local HF folder)")

@@ -237,7 +237,8 @@ def write_meds_dataset_chunked(
 def random_splits(subject_ids, seed: int, fractions=(0.7, 0.1, 0.2)) -> pd.DataFrame:
     """A seeded random train/tuning/held_out split of the unique ``subject_ids`` (default 70/10/20).
 
-    The same algorithm as :func:`ehr_assets.data.cohort.assign_splits` (sorted ids, one seeded permutation), so a cohort's
+    The same algorithm as :func:`ehr_assets.data.cohort.assign_splits` (sorted ids, one seeded permutation), so a
+    cohort's
     declared fractions and seed give the pipeline's split (tested)."""
     ids = np.unique(np.asarray(subject_ids, dtype=np.int64))
     perm = np.random.default_rng(seed).permutation(len(ids))

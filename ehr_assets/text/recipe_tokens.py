@@ -27,10 +27,15 @@ def recipe_token_tables(texts: pd.DataFrame, nodes: pd.DataFrame, tok, fmt: str)
     seq["block_char_ends"] = char_ends
     seq["block_ends"] = [token_ends(ce, ends) for ce, (_, ends, _) in zip(char_ends, enc)]
 
-    by_chars = pd.DataFrame({"subject_id": texts["subject_id"], "block_times": seq["block_times"],
-                             "block_ends": char_ends, "n_tokens": texts["text"].str.len()})
-    ctx = node_contexts(by_chars, nodes).rename(
-        columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
+    by_chars = pd.DataFrame(
+        {
+            "subject_id": texts["subject_id"],
+            "block_times": seq["block_times"],
+            "block_ends": char_ends,
+            "n_tokens": texts["text"].str.len(),
+        }
+    )
+    ctx = node_contexts(by_chars, nodes).rename(columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
     text_of = dict(zip(texts["subject_id"], texts["text"]))
     starts_of = {s: st for s, (_, _, st) in zip(texts["subject_id"], enc)}
     n_of = dict(zip(seq["subject_id"], seq["n_tokens"]))

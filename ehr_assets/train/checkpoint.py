@@ -34,8 +34,9 @@ def save_state(model, predictor, momentum, info: dict, dest: Path) -> None:
     from safetensors.torch import save_file
 
     with quiet():
-        model.save_pretrained(str(dest / "adapter"), safe_serialization=True,
-                              save_embedding_layers=bool(info.get("resized", False)))
+        model.save_pretrained(
+            str(dest / "adapter"), safe_serialization=True, save_embedding_layers=bool(info.get("resized", False))
+        )
     if predictor is not None:
         sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in predictor.state_dict().items()}
         meta = {"hidden": str(predictor.hidden), "depth": str(predictor.depth), "width": str(predictor.width)}
@@ -44,8 +45,16 @@ def save_state(model, predictor, momentum, info: dict, dest: Path) -> None:
         save_file(momentum.adapter_state_dict(), str(dest / "ema_adapter.safetensors"))
 
 
-def save_final(out_dir: Path, model, predictor, momentum, info: dict, recipe: RecipeSpec, train_log: dict,
-               tokenizer_dir: Path | None) -> None:
+def save_final(
+    out_dir: Path,
+    model,
+    predictor,
+    momentum,
+    info: dict,
+    recipe: RecipeSpec,
+    train_log: dict,
+    tokenizer_dir: Path | None,
+) -> None:
     """The finished checkpoint: :func:`save_state`, a copy of the tokenizer folder, ``recipe.json`` and
     ``train_log.json`` (``train_log``: the run's result as a dict)."""
     save_state(model, predictor, momentum, info, out_dir)
@@ -87,8 +96,20 @@ def _trainer_tensors(model, predictor, momentum, optim_state: dict, device: torc
     return t
 
 
-def save_step(dest: Path, step: int, fingerprint: str, model, predictor, momentum, optim, sched, info: dict,
-              curve: list[dict], tokens: int, device: torch.device) -> None:
+def save_step(
+    dest: Path,
+    step: int,
+    fingerprint: str,
+    model,
+    predictor,
+    momentum,
+    optim,
+    sched,
+    info: dict,
+    curve: list[dict],
+    tokens: int,
+    device: torch.device,
+) -> None:
     """A resumable step checkpoint (all safetensors + JSON, no pickle): ``adapter/`` and friends as in the final
     checkpoint, plus ``trainer_state.safetensors`` (trainable tensors, EMA, predictor, AdamW moments, RNG states)
     and ``trainer_state.json`` (step, fingerprint, optimizer hyper-parameters, scheduler, loss curve so far)."""
@@ -102,8 +123,14 @@ def save_step(dest: Path, step: int, fingerprint: str, model, predictor, momentu
     osd = optim.state_dict()
     save_file(_trainer_tensors(model, predictor, momentum, osd, device), str(tmp / "trainer_state.safetensors"))
     sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
-    meta = {"step": step, "fingerprint": fingerprint, "param_groups": osd["param_groups"], "scheduler": sched_state,
-            "curve": curve, "tokens": tokens}
+    meta = {
+        "step": step,
+        "fingerprint": fingerprint,
+        "param_groups": osd["param_groups"],
+        "scheduler": sched_state,
+        "curve": curve,
+        "tokens": tokens,
+    }
     (tmp / "trainer_state.json").write_text(json.dumps(meta, allow_nan=True))
     if dest.exists():
         shutil.rmtree(dest)

@@ -45,11 +45,13 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     ap.add_argument("--warehouse", type=Path, help="DuckDB file (default: $EHR_WAREHOUSE or <home>/warehouse.duckdb)")
     ap.add_argument("--artifacts", type=Path, help="artifact root (default: $EHR_ARTIFACT_ROOT or <home>/artifacts)")
     ap.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: <artifacts>/tokenizer/<cohort>)")
-    ap.add_argument("--init-dir", type=Path,
-                    help="checkpoint of init_from (default: <artifacts>/<parent>_checkpoint/<cohort>)")
+    ap.add_argument(
+        "--init-dir", type=Path, help="checkpoint of init_from (default: <artifacts>/<parent>_checkpoint/<cohort>)"
+    )
     ap.add_argument("--resume-dir", type=Path, help="step checkpoints (default: <artifacts>/.resume/<asset>/<cohort>)")
-    ap.add_argument("--out", type=Path,
-                    help="output checkpoint folder (default: <artifacts>/<recipe>_checkpoint/<cohort>)")
+    ap.add_argument(
+        "--out", type=Path, help="output checkpoint folder (default: <artifacts>/<recipe>_checkpoint/<cohort>)"
+    )
     return ap.parse_args(argv)
 
 
@@ -63,8 +65,10 @@ def resolve_recipe(args: argparse.Namespace, project_dir: Path) -> tuple[RecipeS
         root = rpath.resolve().parent.parent if rpath.resolve().parent.name == "models" else project_dir
         recipe = resolve_backbone_paths(load_spec(rpath, RecipeSpec), root)
         if not recipe.default_tokenization and args.data is None:
-            raise SystemExit(f"error: recipe {recipe.name!r} reads its own tokens asset; name it by its name in "
-                             "the project (--recipe NAME) or give --data")
+            raise SystemExit(
+                f"error: recipe {recipe.name!r} reads its own tokens asset; name it by its name in "
+                "the project (--recipe NAME) or give --data"
+            )
     else:
         project = load_project(project_dir)
         if args.recipe not in project.recipes:
@@ -107,8 +111,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> None:
             raise SystemExit(f"error: recipe {recipe.name!r} starts from {recipe.init_from!r}: give --init-dir")
         init_dir = artifacts / keys.checkpoint(recipe.init_from) / args.cohort
     out = Path(args.out or artifacts / asset / args.cohort)
-    rdir = args.resume_dir or (default_resume_dir(artifacts, asset, args.cohort) if args.cohort else out.parent /
-                               f".{out.name}.resume")
+    rdir = args.resume_dir or (
+        default_resume_dir(artifacts, asset, args.cohort) if args.cohort else out.parent / f".{out.name}.resume"
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         with atomic_dir(out) as tmp:
             train(recipe, data, tmp, init_dir=init_dir, tokenizer_dir=tok, resume_dir=rdir, log=log)

@@ -49,12 +49,24 @@ class TrainData:
                 row[id(ids)] = i
             ex_rows.append((i, int(b)))
         all_seqs = seqs + extra
-        pq.write_table(pa.table({"input_ids": pa.array([s.tolist() for s in all_seqs], pa.list_(pa.int64())),
-                                 "is_sft": pa.array([True] * len(seqs) + [False] * len(extra))}),
-                       folder / "sequences.parquet")
-        pq.write_table(pa.table({"sequence": pa.array([r[0] for r in ex_rows], pa.int64()),
-                                 "boundary": pa.array([r[1] for r in ex_rows], pa.int64())}),
-                       folder / "examples.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "input_ids": pa.array([s.tolist() for s in all_seqs], pa.list_(pa.int64())),
+                    "is_sft": pa.array([True] * len(seqs) + [False] * len(extra)),
+                }
+            ),
+            folder / "sequences.parquet",
+        )
+        pq.write_table(
+            pa.table(
+                {
+                    "sequence": pa.array([r[0] for r in ex_rows], pa.int64()),
+                    "boundary": pa.array([r[1] for r in ex_rows], pa.int64()),
+                }
+            ),
+            folder / "examples.parquet",
+        )
         (folder / "special.json").write_text(json.dumps({k: int(getattr(self, k)) for k in self.SPECIAL}))
 
     @classmethod
@@ -70,8 +82,9 @@ class TrainData:
         seqs = [np.asarray(x, dtype=np.int64) for x in st.column("input_ids").to_pylist()]
         is_sft = st.column("is_sft").to_pylist()
         ex = pq.read_table(folder / "examples.parquet")
-        examples = [(seqs[i], int(b))
-                    for i, b in zip(ex.column("sequence").to_pylist(), ex.column("boundary").to_pylist())]
+        examples = [
+            (seqs[i], int(b)) for i, b in zip(ex.column("sequence").to_pylist(), ex.column("boundary").to_pylist())
+        ]
         special = json.loads((folder / "special.json").read_text())
         return cls([s for s, f in zip(seqs, is_sft) if f], examples, **{k: int(special[k]) for k in cls.SPECIAL})
 
@@ -83,8 +96,13 @@ def tokenizer_special_ids(tokenizer_dir: Path) -> dict:
     from ..text.tokenizers import load_tokenizer
 
     fast, _ = load_tokenizer(tokenizer_dir)
-    return {"vocab_size": len(fast), "pad_id": fast.pad_token_id, "mask_id": fast.mask_token_id,
-            "bos_id": fast.bos_token_id, "eos_id": fast.eos_token_id}
+    return {
+        "vocab_size": len(fast),
+        "pad_id": fast.pad_token_id,
+        "mask_id": fast.mask_token_id,
+        "bos_id": fast.bos_token_id,
+        "eos_id": fast.eos_token_id,
+    }
 
 
 def recipe_tokenizer_special_ids(tokens_dir: Path) -> dict:
@@ -130,7 +148,7 @@ def recipe_train_data_from_tables(sequences, contexts, special: dict) -> TrainDa
     examples = []
     for s, c, fs in zip(ctx["subject_id"], ctx["context_ids"], ctx["future_start"]):
         c = np.asarray(c, dtype=np.int64)
-        future = ids[s][int(fs):]
+        future = ids[s][int(fs) :]
         if len(c) and len(future):  # a node with no future token teaches JEPA nothing
             examples.append((np.concatenate([c, future]), len(c)))
     return TrainData(sft_sequences=list(ids.values()), jepa_examples=examples, **special)
@@ -147,7 +165,6 @@ def read_train_data(conn, cohort: str, tokens_asset: str | None, tokenizer_dir: 
         return recipe_train_data_from_tables(*read_training_tables(conn, cohort, tokens_asset), special)
     special = tokenizer_special_ids(tokenizer_dir)
     return train_data_from_tables(*read_training_tables(conn, cohort, None), special)
-
 
 
 # ---------------------------------------------------------------------------------------------------- sampling

@@ -43,7 +43,7 @@ def all_reduce_grads(params: list[torch.Tensor], world: int) -> None:
     flat /= world
     off = 0
     for g in grads:
-        g.copy_(flat[off: off + g.numel()].view_as(g))
+        g.copy_(flat[off : off + g.numel()].view_as(g))
         off += g.numel()
 
 

@@ -141,13 +141,28 @@ class Parts:
     n_total: int  # elements of the model and the predictor
 
 
-def build_parts(recipe: RecipeSpec, data: TrainData, device: torch.device, objective: Objective, *,
-                init_dir: Path | None, save_base_to: Path | None, use_bf16: bool, log: Callable[[str], None]) -> Parts:
+def build_parts(
+    recipe: RecipeSpec,
+    data: TrainData,
+    device: torch.device,
+    objective: Objective,
+    *,
+    init_dir: Path | None,
+    save_base_to: Path | None,
+    use_bf16: bool,
+    log: Callable[[str], None],
+) -> Parts:
     """The model (its frozen base saved right away, before LoRA wraps it: it never changes), on ``device`` in train
     mode; the predictor (seeded with ``training.seed + 1``) and momentum encoder; AdamW and its lr schedule."""
     tr, jcfg, o = recipe.training, recipe.jepa, recipe.optimizer
-    model, info = build_model(recipe, data, init_dir=init_dir, log=log, save_base_to=save_base_to,
-                              base_dtype=torch.bfloat16 if use_bf16 else None)
+    model, info = build_model(
+        recipe,
+        data,
+        init_dir=init_dir,
+        log=log,
+        save_base_to=save_base_to,
+        base_dtype=torch.bfloat16 if use_bf16 else None,
+    )
     model.to(device)
     model.train()
     model.config.use_cache = False
@@ -212,7 +227,8 @@ def _prepare_out_dir(out_dir: Path) -> None:
 def _start_line(recipe: RecipeSpec, parts: Parts, device: torch.device, world: int, init_dir: Path | None) -> str:
     tr = recipe.training
     return (
-        f"{recipe.name}: {recipe.objective} on {device.type}" + (f" x {world} processes" if world > 1 else "")
+        f"{recipe.name}: {recipe.objective} on {device.type}"
+        + (f" x {world} processes" if world > 1 else "")
         + (f" from {init_dir}" if init_dir is not None else "")
         + f", {parts.n_trainable:,} trainable / {parts.n_total:,} params, {tr.steps} steps x {tr.batch_size}"
         + (f" x {tr.grad_accum}" if tr.grad_accum > 1 else "")
@@ -221,8 +237,14 @@ def _start_line(recipe: RecipeSpec, parts: Parts, device: torch.device, world: i
 
 
 # ============================================================================================ step checkpoints
-def resume_state(recipe: RecipeSpec, parts: Parts, resume_dir: Path, fingerprint: str, device: torch.device,
-           log: Callable[[str], None]) -> tuple[int, list[dict], int]:
+def resume_state(
+    recipe: RecipeSpec,
+    parts: Parts,
+    resume_dir: Path,
+    fingerprint: str,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> tuple[int, list[dict], int]:
     """(first step, loss curve so far, tokens read so far): restored from the newest step checkpoint of this run's
     fingerprint in ``resume_dir`` when resuming is on, else a fresh start."""
     tr = recipe.training
@@ -231,25 +253,55 @@ def resume_state(recipe: RecipeSpec, parts: Parts, resume_dir: Path, fingerprint
     found = latest_step(resume_dir, fingerprint, log)
     if found is None:
         return 0, [], 0
-    start, curve, tokens = load_step(found, parts.model, parts.predictor, parts.momentum, parts.optim, parts.sched,
-                                     device)
+    start, curve, tokens = load_step(
+        found, parts.model, parts.predictor, parts.momentum, parts.optim, parts.sched, device
+    )
     log(f"{recipe.name}: resuming from {found} (step {start}/{tr.steps})")
     return start, curve, tokens
 
 
-def step_checkpoint(recipe: RecipeSpec, parts: Parts, resume_dir: Path, n: int, fingerprint: str, curve: list[dict],
-                    tokens: int, device: torch.device, log: Callable[[str], None]) -> None:
+def step_checkpoint(
+    recipe: RecipeSpec,
+    parts: Parts,
+    resume_dir: Path,
+    n: int,
+    fingerprint: str,
+    curve: list[dict],
+    tokens: int,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> None:
     """Write the step checkpoint after step ``n`` and keep only the newest ``training.keep_checkpoints``."""
     dest = resume_dir / f"step_{n:06d}"
-    save_step(dest, n, fingerprint, parts.model, parts.predictor, parts.momentum, parts.optim, parts.sched, parts.info,
-              curve, tokens, device)
+    save_step(
+        dest,
+        n,
+        fingerprint,
+        parts.model,
+        parts.predictor,
+        parts.momentum,
+        parts.optim,
+        parts.sched,
+        parts.info,
+        curve,
+        tokens,
+        device,
+    )
     prune_steps(resume_dir, recipe.training.keep_checkpoints)
     log(f"{recipe.name}: step checkpoint {dest}")
 
 
 # ====================================================================================================== steps
-def optimizer_step(recipe: RecipeSpec, parts: Parts, batches: Batches, objective: Objective, step: int,
-                   device: torch.device, world: int, autocast) -> tuple[list[float], int, float]:
+def optimizer_step(
+    recipe: RecipeSpec,
+    parts: Parts,
+    batches: Batches,
+    objective: Objective,
+    step: int,
+    device: torch.device,
+    world: int,
+    autocast,
+) -> tuple[list[float], int, float]:
     """One optimizer step: ``grad_accum`` micro-batches (losses, backward), gradients averaged over processes and
     clipped, AdamW and the lr schedule, then the EMA update. Returns the (loss, sft, jepa) sums over the
     micro-batches, the real tokens read by all processes, and the step's tau (NaN without a momentum encoder)."""
@@ -260,8 +312,9 @@ def optimizer_step(recipe: RecipeSpec, parts: Parts, batches: Batches, objective
         b, n_real = batches.get(step, micro, device)
         tokens += n_real * world
         with autocast():
-            ls, lj = step_losses(parts.model, parts.predictor, parts.momentum, b, sft=objective.sft,
-                                 jepa=objective.jepa)
+            ls, lj = step_losses(
+                parts.model, parts.predictor, parts.momentum, b, sft=objective.sft, jepa=objective.jepa
+            )
         loss = torch.zeros((), device=device)
         if ls is not None:
             loss = loss + lw.sft * ls
@@ -285,8 +338,16 @@ def optimizer_step(recipe: RecipeSpec, parts: Parts, batches: Batches, objective
     return [tot, s_tot, j_tot], tokens, tau
 
 
-def step_record(n: int, sums: list[float], lr: float, tau: float, objective: Objective, grad_accum: int,
-                device: torch.device, world: int) -> dict:
+def step_record(
+    n: int,
+    sums: list[float],
+    lr: float,
+    tau: float,
+    objective: Objective,
+    grad_accum: int,
+    device: torch.device,
+    world: int,
+) -> dict:
     """The loss-curve entry of step ``n``: the mean losses over micro-batches and processes, lr and tau."""
     tot, s_tot, j_tot = mean_over_processes(sums, device, world)
     return {
@@ -305,15 +366,24 @@ def progress_line(recipe: RecipeSpec, rec: dict, objective: Objective, has_momen
     return (
         f"{recipe.name} step {rec['step']}/{recipe.training.steps} loss {rec['loss']:.4f}"
         + (f" (sft {rec['sft_loss']:.4f}, jepa {rec['jepa_loss']:.4f})" if objective.jepa_mode else "")
-        + f" lr {rec['lr']:.2e}" + (f" tau {rec['tau']:.4f}" if has_momentum else "")
-        + f" | {tok_per_s:,.0f} tok/s" + mon
+        + f" lr {rec['lr']:.2e}"
+        + (f" tau {rec['tau']:.4f}" if has_momentum else "")
+        + f" | {tok_per_s:,.0f} tok/s"
+        + mon
     )
 
 
 # ====================================================================================================== train
-def train(recipe: RecipeSpec, data: TrainData, out_dir: Path, *, init_dir: Path | None = None,
-          tokenizer_dir: Path | None = None, resume_dir: Path | None = None,
-          log: Callable[[str], None] = print) -> TrainResult:
+def train(
+    recipe: RecipeSpec,
+    data: TrainData,
+    out_dir: Path,
+    *,
+    init_dir: Path | None = None,
+    tokenizer_dir: Path | None = None,
+    resume_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
     """Train ``recipe`` on ``data`` and write the checkpoint into ``out_dir`` (missing or empty).
 
     Step checkpoints (every ``training.checkpoint_every`` steps) go to ``resume_dir`` (default
@@ -345,8 +415,16 @@ def train(recipe: RecipeSpec, data: TrainData, out_dir: Path, *, init_dir: Path 
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
     objective = Objective.of(recipe)
-    parts = build_parts(recipe, data, device, objective, init_dir=init_dir, save_base_to=out_dir if main else None,
-                        use_bf16=use_bf16, log=log)
+    parts = build_parts(
+        recipe,
+        data,
+        device,
+        objective,
+        init_dir=init_dir,
+        save_base_to=out_dir if main else None,
+        use_bf16=use_bf16,
+        log=log,
+    )
     batches = Batches(recipe, data, objective, world, rank)
     monitor_every = tr.monitor_every or tr.log_every
     mon_ctx = monitor_contexts(data, tr.seq_len, tr.monitor_nodes) if main else []
@@ -385,6 +463,8 @@ def train(recipe: RecipeSpec, data: TrainData, out_dir: Path, *, init_dir: Path 
     if not main:
         return res
     save_final(out_dir, parts.model, parts.predictor, parts.momentum, parts.info, recipe, res.to_dict(), tokenizer_dir)
-    log(f"{recipe.name}: done in {res.wall_s:.1f}s, {res.tokens_per_s:,.0f} tok/s, peak {res.peak_mem_mb:,.0f} MiB"
-        + (f" (resumed at step {start})" if start else ""))
+    log(
+        f"{recipe.name}: done in {res.wall_s:.1f}s, {res.tokens_per_s:,.0f} tok/s, peak {res.peak_mem_mb:,.0f} MiB"
+        + (f" (resumed at step {start})" if start else "")
+    )
     return res

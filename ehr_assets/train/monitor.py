@@ -20,8 +20,9 @@ def monitor_contexts(data: TrainData, seq_len: int, n: int) -> list[np.ndarray]:
         return []
     if data.jepa_examples:
         pick = np.unique(np.linspace(0, len(data.jepa_examples) - 1, min(n, len(data.jepa_examples))).astype(int))
-        return [np.asarray(ids[max(0, b - seq_len): b], dtype=np.int64)
-                for ids, b in (data.jepa_examples[i] for i in pick)]
+        return [
+            np.asarray(ids[max(0, b - seq_len) : b], dtype=np.int64) for ids, b in (data.jepa_examples[i] for i in pick)
+        ]
     seqs = [s for s in data.sft_sequences if len(s)]
     pick = np.unique(np.linspace(0, len(seqs) - 1, min(n, len(seqs))).astype(int)) if seqs else []
     return [np.asarray(seqs[i][:seq_len], dtype=np.int64) for i in pick]

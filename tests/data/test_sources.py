@@ -48,8 +48,16 @@ def test_meds_dataset_with_shards_extra_columns_static_rows_and_splits(meds_dir)
     assert ev["time"].dtype == "datetime64[us]" and ev["numeric_value"].dtype == "float32"
     assert {"table", "unit", "visit_id", "clarity_table"} <= set(ev.columns)
     assert str(ev["visit_id"].dtype) == "Int64" and int(ev["visit_id"].max()) == int(src_events["visit_id"].max())
-    assert set(ev["table"].dropna()) == {"person", "observation", "measurement", "note", "procedure", "condition",
-                                         "drug_exposure", "death"}
+    assert set(ev["table"].dropna()) == {
+        "person",
+        "observation",
+        "measurement",
+        "note",
+        "procedure",
+        "condition",
+        "drug_exposure",
+        "death",
+    }
     # every static gender row is placed at its subject's birth time, right after the birth row
     s = ev[ev["subject_id"] == 100]
     assert list(s["code"].iloc[:2]) == ["MEDS_BIRTH", "GENDER/M"] and s["time"].iloc[0] == s["time"].iloc[1]
@@ -57,8 +65,10 @@ def test_meds_dataset_with_shards_extra_columns_static_rows_and_splits(meds_dir)
     assert (ev.groupby("subject_id")["time"].apply(lambda t: t.is_monotonic_increasing)).all()
     # the shipped splits
     shipped = pq.read_table(meds_dir / "metadata" / "subject_splits.parquet").to_pandas()
-    pd.testing.assert_frame_equal(data.splits.sort_values("subject_id").reset_index(drop=True),
-                                  shipped.sort_values("subject_id").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        data.splits.sort_values("subject_id").reset_index(drop=True),
+        shipped.sort_values("subject_id").reset_index(drop=True),
+    )
     rep = data.report
     assert rep["shards"] == 3 and rep["dataset_name"] == "inspect_like" and rep["codes_missing_from_metadata"] == 0
     assert rep["splits_from"] == "metadata/subject_splits.parquet"
@@ -78,8 +88,12 @@ def test_meds_options_and_missing_metadata(meds_dir, tmp_path):
 
 
 def _shard(path, **cols):
-    base = {"subject_id": pa.array([1, 1], pa.int64()), "time": pa.array([0, 86_400_000_000], pa.timestamp("us")),
-            "code": pa.array(["A", "B"]), "numeric_value": pa.array([1.0, None], pa.float32())}
+    base = {
+        "subject_id": pa.array([1, 1], pa.int64()),
+        "time": pa.array([0, 86_400_000_000], pa.timestamp("us")),
+        "code": pa.array(["A", "B"]),
+        "numeric_value": pa.array([1.0, None], pa.float32()),
+    }
     base.update(cols)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({k: v for k, v in base.items() if v is not None}), path)
@@ -114,8 +128,11 @@ def test_meds_subject_in_two_shards_and_bad_splits(tmp_path):
     sp = tmp_path / "b" / "metadata" / "subject_splits.parquet"
     sp.parent.mkdir(parents=True)
     pq.write_table(pa.table({"subject_id": pa.array([1], pa.int64()), "split": ["train"]}), sp)
-    with pytest.raises(SourceError, match=r"subject_splits\.parquet: 1 subject\(s\) of data/ have no split "
-                                          r"\(e\.g\. subject_id 2\)"):
+    with pytest.raises(
+        SourceError,
+        match=r"subject_splits\.parquet: 1 subject\(s\) of data/ have no split "
+        r"\(e\.g\. subject_id 2\)",
+    ):
         read_meds(meds_src(tmp_path / "b"))
     pq.write_table(pa.table({"subject_id": pa.array([1, 2], pa.int64()), "split": ["train", "test"]}), sp)
     with pytest.raises(SourceError, match=r"split 'test' is not one of \['train', 'tuning', 'held_out'\]"):
@@ -131,15 +148,30 @@ def test_meds_subject_in_two_shards_and_bad_splits(tmp_path):
 def test_cbioportal_study_to_meds_events(study):
     data = read_cbioportal(cbio_src(study))
     ev, rep = data.events, data.report
-    meds.DataSchema.validate(meds.DataSchema.align(pa.Table.from_pandas(
-        ev[["subject_id", "time", "code", "numeric_value", "text_value"]], preserve_index=False)))
+    meds.DataSchema.validate(
+        meds.DataSchema.align(
+            pa.Table.from_pandas(
+                ev[["subject_id", "time", "code", "numeric_value", "text_value"]], preserve_index=False
+            )
+        )
+    )
     assert rep["patients"] == 60 and ev["subject_id"].nunique() == 60 and data.splits is None
     p0 = ev[ev["patient_id"] == "P-0000000"]
     assert (p0["subject_id"] == subject_id_of("P-0000000")).all()
     # codes from EVENT_TYPE and the type's own columns; LAB_TEST RESULT as numeric_value with its unit
     types = {c.split("/")[0] for c in ev["code"]}
-    assert {"DIAGNOSIS", "TREATMENT", "LAB_TEST", "PROGRESSION", "PERFORMANCE_STATUS", "GENETIC_COUNSELING",
-            "MEDS_BIRTH", "MEDS_DEATH", "GENDER", "RACE"} == types
+    assert {
+        "DIAGNOSIS",
+        "TREATMENT",
+        "LAB_TEST",
+        "PROGRESSION",
+        "PERFORMANCE_STATUS",
+        "GENETIC_COUNSELING",
+        "MEDS_BIRTH",
+        "MEDS_DEATH",
+        "GENDER",
+        "RACE",
+    } == types
     lab = ev[ev["code"] == "LAB_TEST/CEA"]
     assert lab["numeric_value"].notna().all() and set(lab["unit"]) == {"ng/ml"} and set(lab["table"]) == {"lab"}
     tx = ev[ev["code"].str.startswith("TREATMENT/")]
@@ -156,8 +188,14 @@ def test_cbioportal_study_to_meds_events(study):
     assert bad == {
         ("data_timeline_cea_labs.txt", "START_DATE is not an integer day"): (1, len(lab_lines) - 1),
         ("data_timeline_cea_labs.txt", "PATIENT_ID not in data_clinical_patient.txt"): (1, len(lab_lines)),
-        ("data_timeline_treatment.txt", "2 fields, header has 8"): (1, files["data_timeline_treatment.txt"]["rows"] + 0),
-        ("data_timeline_treatment.txt", "STOP_DATE before START_DATE"): (1, files["data_timeline_treatment.txt"]["rows"] + 1),
+        ("data_timeline_treatment.txt", "2 fields, header has 8"): (
+            1,
+            files["data_timeline_treatment.txt"]["rows"] + 0,
+        ),
+        ("data_timeline_treatment.txt", "STOP_DATE before START_DATE"): (
+            1,
+            files["data_timeline_treatment.txt"]["rows"] + 1,
+        ),
     }
     assert rep["malformed_rows_total"] == 4
 
@@ -180,8 +218,15 @@ def test_cbioportal_anchor_birth_and_death_rules(study):
     r = dead.iloc[0]
     t = deaths.loc[deaths["patient_id"] == r["PATIENT_ID"], "time"].iloc[0]
     assert t == day0 + pd.Timedelta(days=round(r["OS_MONTHS"] * 365.25 / 12))
-    assert (ev.groupby("subject_id").apply(lambda g: g["time"].max() == g.loc[g["code"] == "MEDS_DEATH", "time"].max()
-                                           if (g["code"] == "MEDS_DEATH").any() else True)).all()
+    assert (
+        ev.groupby("subject_id").apply(
+            lambda g: (
+                g["time"].max() == g.loc[g["code"] == "MEDS_DEATH", "time"].max()
+                if (g["code"] == "MEDS_DEATH").any()
+                else True
+            )
+        )
+    ).all()
     # age at the anchor instead
     ev2 = read_cbioportal(cbio_src(study, age_column="CURRENT_AGE_DEID", age_at="anchor")).events
     b2 = ev2.loc[(ev2["patient_id"] == row["PATIENT_ID"]) & (ev2["code"] == "MEDS_BIRTH"), "time"].iloc[0]
@@ -194,9 +239,21 @@ def test_cbioportal_death_never_precedes_an_event_and_rules_override(tmp_path):
     (s / "data_clinical_patient.txt").write_text("PATIENT_ID\tSEX\tOS_STATUS\tOS_MONTHS\nA\tF\t1:DECEASED\t1.0\n")
     (s / "data_timeline_labs.txt").write_text(
         "PATIENT_ID\tSTART_DATE\tSTOP_DATE\tEVENT_TYPE\tTEST\tRESULT\tUNIT_X\n"
-        "A\t-3\t\tlab_test\tHGB\t<0.5\tg/dL\nA\t45\t\tLAB_TEST\tHGB\t11.5\tg/dL\n")
-    data = read_cbioportal(cbio_src(s, event_types={"lab_test": {"code_columns": ["TEST"], "value_column": "RESULT",
-                                                                  "unit_column": "UNIT_X", "table": "measurement"}}))
+        "A\t-3\t\tlab_test\tHGB\t<0.5\tg/dL\nA\t45\t\tLAB_TEST\tHGB\t11.5\tg/dL\n"
+    )
+    data = read_cbioportal(
+        cbio_src(
+            s,
+            event_types={
+                "lab_test": {
+                    "code_columns": ["TEST"],
+                    "value_column": "RESULT",
+                    "unit_column": "UNIT_X",
+                    "table": "measurement",
+                }
+            },
+        )
+    )
     ev = data.events
     assert list(ev["code"]) == ["SEX/F", "LAB_TEST/HGB", "LAB_TEST/HGB", "MEDS_DEATH"]  # no age: no birth row
     assert ev["text_value"].iloc[1] == "<0.5" and np.isnan(ev["numeric_value"].iloc[1])
@@ -214,8 +271,11 @@ def test_cbioportal_errors_name_file_and_line(study, tmp_path):
     s = tmp_path / "s"
     shutil.copytree(study, s)
     (s / "data_timeline_progression.txt").write_text("PATIENT_ID\tSTOP_DATE\tEVENT_TYPE\nP-0000001\t\tPROGRESSION\n")
-    with pytest.raises(SourceError, match=r"data_timeline_progression\.txt: missing required timeline column "
-                                          r"'START_DATE'"):
+    with pytest.raises(
+        SourceError,
+        match=r"data_timeline_progression\.txt: missing required timeline column "
+        r"'START_DATE'",
+    ):
         read_cbioportal(cbio_src(s))
     (s / "data_clinical_patient.txt").unlink()
     with pytest.raises(SourceError, match=r"data_clinical_patient\.txt: patient file missing"):
@@ -227,8 +287,14 @@ def test_cbioportal_errors_name_file_and_line(study, tmp_path):
 # ---------------------------------------------------------------------------------------------------------- specs
 def test_source_specs_validate_and_resolve_paths(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text(yaml.safe_dump({"source": {"kind": "cbioportal", "path": "x", "on_malformed": "ignore"},
-                                 "decision_nodes": {"codes": ["X"]}}))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "source": {"kind": "cbioportal", "path": "x", "on_malformed": "ignore"},
+                "decision_nodes": {"codes": ["X"]},
+            }
+        )
+    )
     with pytest.raises(SpecError, match=r"c\.yaml: source\.on_malformed: Input should be 'report' or 'error'"):
         load_spec(f, CohortSpec)
     f.write_text("source: {kind: meds, path: data/x, max_subjects: ten}\ndecision_nodes: {codes: [X]}\n")
@@ -241,7 +307,8 @@ def test_source_specs_validate_and_resolve_paths(tmp_path):
     for d in ("cohorts", "models", "probes"):
         (root / d).mkdir(parents=True)
     (root / "cohorts" / "inspect.yaml").write_text(
-        f"source: {{kind: meds, path: data/inspect}}\ndecision_nodes: {{codes: ['{CT_CODE}']}}\n")
+        f"source: {{kind: meds, path: data/inspect}}\ndecision_nodes: {{codes: ['{CT_CODE}']}}\n"
+    )
     p = load_project(root)
     assert p.cohorts["inspect"].source.path == str((root / "data" / "inspect").resolve())
     json.dumps(p.cohorts["inspect"].model_dump(mode="json"))  # still plain data

@@ -23,8 +23,14 @@ from ehr_assets.specs import SpecError
 from ..real_data import CT_CODE, write_meds_dataset
 
 COHORT = "ins"
-SELECTION = ["cohort_events", "cohort_table", "subjects", "decision_nodes", "task_labels",
-             "count_baseline_probe_metrics"]
+SELECTION = [
+    "cohort_events",
+    "cohort_table",
+    "subjects",
+    "decision_nodes",
+    "task_labels",
+    "count_baseline_probe_metrics",
+]
 
 
 def w(path: Path, data: dict) -> None:
@@ -34,10 +40,17 @@ def w(path: Path, data: dict) -> None:
 
 def make_project(root: Path) -> Path:
     write_meds_dataset(root / "data" / "good")
-    w(root / "cohorts" / f"{COHORT}.yaml", {"source": {"kind": "meds", "path": "data/good"},
-                                            "decision_nodes": {"codes": [CT_CODE], "min_context_events": 3}})
-    w(root / "probes" / "mortality.yaml", {"kind": "binary", "outcome_codes": ["MEDS_DEATH"], "horizons_days": [365],
-                                           "cohorts": [COHORT]})
+    w(
+        root / "cohorts" / f"{COHORT}.yaml",
+        {
+            "source": {"kind": "meds", "path": "data/good"},
+            "decision_nodes": {"codes": [CT_CODE], "min_context_events": 3},
+        },
+    )
+    w(
+        root / "probes" / "mortality.yaml",
+        {"kind": "binary", "outcome_codes": ["MEDS_DEATH"], "horizons_days": [365], "cohorts": [COHORT]},
+    )
     (root / "models").mkdir()
     return root
 
@@ -60,9 +73,18 @@ def snapshot(db: Path, art: Path) -> dict[str, str]:
 
 def materialize(root: Path, db: Path, art: Path, instance) -> dg.ExecuteInProcessResult:
     defs = build_definitions(root, warehouse_path=db, artifact_root=art)
-    job = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(
-        "data", selection=dg.AssetSelection.assets(*SELECTION),
-        partitions_def=dg.StaticPartitionsDefinition([COHORT]))])).resolve_job_def("data")
+    job = dg.Definitions.merge(
+        defs,
+        dg.Definitions(
+            jobs=[
+                dg.define_asset_job(
+                    "data",
+                    selection=dg.AssetSelection.assets(*SELECTION),
+                    partitions_def=dg.StaticPartitionsDefinition([COHORT]),
+                )
+            ]
+        ),
+    ).resolve_job_def("data")
     return job.execute_in_process(partition_key=COHORT, instance=instance, raise_on_error=False)
 
 
@@ -112,21 +134,31 @@ def rewrite(path: Path, fn) -> None:
 
 # --------------------------------------------------------------------------------------------- declarations (YAML)
 YAML_CASES = {
-    "unknown_key": (lambda p: _edit(p / "cohorts" / f"{COHORT}.yaml", lambda d: {**d, "spilts": {}}),
-                    [f"cohorts/{COHORT}.yaml", "spilts: unknown key"]),
-    "wrong_type": (lambda p: w(p / "models" / "sft.yaml", {"objective": "sft", "backbone": {"config": {}},
-                                                           "lora": {"rank": "eight"}}),
-                   ["models/sft.yaml", "lora.rank", "'eight'"]),
-    "unknown_init_from": (lambda p: w(p / "models" / "j.yaml", {"objective": "jepa", "init_from": "sfft",
-                                                                "backbone": {"config": {}}}),
-                          ["models/j.yaml", "init_from: unknown recipe 'sfft'"]),
-    "init_from_cycle": (lambda p: (w(p / "models" / "a.yaml", {"objective": "jepa", "init_from": "b",
-                                                               "backbone": {"config": {}}}),
-                                   w(p / "models" / "b.yaml", {"objective": "jepa", "init_from": "a",
-                                                               "backbone": {"config": {}}})),
-                        ["init_from: cycle", "a -> b -> a"]),
-    "union_of_unknown_cohort": (lambda p: w(p / "cohorts" / "both.yaml", {"union": [COHORT, "insepct"]}),
-                                ["cohorts/both.yaml", "union: unknown cohort 'insepct'"]),
+    "unknown_key": (
+        lambda p: _edit(p / "cohorts" / f"{COHORT}.yaml", lambda d: {**d, "spilts": {}}),
+        [f"cohorts/{COHORT}.yaml", "spilts: unknown key"],
+    ),
+    "wrong_type": (
+        lambda p: w(
+            p / "models" / "sft.yaml", {"objective": "sft", "backbone": {"config": {}}, "lora": {"rank": "eight"}}
+        ),
+        ["models/sft.yaml", "lora.rank", "'eight'"],
+    ),
+    "unknown_init_from": (
+        lambda p: w(p / "models" / "j.yaml", {"objective": "jepa", "init_from": "sfft", "backbone": {"config": {}}}),
+        ["models/j.yaml", "init_from: unknown recipe 'sfft'"],
+    ),
+    "init_from_cycle": (
+        lambda p: (
+            w(p / "models" / "a.yaml", {"objective": "jepa", "init_from": "b", "backbone": {"config": {}}}),
+            w(p / "models" / "b.yaml", {"objective": "jepa", "init_from": "a", "backbone": {"config": {}}}),
+        ),
+        ["init_from: cycle", "a -> b -> a"],
+    ),
+    "union_of_unknown_cohort": (
+        lambda p: w(p / "cohorts" / "both.yaml", {"union": [COHORT, "insepct"]}),
+        ["cohorts/both.yaml", "union: unknown cohort 'insepct'"],
+    ),
 }
 
 
@@ -151,18 +183,28 @@ def _drop(col):
     def breaker(p):
         for f in shards(p):
             rewrite(f, lambda t: t.drop_columns([col]))
+
     return breaker
 
 
 def _time_as_string(p):
-    rewrite(shards(p)[0], lambda t: t.set_column(t.schema.get_field_index("time"), "time",
-                                                 pa.array([str(x) for x in t.column("time").to_pylist()])))
+    rewrite(
+        shards(p)[0],
+        lambda t: t.set_column(
+            t.schema.get_field_index("time"), "time", pa.array([str(x) for x in t.column("time").to_pylist()])
+        ),
+    )
 
 
 def _numbers_as_strings(p):
-    rewrite(shards(p)[1], lambda t: t.set_column(
-        t.schema.get_field_index("numeric_value"), "numeric_value",
-        pa.array([None if v is None else f"{v:.2f}" for v in t.column("numeric_value").to_pylist()], pa.string())))
+    rewrite(
+        shards(p)[1],
+        lambda t: t.set_column(
+            t.schema.get_field_index("numeric_value"),
+            "numeric_value",
+            pa.array([None if v is None else f"{v:.2f}" for v in t.column("numeric_value").to_pylist()], pa.string()),
+        ),
+    )
 
 
 def _event_after_death(p):
@@ -172,8 +214,9 @@ def _event_after_death(p):
     extra = dead.copy()
     extra["code"], extra["time"] = "Visit/OP", dead["time"] + pd.Timedelta(days=3)
     df = pd.concat([df, extra.to_frame().T], ignore_index=True).sort_values(["subject_id", "time"], kind="stable")
-    pq.write_table(pa.Table.from_pandas(df.astype({"subject_id": "int64"}), schema=pq.read_schema(f),
-                                        preserve_index=False), f)
+    pq.write_table(
+        pa.Table.from_pandas(df.astype({"subject_id": "int64"}), schema=pq.read_schema(f), preserve_index=False), f
+    )
     return int(dead["subject_id"])
 
 
@@ -198,8 +241,10 @@ def _empty_cohort(p):
 
 
 def _outcome_never_occurs(p):
-    w(p / "probes" / "relapse.yaml", {"kind": "binary", "outcome_codes": ["SNOMED/0000000"], "horizons_days": [90],
-                                      "cohorts": [COHORT]})
+    w(
+        p / "probes" / "relapse.yaml",
+        {"kind": "binary", "outcome_codes": ["SNOMED/0000000"], "horizons_days": [90], "cohorts": [COHORT]},
+    )
 
 
 DATA_CASES = {
@@ -237,5 +282,6 @@ def test_sanity_the_good_project_still_materializes(project, good):
     assert res.success, errors(res)
     after = snapshot(db, art)
     # the same data give the same tables; metrics carry a materialization stamp and may differ there only
-    assert {k: v for k, v in after.items() if "probe_metrics" not in k} == \
-           {k: v for k, v in snap.items() if "probe_metrics" not in k}
+    assert {k: v for k, v in after.items() if "probe_metrics" not in k} == {
+        k: v for k, v in snap.items() if "probe_metrics" not in k
+    }

@@ -23,9 +23,14 @@ def test_all_partitions_at_once_without_lock_errors(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "EHR_PROJECT_DIR": str(root),
-           "EHR_WAREHOUSE": str(tmp_path / "warehouse.duckdb"), "EHR_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "EHR_PROJECT_DIR": str(root),
+        "EHR_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+        "EHR_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "OMP_NUM_THREADS": "1",
+    }
     # create the instance's storage once: several processes creating a new SQLite home at the same instant race on
     # its schema migration (a Dagster limitation; a backfill launched by the daemon never hits it)
     import dagster as dg
@@ -36,9 +41,26 @@ def test_all_partitions_at_once_without_lock_errors(tmp_path):
     t0 = time.perf_counter()
     for key in PARTITIONS:
         log = open(tmp_path / f"{key}.log", "w")
-        procs[key] = (subprocess.Popen([str(dagster), "asset", "materialize", "-m", "ehr_assets.definitions",
-                                        "--select", SELECT, "--partition", key],
-                                       cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+        procs[key] = (
+            subprocess.Popen(
+                [
+                    str(dagster),
+                    "asset",
+                    "materialize",
+                    "-m",
+                    "ehr_assets.definitions",
+                    "--select",
+                    SELECT,
+                    "--partition",
+                    key,
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ),
+            log,
+        )
     rcs = {}
     for key, (p, log) in procs.items():
         rcs[key] = p.wait(timeout=420)

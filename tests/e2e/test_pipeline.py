@@ -3,13 +3,13 @@ HF/PEFT models; then the leakage check catching a leaking table."""
 
 from __future__ import annotations
 
+import dagster as dg
 import duckdb
 import meds
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-import dagster as dg
 import yaml
 
 from ehr_assets.definitions import PIPELINE_JOB, REPORT_JOB, build_definitions
@@ -24,8 +24,14 @@ RECIPES = {"sft", "jepa", "count_baseline", "oracle", "oracle_no_rate"}
 
 # The graph runs every declared task; to stay fast the test project keeps a few task families with two horizons
 # each (binary, survival, an incident task, a blanked task). The full suite is checked per cohort in test_benchmark.
-TEST_PROBES = {"mortality": [90, 730], "readmission": [30, 365], "pulmonary_hypertension": [365, 730],
-               "recurrent_pe": [180, 730], "progression": [365, 730], "survival": None}
+TEST_PROBES = {
+    "mortality": [90, 730],
+    "readmission": [30, 365],
+    "pulmonary_hypertension": [365, 730],
+    "recurrent_pe": [180, 730],
+    "progression": [365, 730],
+    "survival": None,
+}
 
 
 def binary_pairs(root, cohort: str) -> set[tuple[str, int]]:
@@ -65,8 +71,10 @@ def cross_disease(built):
     """The other two partitions and the unpartitioned cross-disease report, on the same instance and warehouse."""
     defs, _, db, _, instance = built
     job = defs.resolve_job_def(PIPELINE_JOB)
-    results = {k: job.execute_in_process(partition_key=k, instance=instance, raise_on_error=False).success
-               for k in ("msk", "combined")}
+    results = {
+        k: job.execute_in_process(partition_key=k, instance=instance, raise_on_error=False).success
+        for k in ("msk", "combined")
+    }
     report = defs.resolve_job_def(REPORT_JOB).execute_in_process(instance=instance, raise_on_error=False)
     return results, report, db, built[3] / "project"
 
@@ -81,18 +89,39 @@ def test_every_asset_and_check_succeeds(built):
     assert result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     expected = {
-        "cohort_events", "cohort_table", "subjects", "decision_nodes", "task_labels", "tokenizer",
-        "token_sequences", "node_contexts", "sft_checkpoint", "jepa_checkpoint", "sft_embeddings",
-        "jepa_embeddings", "sft_probe_metrics", "jepa_probe_metrics", "count_baseline_probe_metrics",
-        "cohort_latent", "oracle_probe_metrics", "oracle_no_rate_probe_metrics", "label_files", "prediction_files",
+        "cohort_events",
+        "cohort_table",
+        "subjects",
+        "decision_nodes",
+        "task_labels",
+        "tokenizer",
+        "token_sequences",
+        "node_contexts",
+        "sft_checkpoint",
+        "jepa_checkpoint",
+        "sft_embeddings",
+        "jepa_embeddings",
+        "sft_probe_metrics",
+        "jepa_probe_metrics",
+        "count_baseline_probe_metrics",
+        "cohort_latent",
+        "oracle_probe_metrics",
+        "oracle_no_rate_probe_metrics",
+        "label_files",
+        "prediction_files",
         "benchmark_summary",
     }
     assert expected <= materialized
     evaluations = result.get_asset_check_evaluations()
     names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
-    assert {("cohort_events", "meds_schema"), ("subjects", "split_disjointness"),
-            ("node_contexts", "no_future_in_context"), ("task_labels", "labels_after_prediction_time"),
-            ("sft_embeddings", "not_collapsed"), ("jepa_embeddings", "not_collapsed")} <= names
+    assert {
+        ("cohort_events", "meds_schema"),
+        ("subjects", "split_disjointness"),
+        ("node_contexts", "no_future_in_context"),
+        ("task_labels", "labels_after_prediction_time"),
+        ("sft_embeddings", "not_collapsed"),
+        ("jepa_embeddings", "not_collapsed"),
+    } <= names
     assert all(e.passed for e in evaluations), [(e.check_name, e.metadata) for e in evaluations if not e.passed]
 
 
@@ -100,7 +129,9 @@ def test_tables_have_rows_and_schemas(built):
     _, _, db, *_ = built
     events = q(db, "SELECT * FROM cohort_table WHERE cohort = ?", [PARTITION])
     assert events["subject_id"].nunique() == 160
-    table = pa.Table.from_pandas(events[["subject_id", "time", "code", "numeric_value", "text_value"]], preserve_index=False)
+    table = pa.Table.from_pandas(
+        events[["subject_id", "time", "code", "numeric_value", "text_value"]], preserve_index=False
+    )
     meds.DataSchema.validate(meds.DataSchema.align(table))
     subj = q(db, "SELECT * FROM subjects WHERE cohort = ?", [PARTITION])
     assert subj["split"].value_counts().to_dict() == {"train": 80, "held_out": 48, "tuning": 32}
@@ -184,13 +215,17 @@ def test_cross_disease_report_compares_member_and_union_encoders(cross_disease):
     assert both["auroc_member"].between(0, 1).all() and both["auroc_union"].between(0, 1).all()
     assert np.allclose(both["delta"], both["auroc_union"] - both["auroc_member"])
     # the union partition's held-out predictions for a member are exactly that member's held-out rows
-    p = q(db, "SELECT cohort, source_cohort, subject_id, prediction_time FROM probe_predictions "
-              "WHERE recipe = 'sft' AND task = 'mortality' AND horizon_days = 365")
+    p = q(
+        db,
+        "SELECT cohort, source_cohort, subject_id, prediction_time FROM probe_predictions "
+        "WHERE recipe = 'sft' AND task = 'mortality' AND horizon_days = 365",
+    )
     alone = p[p["cohort"] == "inspect"][["subject_id", "prediction_time"]]
     pooled = p[(p["cohort"] == "combined") & (p["source_cohort"] == "inspect")][["subject_id", "prediction_time"]]
     key = ["subject_id", "prediction_time"]
-    pd.testing.assert_frame_equal(alone.sort_values(key).reset_index(drop=True),
-                                  pooled.sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        alone.sort_values(key).reset_index(drop=True), pooled.sort_values(key).reset_index(drop=True)
+    )
 
 
 def test_training_in_a_pipes_subprocess(built):
@@ -203,8 +238,9 @@ def test_training_in_a_pipes_subprocess(built):
     defs, _, db, tmp, instance = built
     ck = tmp / "artifacts" / "sft_checkpoint" / PARTITION
     before = load_file(str(ck / "adapter" / "adapter_model.safetensors"))
-    sub = build_definitions(tmp / "project",
-                            warehouse_path=db, artifact_root=tmp / "artifacts", trainer=Trainer(launcher="subprocess"))
+    sub = build_definitions(
+        tmp / "project", warehouse_path=db, artifact_root=tmp / "artifacts", trainer=Trainer(launcher="subprocess")
+    )
     job = sub.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey("sft_checkpoint")})
     res = job.execute_in_process(partition_key=PARTITION, instance=instance, raise_on_error=False)
     assert res.success
@@ -224,7 +260,6 @@ def test_training_in_a_pipes_subprocess(built):
 def test_every_shipped_recipe_yields_its_assets_and_check(tmp_path):
     from ehr_assets.specs import load_project
 
-
     project = load_project(REPO)
     defs = build_definitions(project, warehouse_path=tmp_path / "w.duckdb", artifact_root=tmp_path / "a")
     graph = defs.resolve_asset_graph()
@@ -237,7 +272,10 @@ def test_every_shipped_recipe_yields_its_assets_and_check(tmp_path):
     assert {(f"{r}_embeddings", "not_collapsed") for r in project.recipes} <= checks
     report_parents = {k.to_user_string() for k in graph.get(dg.AssetKey("cross_disease_report")).parent_keys}
     assert report_parents == {f"{r}_probe_metrics" for r in project.recipes} | {
-        "count_baseline_probe_metrics", "oracle_probe_metrics", "oracle_no_rate_probe_metrics"}
+        "count_baseline_probe_metrics",
+        "oracle_probe_metrics",
+        "oracle_no_rate_probe_metrics",
+    }
 
 
 def test_interrupted_checkpoint_asset_resumes_on_the_next_materialization(built, monkeypatch):
@@ -263,8 +301,10 @@ def test_interrupted_checkpoint_asset_resumes_on_the_next_materialization(built,
         job.execute_in_process(partition_key=PARTITION, instance=instance)
     rdir = tmp / "artifacts" / ".resume" / "sft_checkpoint" / PARTITION
     assert [p.name for p in rdir.glob("step_*")] == ["step_000002"]
-    assert torch.equal(load_file(str(ck / "adapter" / "adapter_model.safetensors"))[next(iter(reference))],
-                       reference[next(iter(reference))])  # the published checkpoint is still the last good one
+    assert torch.equal(
+        load_file(str(ck / "adapter" / "adapter_model.safetensors"))[next(iter(reference))],
+        reference[next(iter(reference))],
+    )  # the published checkpoint is still the last good one
 
     monkeypatch.setattr(loop, "prune_steps", real_prune)
     res = job.execute_in_process(partition_key=PARTITION, instance=instance, raise_on_error=False)
@@ -286,10 +326,16 @@ def test_same_seeds_same_metrics(built, tmp_path):
         res = defs2.resolve_job_def(PIPELINE_JOB).execute_in_process(partition_key=PARTITION, instance=instance)
     assert res.success
     cols = "recipe, task, horizon_days, metric, value, ci_low, ci_high, n"
-    a = q(db, f"SELECT {cols} FROM probe_metrics WHERE cohort = ? ORDER BY recipe, task, horizon_days, metric",
-          [PARTITION])
-    b = q(db2, f"SELECT {cols} FROM probe_metrics WHERE cohort = ? ORDER BY recipe, task, horizon_days, metric",
-          [PARTITION])
+    a = q(
+        db,
+        f"SELECT {cols} FROM probe_metrics WHERE cohort = ? ORDER BY recipe, task, horizon_days, metric",
+        [PARTITION],
+    )
+    b = q(
+        db2,
+        f"SELECT {cols} FROM probe_metrics WHERE cohort = ? ORDER BY recipe, task, horizon_days, metric",
+        [PARTITION],
+    )
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
@@ -297,21 +343,32 @@ def test_predictions_outside_held_out_fail_the_blocking_check(built):
     defs, _, db, _, instance = built
     with duckdb.connect(str(db)) as c:
         preds = c.execute("SELECT * FROM probe_predictions WHERE cohort = ? AND recipe = 'sft'", [PARTITION]).df()
-        train_id = c.execute("SELECT subject_id FROM subjects WHERE cohort = ? AND split = 'train' LIMIT 1",
-                             [PARTITION]).fetchone()[0]
+        train_id = c.execute(
+            "SELECT subject_id FROM subjects WHERE cohort = ? AND split = 'train' LIMIT 1", [PARTITION]
+        ).fetchone()[0]
         bad = preds.copy()
         bad.loc[bad.index[:3], "subject_id"] = train_id
         replace_partition(c, "probe_predictions", bad, {"cohort": PARTITION, "recipe": "sft"})
     try:
-        job = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(
-            "held", selection=dg.AssetSelection.checks_for_assets("sft_probe_metrics", "jepa_probe_metrics"))]))
+        job = dg.Definitions.merge(
+            defs,
+            dg.Definitions(
+                jobs=[
+                    dg.define_asset_job(
+                        "held", selection=dg.AssetSelection.checks_for_assets("sft_probe_metrics", "jepa_probe_metrics")
+                    )
+                ]
+            ),
+        )
         res = job.resolve_job_def("held").execute_in_process(instance=instance, raise_on_error=False)
         ev = {(e.asset_key.to_user_string(), e.check_name): e for e in res.get_asset_check_evaluations()}
         assert ("sft_probe_metrics", "scored_on_held_out_only") in ev, (list(ev), res.success)
         sft = ev[("sft_probe_metrics", "scored_on_held_out_only")]
         assert sft.passed is False
-        assert f"[{PARTITION}] 3 of {len(preds)} predictions are for subjects outside held_out" in \
-            sft.metadata["problems"].value
+        assert (
+            f"[{PARTITION}] 3 of {len(preds)} predictions are for subjects outside held_out"
+            in sft.metadata["problems"].value
+        )
         assert ev[("jepa_probe_metrics", "scored_on_held_out_only")].passed is True
     finally:
         with duckdb.connect(str(db)) as c:
@@ -338,8 +395,11 @@ def test_exported_files_let_an_independent_scorer_recompute_our_auroc(built):
     from sklearn.metrics import roc_auc_score
 
     _, _, db, tmp, _ = built
-    metrics = q(db, "SELECT recipe, task, horizon_days, value FROM probe_metrics WHERE cohort = ? AND metric = 'auroc'",
-                [PARTITION]).set_index(["recipe", "task", "horizon_days"])["value"]
+    metrics = q(
+        db,
+        "SELECT recipe, task, horizon_days, value FROM probe_metrics WHERE cohort = ? AND metric = 'auroc'",
+        [PARTITION],
+    ).set_index(["recipe", "task", "horizon_days"])["value"]
     root = tmp / "artifacts" / "prediction_files" / PARTITION
     files = sorted(root.glob("*/*.parquet"))
     assert {p.parent.name for p in files} == RECIPES
@@ -360,8 +420,9 @@ def test_exported_files_let_an_independent_scorer_recompute_our_auroc(built):
 
     labels_dir = tmp / "artifacts" / "label_files" / PARTITION
     manifest = json.loads((labels_dir / "manifest.json").read_text())["labels"]
-    table_labels = q(db, "SELECT task, horizon_days, count(*) AS n FROM task_labels WHERE cohort = ? GROUP BY ALL",
-                     [PARTITION])
+    table_labels = q(
+        db, "SELECT task, horizon_days, count(*) AS n FROM task_labels WHERE cohort = ? GROUP BY ALL", [PARTITION]
+    )
     assert len(manifest) == len(table_labels) == len(binary_pairs(tmp / "project", PARTITION)) + 1  # + survival
     for entry in manifest:
         t = pq.read_table(labels_dir / entry["file"])
@@ -408,16 +469,24 @@ def test_tampered_labels_fail_both_label_checks(built):
         bad.loc[other, "split"] = "held_out"
         replace_partition(c, "task_labels", bad, {"cohort": PARTITION})
     try:
-        job = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(
-            "labels", selection=dg.AssetSelection.checks_for_assets("task_labels"))]))
+        job = dg.Definitions.merge(
+            defs,
+            dg.Definitions(
+                jobs=[dg.define_asset_job("labels", selection=dg.AssetSelection.checks_for_assets("task_labels"))]
+            ),
+        )
         res = job.resolve_job_def("labels").execute_in_process(instance=instance, raise_on_error=False)
         ev = {e.check_name: e for e in res.get_asset_check_evaluations()}
         assert ev["labels_after_prediction_time"].passed is False
-        assert f"[{PARTITION}] 2 labels set by an outcome at or before the prediction time" in \
-            ev["labels_after_prediction_time"].metadata["problems"].value
+        assert (
+            f"[{PARTITION}] 2 labels set by an outcome at or before the prediction time"
+            in ev["labels_after_prediction_time"].metadata["problems"].value
+        )
         assert ev["label_splits_match_subjects"].passed is False
-        assert f"[{PARTITION}] 3 label rows whose split differs from their subject's split" in \
-            ev["label_splits_match_subjects"].metadata["problems"].value
+        assert (
+            f"[{PARTITION}] 3 label rows whose split differs from their subject's split"
+            in ev["label_splits_match_subjects"].metadata["problems"].value
+        )
     finally:
         with duckdb.connect(str(db)) as c:
             replace_partition(c, "task_labels", lab, {"cohort": PARTITION})
@@ -446,7 +515,9 @@ def test_no_asset_metadata_names_a_subject_or_prints_a_timeline(built):
     import re
 
     _, result, db, *_ = built
-    ids = {str(i) for i in q(db, "SELECT DISTINCT subject_id FROM subjects WHERE cohort = ?", [PARTITION])["subject_id"]}
+    ids = {
+        str(i) for i in q(db, "SELECT DISTINCT subject_id FROM subjects WHERE cohort = ?", [PARTITION])["subject_id"]
+    }
     blob = []
     for ev in result.get_asset_materialization_events():
         for v in ev.materialization.metadata.values():

@@ -38,22 +38,51 @@ def make_project(root):
     def w(rel, d):
         (root / rel).write_text(yaml.safe_dump(d, sort_keys=False))
 
-    w("cohorts/inspect.yaml", {"source": {"kind": "meds", "path": "data/inspect_meds"},
-                               "decision_nodes": {"codes": [CT_CODE], "max_per_subject": 2, "min_context_events": 3}})
-    w("cohorts/msk.yaml", {"source": {"kind": "cbioportal", "path": "data/msk_study"},
-                           "decision_nodes": {"codes": ["DIAGNOSIS/.*", "TREATMENT/[^/]+/[^/]+"],
-                                              "max_per_subject": 2, "min_context_events": 3},
-                           "splits": {"train": 0.5, "tuning": 0.2, "held_out": 0.3, "seed": 1}})
-    w("probes/mortality.yaml", {"kind": "binary", "outcome_codes": ["MEDS_DEATH"], "horizons_days": [365],
-                                "cohorts": ["inspect", "msk"]})
-    w("probes/survival.yaml", {"kind": "survival", "outcome_codes": ["MEDS_DEATH"], "max_followup_days": 1825,
-                               "cohorts": ["inspect", "msk"]})
-    w("models/frozen_smb.yaml", {"objective": "frozen", "format": "smb_v1",
-                                 "backbone": {"architecture": "llama", "path": "backbones/tiny_llama"},
-                                 "embedding": {"pool": "last", "max_tokens": 256}})
-    w("models/sft_local.yaml", {"objective": "sft", "backbone": {"architecture": "llama", "path": "backbones/tiny_llama"},
-                                "lora": {"rank": 4, "alpha": 8},
-                                "training": {"steps": 3, "batch_size": 4, "seq_len": 64, "log_every": 1}})
+    w(
+        "cohorts/inspect.yaml",
+        {
+            "source": {"kind": "meds", "path": "data/inspect_meds"},
+            "decision_nodes": {"codes": [CT_CODE], "max_per_subject": 2, "min_context_events": 3},
+        },
+    )
+    w(
+        "cohorts/msk.yaml",
+        {
+            "source": {"kind": "cbioportal", "path": "data/msk_study"},
+            "decision_nodes": {
+                "codes": ["DIAGNOSIS/.*", "TREATMENT/[^/]+/[^/]+"],
+                "max_per_subject": 2,
+                "min_context_events": 3,
+            },
+            "splits": {"train": 0.5, "tuning": 0.2, "held_out": 0.3, "seed": 1},
+        },
+    )
+    w(
+        "probes/mortality.yaml",
+        {"kind": "binary", "outcome_codes": ["MEDS_DEATH"], "horizons_days": [365], "cohorts": ["inspect", "msk"]},
+    )
+    w(
+        "probes/survival.yaml",
+        {"kind": "survival", "outcome_codes": ["MEDS_DEATH"], "max_followup_days": 1825, "cohorts": ["inspect", "msk"]},
+    )
+    w(
+        "models/frozen_smb.yaml",
+        {
+            "objective": "frozen",
+            "format": "smb_v1",
+            "backbone": {"architecture": "llama", "path": "backbones/tiny_llama"},
+            "embedding": {"pool": "last", "max_tokens": 256},
+        },
+    )
+    w(
+        "models/sft_local.yaml",
+        {
+            "objective": "sft",
+            "backbone": {"architecture": "llama", "path": "backbones/tiny_llama"},
+            "lora": {"rank": 4, "alpha": 8},
+            "training": {"steps": 3, "batch_size": 4, "seq_len": 64, "log_every": 1},
+        },
+    )
     return root
 
 
@@ -67,15 +96,43 @@ def run(tmp_path_factory):
         job = defs.resolve_job_def(PIPELINE_JOB)
         inspect = job.execute_in_process(partition_key="inspect", instance=instance, raise_on_error=False)
         msk_sel = dg.AssetSelection.assets(
-            "cohort_events", "cohort_table", "subjects", "decision_nodes", "task_labels", "tokenizer",
-            "token_sequences", "smb_v1_text", "frozen_smb_tokens", "frozen_smb_embeddings", "frozen_smb_probe_metrics",
-            "count_baseline_probe_metrics")
-        msk_job = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(
-            "msk_lineage", selection=msk_sel, partitions_def=dg.StaticPartitionsDefinition(["inspect", "msk"]))]))
-        msk = msk_job.resolve_job_def("msk_lineage").execute_in_process(partition_key="msk", instance=instance,
-                                                                        raise_on_error=False)
-        yield {"root": root, "db": db, "art": tmp / "artifacts", "inspect": inspect, "msk": msk, "defs": defs,
-               "instance": instance}
+            "cohort_events",
+            "cohort_table",
+            "subjects",
+            "decision_nodes",
+            "task_labels",
+            "tokenizer",
+            "token_sequences",
+            "smb_v1_text",
+            "frozen_smb_tokens",
+            "frozen_smb_embeddings",
+            "frozen_smb_probe_metrics",
+            "count_baseline_probe_metrics",
+        )
+        msk_job = dg.Definitions.merge(
+            defs,
+            dg.Definitions(
+                jobs=[
+                    dg.define_asset_job(
+                        "msk_lineage",
+                        selection=msk_sel,
+                        partitions_def=dg.StaticPartitionsDefinition(["inspect", "msk"]),
+                    )
+                ]
+            ),
+        )
+        msk = msk_job.resolve_job_def("msk_lineage").execute_in_process(
+            partition_key="msk", instance=instance, raise_on_error=False
+        )
+        yield {
+            "root": root,
+            "db": db,
+            "art": tmp / "artifacts",
+            "inspect": inspect,
+            "msk": msk,
+            "defs": defs,
+            "instance": instance,
+        }
 
 
 def q(db, sql, params=None) -> pd.DataFrame:
@@ -90,12 +147,26 @@ def _materialized(result) -> set[str]:
 def test_meds_partition_materializes_every_asset_and_check(run):
     res = run["inspect"]
     assert res.success
-    assert {"cohort_events", "cohort_table", "subjects", "decision_nodes", "task_labels", "smb_v1_text",
-            "frozen_smb_tokens", "frozen_smb_embeddings", "frozen_smb_probe_metrics", "sft_local_tokens",
-            "sft_local_checkpoint", "sft_local_embeddings", "sft_local_probe_metrics",
-            "count_baseline_probe_metrics"} <= _materialized(res)
+    assert {
+        "cohort_events",
+        "cohort_table",
+        "subjects",
+        "decision_nodes",
+        "task_labels",
+        "smb_v1_text",
+        "frozen_smb_tokens",
+        "frozen_smb_embeddings",
+        "frozen_smb_probe_metrics",
+        "sft_local_tokens",
+        "sft_local_checkpoint",
+        "sft_local_embeddings",
+        "sft_local_probe_metrics",
+        "count_baseline_probe_metrics",
+    } <= _materialized(res)
     checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in res.get_asset_check_evaluations()}
-    assert checks[("frozen_smb_tokens", "no_future_in_context")] and checks[("sft_local_tokens", "no_future_in_context")]
+    assert (
+        checks[("frozen_smb_tokens", "no_future_in_context")] and checks[("sft_local_tokens", "no_future_in_context")]
+    )
     assert checks[("cohort_events", "meds_schema")] and checks[("frozen_smb_embeddings", "not_collapsed")]
     assert all(checks.values()), checks
 
@@ -119,14 +190,21 @@ def test_frozen_contexts_are_exactly_the_released_layout(run):
     db, art = run["db"], run["art"]
     ev = q(db, "SELECT * FROM cohort_table WHERE cohort = 'inspect'")
     ev["time"] = ev["time"].astype("datetime64[us]")
-    ctx = q(db, "SELECT * FROM recipe_node_contexts WHERE cohort = 'inspect' AND tokens_asset = 'frozen_smb_tokens' "
-                "ORDER BY subject_id, prediction_time")
+    ctx = q(
+        db,
+        "SELECT * FROM recipe_node_contexts WHERE cohort = 'inspect' AND tokens_asset = 'frozen_smb_tokens' "
+        "ORDER BY subject_id, prediction_time",
+    )
     texts = q(db, "SELECT subject_id, text FROM smb_v1_text WHERE cohort = 'inspect'").set_index("subject_id")["text"]
     tok = load_tokenizer_folder(art / "frozen_smb_tokens" / "inspect")
-    assert len(ctx) >= 60 and json.loads((art / "frozen_smb_tokens" / "inspect" / "tokenization.json").read_text())[
-        "added_tokens"] == []
+    assert (
+        len(ctx) >= 60
+        and json.loads((art / "frozen_smb_tokens" / "inspect" / "tokenization.json").read_text())["added_tokens"] == []
+    )
     for r in ctx.head(12).itertuples():
-        expected = smb_v1_text(ev[ev["subject_id"] == r.subject_id].drop(columns=["cohort"]), end_time=r.prediction_time)
+        expected = smb_v1_text(
+            ev[ev["subject_id"] == r.subject_id].drop(columns=["cohort"]), end_time=r.prediction_time
+        )
         assert texts[r.subject_id][: r.context_char_end] == expected
         assert list(r.context_ids) == encode(tok, [expected], "smb_v1")[0].tolist()
         assert expected.endswith(CT_CODE) or f"\n{CT_CODE}\n" in expected
@@ -146,8 +224,10 @@ def test_frozen_contexts_are_exactly_the_released_layout(run):
 
 def test_probe_metrics_for_frozen_and_local_recipes(run):
     m = q(run["db"], "SELECT * FROM probe_metrics")
-    for cohort, recipes in (("inspect", {"frozen_smb", "sft_local", "count_baseline"}),
-                            ("msk", {"frozen_smb", "count_baseline"})):
+    for cohort, recipes in (
+        ("inspect", {"frozen_smb", "sft_local", "count_baseline"}),
+        ("msk", {"frozen_smb", "count_baseline"}),
+    ):
         got = m[m["cohort"] == cohort]
         assert set(got["recipe"]) == recipes
         for recipe in recipes:
@@ -165,7 +245,9 @@ def test_local_backbone_trains_with_its_own_tokenizer(run):
     tok = load_tokenizer_folder(ck / "tokenizer")
     assert base["path"] == str((root / "backbones" / "tiny_llama").resolve()) and base["resized"] is True
     assert base["vocab_size"] == len(tok) > n_own and "<conditions>" in tok.get_vocab()
-    seq = q(run["db"], "SELECT * FROM recipe_token_sequences WHERE cohort = 'inspect' AND tokens_asset = 'sft_local_tokens'")
+    seq = q(
+        run["db"], "SELECT * FROM recipe_token_sequences WHERE cohort = 'inspect' AND tokens_asset = 'sft_local_tokens'"
+    )
     words = q(run["db"], "SELECT subject_id, text FROM token_sequences WHERE cohort = 'inspect'")
     row = seq.iloc[0]
     text = words.set_index("subject_id").loc[row["subject_id"], "text"]
@@ -175,7 +257,9 @@ def test_local_backbone_trains_with_its_own_tokenizer(run):
 
 def test_cbioportal_partition_converts_and_materializes(run):
     res = run["msk"]
-    assert res.success and {"cohort_events", "task_labels", "smb_v1_text", "frozen_smb_probe_metrics"} <= _materialized(res)
+    assert res.success and {"cohort_events", "task_labels", "smb_v1_text", "frozen_smb_probe_metrics"} <= _materialized(
+        res
+    )
     assert all(e.passed for e in res.get_asset_check_evaluations())
     meta = res.asset_materializations_for_node("cohort_events")[0].metadata
     assert meta["source[msk] malformed_rows_total"].value == 4
@@ -183,10 +267,19 @@ def test_cbioportal_partition_converts_and_materializes(run):
     assert "| data_timeline_cea_labs.txt | START_DATE is not an integer day | 1 |" in table
     ev = q(run["db"], "SELECT * FROM cohort_table WHERE cohort = 'msk'")
     assert ev["patient_id"].nunique() == 60 and set(ev["table"].dropna()) == {
-        "person", "condition", "drug_exposure", "lab", "observation", "measurement", "death"}
+        "person",
+        "condition",
+        "drug_exposure",
+        "lab",
+        "observation",
+        "measurement",
+        "death",
+    }
     nodes = q(run["db"], "SELECT node_code FROM decision_nodes WHERE cohort = 'msk'")
-    assert nodes["node_code"].str.startswith("DIAGNOSIS/").sum() > 0 and nodes["node_code"].str.startswith(
-        "TREATMENT/").sum() > 0
+    assert (
+        nodes["node_code"].str.startswith("DIAGNOSIS/").sum() > 0
+        and nodes["node_code"].str.startswith("TREATMENT/").sum() > 0
+    )
     text = q(run["db"], "SELECT text FROM smb_v1_text WHERE cohort = 'msk' LIMIT 1")["text"].iloc[0]
     assert text.startswith("Birth: ") and "\n\n\n[" in text and "LAB_TEST/CEA (ng/ml): " in text
 
@@ -194,19 +287,25 @@ def test_cbioportal_partition_converts_and_materializes(run):
 def test_a_context_reading_past_its_node_fails_the_recipe_leakage_check(run):
     db, where = run["db"], {"cohort": "inspect", "tokens_asset": "frozen_smb_tokens"}
     with duckdb.connect(str(db)) as c:
-        ctx = c.execute("SELECT * FROM recipe_node_contexts WHERE cohort = 'inspect' AND tokens_asset = "
-                        "'frozen_smb_tokens'").df()
+        ctx = c.execute(
+            "SELECT * FROM recipe_node_contexts WHERE cohort = 'inspect' AND tokens_asset = 'frozen_smb_tokens'"
+        ).df()
         leaky = ctx.copy()
         leaky.loc[leaky.index[:4], "context_char_end"] = leaky.loc[leaky.index[:4], "n_chars"]  # the whole text
         replace_partition(c, "recipe_node_contexts", leaky, where)
     try:
         job = dg.define_asset_job("leak", selection=dg.AssetSelection.checks_for_assets("frozen_smb_tokens"))
-        res = dg.Definitions.merge(run["defs"], dg.Definitions(jobs=[job])).resolve_job_def("leak").execute_in_process(
-            instance=run["instance"], raise_on_error=False)
+        res = (
+            dg.Definitions.merge(run["defs"], dg.Definitions(jobs=[job]))
+            .resolve_job_def("leak")
+            .execute_in_process(instance=run["instance"], raise_on_error=False)
+        )
         [e] = res.get_asset_check_evaluations()
         assert e.passed is False
-        assert f"[inspect] 4 of {len(ctx)} decision nodes read events after their prediction time" in \
-            e.metadata["problems"].value
+        assert (
+            f"[inspect] 4 of {len(ctx)} decision nodes read events after their prediction time"
+            in e.metadata["problems"].value
+        )
     finally:
         with duckdb.connect(str(db)) as c:
             replace_partition(c, "recipe_node_contexts", ctx, where)
@@ -217,18 +316,28 @@ def test_context_ids_holding_later_tokens_fail_the_recipe_leakage_check(run):
     the whole timeline (later events included) fails the same blocking check."""
     db, where = run["db"], {"cohort": "inspect", "tokens_asset": "frozen_smb_tokens"}
     with duckdb.connect(str(db)) as c:
-        ctx = c.execute("SELECT * FROM recipe_node_contexts WHERE cohort = 'inspect' AND tokens_asset = "
-                        "'frozen_smb_tokens'").df()
-        full = c.execute("SELECT subject_id, input_ids FROM recipe_token_sequences WHERE cohort = 'inspect' AND "
-                         "tokens_asset = 'frozen_smb_tokens'").df().set_index("subject_id")["input_ids"]
+        ctx = c.execute(
+            "SELECT * FROM recipe_node_contexts WHERE cohort = 'inspect' AND tokens_asset = 'frozen_smb_tokens'"
+        ).df()
+        full = (
+            c.execute(
+                "SELECT subject_id, input_ids FROM recipe_token_sequences WHERE cohort = 'inspect' AND "
+                "tokens_asset = 'frozen_smb_tokens'"
+            )
+            .df()
+            .set_index("subject_id")["input_ids"]
+        )
         leaky = ctx.copy()
         for i in leaky.index[:3]:
             leaky.at[i, "context_ids"] = [int(x) for x in full[leaky.at[i, "subject_id"]]]
         replace_partition(c, "recipe_node_contexts", leaky, where)
     try:
         job = dg.define_asset_job("leak_ids", selection=dg.AssetSelection.checks_for_assets("frozen_smb_tokens"))
-        res = dg.Definitions.merge(run["defs"], dg.Definitions(jobs=[job])).resolve_job_def(
-            "leak_ids").execute_in_process(instance=run["instance"], raise_on_error=False)
+        res = (
+            dg.Definitions.merge(run["defs"], dg.Definitions(jobs=[job]))
+            .resolve_job_def("leak_ids")
+            .execute_in_process(instance=run["instance"], raise_on_error=False)
+        )
         [e] = res.get_asset_check_evaluations()
         assert e.passed is False
         text = e.metadata["problems"].value

@@ -40,8 +40,9 @@ def cohort_at(name: str, subjects: int):
     train = subj.loc[subj["split"] == "train", "subject_id"].to_numpy()
     counts = count_features(ev, nodes, select_count_vocab(ev, train))
     snap = oracle.latent_at_nodes(oracle.cohort_latent(project, name), nodes)
-    return SimpleNamespace(project=project, events=ev, subjects=subj, nodes=nodes, labels=labels, counts=counts,
-                           snapshot=snap)
+    return SimpleNamespace(
+        project=project, events=ev, subjects=subj, nodes=nodes, labels=labels, counts=counts, snapshot=snap
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +118,9 @@ def test_latent_snapshot_is_the_last_row_at_or_before_the_node():
     lat = pd.DataFrame({"subject_id": [1, 1, 1, 2], "time": t})
     for k, col in enumerate(oracle.LATENT_COLUMNS):
         lat[col] = [10.0 * k + 1, 10.0 * k + 2, 10.0 * k + 3, 10.0 * k + 4]
-    nodes = pd.DataFrame({"subject_id": [2, 1, 1],
-                          "prediction_time": pd.to_datetime(["2020-01-15", "2020-02-01", "2020-02-20"])})
+    nodes = pd.DataFrame(
+        {"subject_id": [2, 1, 1], "prediction_time": pd.to_datetime(["2020-01-15", "2020-02-01", "2020-02-20"])}
+    )
     snap = oracle.latent_at_nodes(lat, nodes)
     assert snap["burden"].tolist() == [4.0, 2.0, 2.0]  # exact time included; later rows never used
     assert snap["subject_id"].tolist() == [2, 1, 1]
@@ -147,8 +149,9 @@ def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_p
     from ehr_assets.assets import ArtifactStore
     from ehr_assets.benchmark_assets import build_latent_asset, build_oracle_asset
 
-    real = CohortSpec.model_construct(name="real", source=SimpleNamespace(kind="meds"), union=None,
-                                      decision_nodes=None, splits=None)
+    real = CohortSpec.model_construct(
+        name="real", source=SimpleNamespace(kind="meds"), union=None, decision_nodes=None, splits=None
+    )
     project = Project.model_construct(root=tmp_path, cohorts={"real": real}, recipes={}, probes={})
     reason = oracle.oracle_unavailable(project, "real")
     assert "no oracle" in reason and "'real' (source kind 'meds')" in reason
@@ -161,10 +164,16 @@ def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_p
     parts = dg.StaticPartitionsDefinition(["real"])
     assets = [build_latent_asset(project, parts), build_oracle_asset(project, "oracle", parts)]
     with dg.instance_for_test() as instance:
-        res = dg.materialize(assets, partition_key="real", instance=instance,
-                             resources={"warehouse": DuckDBResource(database=str(db)),
-                                        "artifacts": ArtifactStore(root=str(tmp_path / "a"))},
-                             selection=["cohort_latent", "oracle_probe_metrics"])
+        res = dg.materialize(
+            assets,
+            partition_key="real",
+            instance=instance,
+            resources={
+                "warehouse": DuckDBResource(database=str(db)),
+                "artifacts": ArtifactStore(root=str(tmp_path / "a")),
+            },
+            selection=["cohort_latent", "oracle_probe_metrics"],
+        )
     assert res.success
     for node in ("cohort_latent", "oracle_probe_metrics"):
         md = res.asset_materializations_for_node(node)[0].metadata
@@ -198,32 +207,37 @@ def test_the_latent_rate_carries_the_long_horizon_signal(msk, inspect_):
         print(pd.DataFrame({"oracle": full, "no_rate": no_rate}).round(3))
         assert (full - no_rate).mean() > margin, full - no_rate
     prog = ("progression", 730)
-    assert (auroc(msk, oracle.oracle_features(msk.snapshot, "oracle"), ["progression"])[prog]
-            - auroc(msk, oracle.oracle_features(msk.snapshot, "oracle_no_rate"), ["progression"])[prog]) > 0.08
+    assert (
+        auroc(msk, oracle.oracle_features(msk.snapshot, "oracle"), ["progression"])[prog]
+        - auroc(msk, oracle.oracle_features(msk.snapshot, "oracle_no_rate"), ["progression"])[prog]
+    ) > 0.08
 
 
 # -------------------------------------------------------------------------------------------- the gap arithmetic
 def _metrics(rows):
-    return pd.DataFrame(rows, columns=["cohort", "recipe", "task", "horizon_days", "metric", "value", "ci_low",
-                                       "ci_high"])
+    return pd.DataFrame(
+        rows, columns=["cohort", "recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high"]
+    )
 
 
 def test_gap_closed_and_pooled_summary_exact():
-    m = _metrics([
-        ("msk", "count_baseline", "mortality", 365, "auroc", 0.70, 0.6, 0.8),
-        ("msk", "oracle", "mortality", 365, "auroc", 0.90, 0.8, 1.0),
-        ("msk", "sft", "mortality", 365, "auroc", 0.75, 0.6, 0.9),
-        ("msk", "jepa", "mortality", 365, "auroc", 0.80, 0.7, 0.9),
-        ("msk", "count_baseline", "mortality", 90, "auroc", 0.80, 0.7, 0.9),
-        ("msk", "oracle", "mortality", 90, "auroc", 0.81, 0.7, 0.9),  # gap 0.01 < MIN_GAP: undefined
-        ("msk", "sft", "mortality", 90, "auroc", 0.85, 0.7, 0.9),
-        ("msk", "jepa", "mortality", 90, "auroc", 0.60, 0.5, 0.7),
-        ("msk", "count_baseline", "survival", 0, "c_index", 0.60, 0.5, 0.7),
-        ("msk", "oracle", "survival", 0, "c_index", 0.80, 0.7, 0.9),
-        ("msk", "sft", "survival", 0, "c_index", 0.50, 0.4, 0.6),
-        ("msk", "jepa", "survival", 0, "c_index", 0.70, 0.6, 0.8),
-        ("msk", "jepa", "survival", 0, "ibs", 0.10, 0.0, 0.2),  # not a headline metric
-    ])
+    m = _metrics(
+        [
+            ("msk", "count_baseline", "mortality", 365, "auroc", 0.70, 0.6, 0.8),
+            ("msk", "oracle", "mortality", 365, "auroc", 0.90, 0.8, 1.0),
+            ("msk", "sft", "mortality", 365, "auroc", 0.75, 0.6, 0.9),
+            ("msk", "jepa", "mortality", 365, "auroc", 0.80, 0.7, 0.9),
+            ("msk", "count_baseline", "mortality", 90, "auroc", 0.80, 0.7, 0.9),
+            ("msk", "oracle", "mortality", 90, "auroc", 0.81, 0.7, 0.9),  # gap 0.01 < MIN_GAP: undefined
+            ("msk", "sft", "mortality", 90, "auroc", 0.85, 0.7, 0.9),
+            ("msk", "jepa", "mortality", 90, "auroc", 0.60, 0.5, 0.7),
+            ("msk", "count_baseline", "survival", 0, "c_index", 0.60, 0.5, 0.7),
+            ("msk", "oracle", "survival", 0, "c_index", 0.80, 0.7, 0.9),
+            ("msk", "sft", "survival", 0, "c_index", 0.50, 0.4, 0.6),
+            ("msk", "jepa", "survival", 0, "c_index", 0.70, 0.6, 0.8),
+            ("msk", "jepa", "survival", 0, "ibs", 0.10, 0.0, 0.2),  # not a headline metric
+        ]
+    )
     g = bench.gap_table(m).set_index(["task", "horizon_days", "recipe"])
     assert g.loc[("mortality", 365, "sft"), "gap_closed"] == pytest.approx(0.25)
     assert g.loc[("mortality", 365, "jepa"), "gap_closed"] == pytest.approx(0.5)
@@ -234,10 +248,25 @@ def test_gap_closed_and_pooled_summary_exact():
     assert s.loc["sft", "gap_closed_all"] == pytest.approx((0.05 - 0.10) / 0.40)
     assert s.loc["jepa", "gap_closed_h365plus"] == pytest.approx(0.5) and s.loc["jepa", "n_long"] == 1
     wide = bench.benchmark_wide(m)
-    assert list(wide.columns) == ["cohort", "task", "horizon_days", "metric", "count_baseline", "jepa", "sft",
-                                  "oracle", "closed:jepa", "closed:sft"]
+    assert list(wide.columns) == [
+        "cohort",
+        "task",
+        "horizon_days",
+        "metric",
+        "count_baseline",
+        "jepa",
+        "sft",
+        "oracle",
+        "closed:jepa",
+        "closed:sft",
+    ]
     assert bench.recipe_order(["oracle", "zeta", "oracle_no_rate", "count_baseline", "alpha"]) == [
-        "count_baseline", "alpha", "zeta", "oracle_no_rate", "oracle"]
+        "count_baseline",
+        "alpha",
+        "zeta",
+        "oracle_no_rate",
+        "oracle",
+    ]
     # without an oracle (a real cohort) the gap is undefined, the values are still listed
     no_oracle = bench.gap_table(m[m["recipe"] != "oracle"])
     assert no_oracle["gap_closed"].isna().all() and no_oracle["value"].notna().all()
@@ -255,13 +284,23 @@ def test_export_files_schemas_encoding_and_errors(tmp_path):
     from ehr_assets.eval import exports
 
     t = pd.to_datetime(["2020-01-01 10:00", "2020-05-01 00:00", "2021-01-01 00:00"]).astype("datetime64[us]")
-    labels = pd.DataFrame({
-        "subject_id": [3, 1, 1], "prediction_time": t, "boolean_value": [True, False, True],
-        "float_value": np.array([np.nan, np.nan, np.nan], dtype="float32"), "task": "mortality", "horizon_days": 365,
-        "split": ["held_out", "train", "train"], "source_cohort": "msk", "outcome_time": pd.NaT})
+    labels = pd.DataFrame(
+        {
+            "subject_id": [3, 1, 1],
+            "prediction_time": t,
+            "boolean_value": [True, False, True],
+            "float_value": np.array([np.nan, np.nan, np.nan], dtype="float32"),
+            "task": "mortality",
+            "horizon_days": 365,
+            "split": ["held_out", "train", "train"],
+            "source_cohort": "msk",
+            "outcome_time": pd.NaT,
+        }
+    )
     surv = labels.assign(task="survival", horizon_days=0, float_value=np.array([12.5, 300.0, 40.0], dtype="float32"))
-    manifest = exports.write_label_files(pd.concat([labels, surv]), {"mortality": "binary", "survival": "survival"},
-                                         tmp_path / "labels")
+    manifest = exports.write_label_files(
+        pd.concat([labels, surv]), {"mortality": "binary", "survival": "survival"}, tmp_path / "labels"
+    )
     assert manifest["file"].tolist() == ["mortality_365d.parquet", "survival.parquet"]
     s = pq.read_table(tmp_path / "labels" / "survival.parquet")
     meds.LabelSchema.validate(s)

@@ -72,6 +72,7 @@ def test_binary_probe_is_deterministic_and_scores_match_metric(separable):
 
     tr, tu, te, res = separable
     again = binary_probe(tr, tu, te, seed=0, n_bootstrap=200)
+
     def key(r: ProbeResult):
         return [(m.value, m.ci_low, m.ci_high) for m in r.metrics]
 
@@ -464,5 +465,8 @@ def test_select_count_vocab_train_only_deterministic(hand_events):
 
 
 def test_module_imports_neither_torch_nor_dagster():
-    code = "import sys, ehr_assets.eval.probes, ehr_assets.eval.survival, ehr_assets.eval.baseline; bad = {'torch', 'dagster'} & set(sys.modules); assert not bad, bad"
+    code = (
+        "import sys, ehr_assets.eval.probes, ehr_assets.eval.survival, ehr_assets.eval.baseline; "
+        "bad = {'torch', 'dagster'} & set(sys.modules); assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

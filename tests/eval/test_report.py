@@ -9,9 +9,17 @@ def test_report_csv_and_table(tmp_path, capsys):
     db = tmp_path / "w.duckdb"
     rows = pd.DataFrame(
         {
-            "cohort": ["msk", "msk"], "recipe": ["sft", "sft"], "task": ["mortality", "survival"],
-            "horizon_days": [90, 0], "metric": ["auroc", "c_index"], "value": [0.71234, 0.65],
-            "ci_low": [0.6, 0.6], "ci_high": [0.8, 0.7], "n": [100, 120], "n_pos": [10, 30], "note": ["", ""],
+            "cohort": ["msk", "msk"],
+            "recipe": ["sft", "sft"],
+            "task": ["mortality", "survival"],
+            "horizon_days": [90, 0],
+            "metric": ["auroc", "c_index"],
+            "value": [0.71234, 0.65],
+            "ci_low": [0.6, 0.6],
+            "ci_high": [0.8, 0.7],
+            "n": [100, 120],
+            "n_pos": [10, 30],
+            "note": ["", ""],
         }
     )
     with duckdb.connect(str(db)) as c:
@@ -34,10 +42,21 @@ def test_report_lists_baseline_recipes_and_oracle_and_the_gap_closed(tmp_path, c
     values = {"count_baseline": 0.70, "sft": 0.75, "jepa": 0.80, "oracle_no_rate": 0.85, "oracle": 0.90}
     with duckdb.connect(str(db)) as c:
         for recipe, v in values.items():
-            rows = pd.DataFrame({
-                "cohort": "msk", "recipe": recipe, "task": ["mortality", "survival"], "horizon_days": [730, 0],
-                "metric": ["auroc", "c_index"], "value": [v, v - 0.1], "ci_low": [v - 0.05, v - 0.15],
-                "ci_high": [v + 0.05, v - 0.05], "n": [100, 120], "n_pos": [30, 40], "note": ["", ""]})
+            rows = pd.DataFrame(
+                {
+                    "cohort": "msk",
+                    "recipe": recipe,
+                    "task": ["mortality", "survival"],
+                    "horizon_days": [730, 0],
+                    "metric": ["auroc", "c_index"],
+                    "value": [v, v - 0.1],
+                    "ci_low": [v - 0.05, v - 0.15],
+                    "ci_high": [v + 0.05, v - 0.05],
+                    "n": [100, 120],
+                    "n_pos": [30, 40],
+                    "note": ["", ""],
+                }
+            )
             replace_partition(c, "probe_metrics", rows, {"cohort": "msk", "recipe": recipe})
     assert report.main(["--format", "wide", "--warehouse", str(db)]) == 0
     header = capsys.readouterr().out.splitlines()[0].split()
@@ -45,8 +64,16 @@ def test_report_lists_baseline_recipes_and_oracle_and_the_gap_closed(tmp_path, c
     assert report.main(["--format", "gap", "--warehouse", str(db)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split()[4:] == ["count_baseline", "jepa", "sft", "oracle_no_rate", "oracle", "closed:jepa",
-                                    "closed:sft", "closed:oracle_no_rate"]
+    assert lines[0].split()[4:] == [
+        "count_baseline",
+        "jepa",
+        "sft",
+        "oracle_no_rate",
+        "oracle",
+        "closed:jepa",
+        "closed:sft",
+        "closed:oracle_no_rate",
+    ]
     row = lines[1].split()
     assert row[:4] == ["msk", "mortality", "730", "auroc"] and row[9:] == ["0.500", "0.250", "0.750"]
     assert "Gap closed, pooled" in out

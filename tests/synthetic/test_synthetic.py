@@ -22,8 +22,13 @@ N = 600
 MEDS_COLUMNS = ["subject_id", "time", "code", "numeric_value", "text_value"]
 END = pd.Timestamp("2024-12-31")
 PRIMARY = ["ICD10/C18.9", "ICD10/C34.90", "ICD10/C50.919", "ICD10/C61", "ICD10/C25.9"]
-MARKERS = {"ICD10/C18.9": "LOINC/2039-6", "ICD10/C34.90": "LOINC/2039-6", "ICD10/C50.919": "LOINC/6875-9",
-           "ICD10/C61": "LOINC/2857-1", "ICD10/C25.9": "LOINC/24108-3"}
+MARKERS = {
+    "ICD10/C18.9": "LOINC/2039-6",
+    "ICD10/C34.90": "LOINC/2039-6",
+    "ICD10/C50.919": "LOINC/6875-9",
+    "ICD10/C61": "LOINC/2857-1",
+    "ICD10/C25.9": "LOINC/24108-3",
+}
 # the decision-node rules of cohorts/msk.yaml and cohorts/inspect.yaml
 NODE_CODES = {"oncology": [r"ICD10/C\d\d.*", r"MSK/LINE_OF_THERAPY/.*", r"SNOMED/444391001"], "pe": [r"CPT4/71275"]}
 
@@ -77,8 +82,14 @@ def rate(ev, nodes, code, days) -> float:
 def last_value(ev: pd.DataFrame, nodes: pd.DataFrame, code: str) -> pd.Series:
     """The last value of ``code`` at or before each node (NaN when none)."""
     x = ev.loc[ev["code"] == code, ["subject_id", "time", "numeric_value"]].rename(columns={"time": "t_x"})
-    m = pd.merge_asof(nodes.reset_index().sort_values("time"), x.sort_values("t_x"), left_on="time", right_on="t_x",
-                      by="subject_id", direction="backward")
+    m = pd.merge_asof(
+        nodes.reset_index().sort_values("time"),
+        x.sort_values("t_x"),
+        left_on="time",
+        right_on="t_x",
+        by="subject_id",
+        direction="backward",
+    )
     return m.set_index("index")["numeric_value"].astype(float).reindex(nodes.index)
 
 
@@ -145,8 +156,17 @@ def test_tables_follow_the_code_categories(cohort):
     assert {table[k] for k in table if k.startswith("CPT4/")} == {"procedure"}
     assert {table[k] for k in table if k.startswith("ICD10/") or k.startswith("SNOMED/")} == {"condition"}
     assert {table[k] for k in table if k.startswith("LOINC/") and k != "LOINC/89247-1"} == {"measurement"}
-    assert set(table.values()) <= {"person", "death", "condition", "drug_exposure", "measurement", "procedure",
-                                   "observation", "hospital_admission", "ed_registration"}
+    assert set(table.values()) <= {
+        "person",
+        "death",
+        "condition",
+        "drug_exposure",
+        "measurement",
+        "procedure",
+        "observation",
+        "hospital_admission",
+        "ed_registration",
+    }
 
 
 def test_order_ids_birth_first_and_time_window(cohort):
@@ -255,8 +275,9 @@ def test_oncology_codes_and_structure(onc):
     # the tumour marker matches the cancer type
     for dxc, marker in MARKERS.items():
         subj = ctype[ctype == dxc].index
-        codes = set(ev.loc[ev["subject_id"].isin(subj) & ev["code"].str.match(r"LOINC/(2039-6|24108-3|6875-9|2857-1)"),
-                           "code"])
+        codes = set(
+            ev.loc[ev["subject_id"].isin(subj) & ev["code"].str.match(r"LOINC/(2039-6|24108-3|6875-9|2857-1)"), "code"]
+        )
         assert codes == {marker}
 
     # lines of therapy: numbered 1, 2, ... in time order, each followed by drugs at the same instant
@@ -267,12 +288,29 @@ def test_oncology_codes_and_structure(onc):
     assert k.max() >= 3
     assert (lines["time"] > lines["subject_id"].map(dx)).all()
     drugs = ev[ev["table"] == "drug_exposure"]
-    at_line = lines[["subject_id", "time"]].merge(drugs[["subject_id", "time"]].drop_duplicates(), how="left",
-                                                  indicator=True)
+    at_line = lines[["subject_id", "time"]].merge(
+        drugs[["subject_id", "time"]].drop_duplicates(), how="left", indicator=True
+    )
     assert (at_line["_merge"] == "both").all()
-    for code in ["RXNORM/40048", "RXNORM/51499", "RXNORM/12574", "RXNORM/1721560", "RXNORM/1547545",
-                 "RXNORM/10324", "RXNORM/42375", "SNOMED/444391001", "ICD10/C78.00", "ICD10/C79.51", "ICD10/C78.7",
-                 "LOINC/718-7", "LOINC/1751-7", "LOINC/89247-1", "CPT4/77427", "Visit/IP", "MEDS_DEATH"]:
+    for code in [
+        "RXNORM/40048",
+        "RXNORM/51499",
+        "RXNORM/12574",
+        "RXNORM/1721560",
+        "RXNORM/1547545",
+        "RXNORM/10324",
+        "RXNORM/42375",
+        "SNOMED/444391001",
+        "ICD10/C78.00",
+        "ICD10/C79.51",
+        "ICD10/C78.7",
+        "LOINC/718-7",
+        "LOINC/1751-7",
+        "LOINC/89247-1",
+        "CPT4/77427",
+        "Visit/IP",
+        "MEDS_DEATH",
+    ]:
         assert (ev["code"] == code).any(), code
     ecog = ev.loc[ev["code"] == "LOINC/89247-1", "numeric_value"]
     assert set(ecog.unique()) <= {0, 1, 2, 3, 4} and ecog.nunique() >= 4
@@ -295,22 +333,47 @@ def test_pe_codes_and_structure(pe):
 
     # a PE diagnosis follows a study within hours; anticoagulation follows the diagnosis
     dx = ev[ev["code"] == "ICD10/I26.99"][["subject_id", "time"]]
-    m = pd.merge_asof(dx.sort_values("time"), ct[["subject_id", "time"]].rename(columns={"time": "t_ct"}).sort_values(
-        "t_ct"), left_on="time", right_on="t_ct", by="subject_id")
+    m = pd.merge_asof(
+        dx.sort_values("time"),
+        ct[["subject_id", "time"]].rename(columns={"time": "t_ct"}).sort_values("t_ct"),
+        left_on="time",
+        right_on="t_ct",
+        by="subject_id",
+    )
     assert ((m["time"] - m["t_ct"]) <= pd.Timedelta(hours=6)).all()
     assert 0.1 < len(dx) / len(ct) < 0.5  # positive studies
     anticoag = ev["code"].isin(["RXNORM/1364430", "RXNORM/1114195", "RXNORM/11289", "RXNORM/67108"])
     first_ac = ev[anticoag].groupby("subject_id")["time"].min()
     assert (first_ac >= dx.groupby("subject_id")["time"].min().reindex(first_ac.index)).all()
-    for code in ["ICD10/J44.9", "ICD10/I50.9", "ICD10/C80.1", "ICD10/I10", "LOINC/48065-7", "LOINC/6598-7",
-                 "LOINC/30934-4", "LOINC/2160-0", "SNOMED/70995007", "Visit/ER", "Visit/IP", "RXNORM/1364430",
-                 "RXNORM/1114195", "RXNORM/11289", "RXNORM/67108"]:
+    for code in [
+        "ICD10/J44.9",
+        "ICD10/I50.9",
+        "ICD10/C80.1",
+        "ICD10/I10",
+        "LOINC/48065-7",
+        "LOINC/6598-7",
+        "LOINC/30934-4",
+        "LOINC/2160-0",
+        "SNOMED/70995007",
+        "Visit/ER",
+        "Visit/IP",
+        "RXNORM/1364430",
+        "RXNORM/1114195",
+        "RXNORM/11289",
+        "RXNORM/67108",
+    ]:
         assert (ev["code"] == code).any(), code
     # D-dimer is higher at positive studies
     dd = ev[ev["code"] == "LOINC/48065-7"][["subject_id", "time", "numeric_value"]]
-    dd = pd.merge_asof(dd.sort_values("time"), dx.assign(pos=True).rename(columns={"time": "t_dx"}).sort_values(
-        "t_dx"), left_on="time", right_on="t_dx", by="subject_id", direction="forward",
-        tolerance=pd.Timedelta(hours=6))
+    dd = pd.merge_asof(
+        dd.sort_values("time"),
+        dx.assign(pos=True).rename(columns={"time": "t_dx"}).sort_values("t_dx"),
+        left_on="time",
+        right_on="t_dx",
+        by="subject_id",
+        direction="forward",
+        tolerance=pd.Timedelta(hours=6),
+    )
     assert dd.loc[dd["pos"].notna(), "numeric_value"].median() > 2 * dd.loc[dd["pos"].isna(), "numeric_value"].median()
     # the pulmonary hypertension diagnosis is recorded once
     assert ev.loc[ev["code"] == "SNOMED/70995007", "subject_id"].is_unique
@@ -341,8 +404,12 @@ def test_oncology_mortality_is_predictable_from_history_at_diagnosis(onc):
     nodes = ev[ev["code"].isin(PRIMARY)][["subject_id", "time", "code"]].reset_index(drop=True)
     died, observed = binary_label(ev, nodes, "MEDS_DEATH", 365)
     birth = ev.loc[ev["code"] == "MEDS_BIRTH"].set_index("subject_id")["time"]
-    X = pd.DataFrame({"age": (nodes["time"] - nodes["subject_id"].map(birth)).dt.days / 365.25,
-                      "ecog": last_value(ev, nodes, "LOINC/89247-1")})
+    X = pd.DataFrame(
+        {
+            "age": (nodes["time"] - nodes["subject_id"].map(birth)).dt.days / 365.25,
+            "ecog": last_value(ev, nodes, "LOINC/89247-1"),
+        }
+    )
     marker = pd.Series(np.nan, index=nodes.index)
     for code in set(MARKERS.values()):  # log marker, standardized per assay
         v = np.log(last_value(ev, nodes, code))
@@ -360,8 +427,12 @@ def test_pe_mortality_is_predictable_from_history_at_first_study(pe):
     ev = pe.events
     nodes = decision_nodes(ev, "pe", max_per_subject=1)
     died, observed = binary_label(ev, nodes, "MEDS_DEATH", 365)
-    X = pd.DataFrame({code: np.log(last_value(ev, nodes, code))
-                      for code in ["LOINC/30934-4", "LOINC/6598-7", "LOINC/2160-0", "LOINC/48065-7"]})
+    X = pd.DataFrame(
+        {
+            code: np.log(last_value(ev, nodes, code))
+            for code in ["LOINC/30934-4", "LOINC/6598-7", "LOINC/2160-0", "LOINC/48065-7"]
+        }
+    )
     X["n_events"] = nodes["n_ctx"]
     assert cv_auroc(X[observed], died[observed]) > 0.65
 
@@ -463,8 +534,11 @@ def test_cli_takes_a_cohort_name_and_streams_chunks(tmp_path, capsys):
     for t in shards:
         meds.DataSchema.validate(t)
     assert [t.num_rows for t in shards] == [
-        int(whole.events["subject_id"].between(DEFAULT_ID_START["oncology"] + a, DEFAULT_ID_START["oncology"] + b).sum())
-        for a, b in ((0, 11), (12, 23), (24, 29))]
+        int(
+            whole.events["subject_id"].between(DEFAULT_ID_START["oncology"] + a, DEFAULT_ID_START["oncology"] + b).sum()
+        )
+        for a, b in ((0, 11), (12, 23), (24, 29))
+    ]
     back = pd.concat([t.to_pandas() for t in shards], ignore_index=True)
     assert back["code"].tolist() == whole.events["code"].tolist()
     assert (back["time"].to_numpy() == whole.events["time"].to_numpy()).all()
@@ -475,8 +549,9 @@ def test_cli_takes_a_cohort_name_and_streams_chunks(tmp_path, capsys):
     # the split is the pipeline's: the cohort's declared fractions and seed
     sp = pq.read_table(out / "metadata" / "subject_splits.parquet").to_pandas()
     s = spec.splits
-    expected = assign_splits(whole.events["subject_id"].unique(),
-                             {"train": s.train, "tuning": s.tuning, "held_out": s.held_out}, s.seed)
+    expected = assign_splits(
+        whole.events["subject_id"].unique(), {"train": s.train, "tuning": s.tuning, "held_out": s.held_out}, s.seed
+    )
     pd.testing.assert_frame_equal(sp, expected, check_dtype=False)
 
 

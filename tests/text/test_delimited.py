@@ -14,7 +14,13 @@ def test_serialize_subject_layout(tiny_events):
     s = delimited.serialize_subject(tiny_events[tiny_events.subject_id == 1], edges)
     words = s.text.split()
     assert words[:4] == ["<bos>", "<demographics>", "GENDER/F", "<age:55-59>"]
-    assert s.text.split("<dt:0d>", 1)[1].split()[:5] == ["<observations>", "Visit/OP", "<measurements>", "LOINC/718-7", "<q2>"]
+    assert s.text.split("<dt:0d>", 1)[1].split()[:5] == [
+        "<observations>",
+        "Visit/OP",
+        "<measurements>",
+        "LOINC/718-7",
+        "<q2>",
+    ]
     assert "<dt:1-3m> <conditions> ICD10/C34.90 <drugs> RXNORM/40048" in s.text
     assert "<death> MEDS_DEATH" in s.text
     assert len(s.block_times) == len(s.block_ends) == 5  # demographics + 4 event times

@@ -75,7 +75,9 @@ def test_smb_v1_layout_on_edge_cases(edge_events):
 
 def test_smb_v1_end_time_and_binned_mode(edge_events):
     ctx = smb_v1_text(edge_events, end_time="2015-01-02 10:31")
-    assert ctx == "Birth: 1960-05-06\nGENDER/F\n\n\n[2015-01-02]\nICD10/I10\nLOINC/718-7 (g/dL): 12.00, 8.12\nRXNORM/123"
+    assert (
+        ctx == "Birth: 1960-05-06\nGENDER/F\n\n\n[2015-01-02]\nICD10/I10\nLOINC/718-7 (g/dL): 12.00, 8.12\nRXNORM/123"
+    )
     # bins are listed most recent first and printed oldest first
     binned = smb_v1_text(edge_events, end_time="2015-02-01 12:00", time_bins=[(20, 0), (40, 20)])
     assert binned == (
@@ -89,8 +91,13 @@ def test_smb_v1_end_time_and_binned_mode(edge_events):
 
 
 def test_smb_v1_without_table_or_demographics():
-    e = ev([(7, "2020-01-01 08:00", "B", 1.0, None), (7, "2020-01-01 09:00", "A", None, None),
-            (7, "2020-01-03", "MEDS_BIRTH", None, None)]).drop(columns=["table"])
+    e = ev(
+        [
+            (7, "2020-01-01 08:00", "B", 1.0, None),
+            (7, "2020-01-01 09:00", "A", None, None),
+            (7, "2020-01-03", "MEDS_BIRTH", None, None),
+        ]
+    ).drop(columns=["table"])
     # no table column: no categories, no demographics section; a birth code still becomes a Birth line
     assert smb_v1_text(e) == "\n[2020-01-01]\nB: 1.00\nA\n\n[2020-01-03]\nBirth: 2020-01-03"
     assert smb_v1_text(e.iloc[:0]) == ""
@@ -99,8 +106,12 @@ def test_smb_v1_without_table_or_demographics():
 def test_blocks_reproduce_the_text_and_node_contexts_are_exact_prefixes(edge_events):
     whole = smb_v1_blocks(edge_events)
     assert whole.text == EXPECTED
-    assert [whole.text[: c].split("\n")[-1] for c in whole.char_ends] == ["GENDER/F", "RXNORM/123", "[2015-01-05]",
-                                                                          "MEDS_DEATH"]
+    assert [whole.text[:c].split("\n")[-1] for c in whole.char_ends] == [
+        "GENDER/F",
+        "RXNORM/123",
+        "[2015-01-05]",
+        "MEDS_DEATH",
+    ]
     times = np.asarray(whole.times, dtype="datetime64[us]")
     assert (np.diff(times.astype(np.int64)) >= 0).all()
     # a decision node at 10:31 splits its day: the context is exactly the text of the events at or before it
@@ -120,7 +131,9 @@ def test_cli_prints_one_subject(tmp_path, edge_events, capsys):
     assert main(["--format", "smb_v1", "--meds-parquet", str(path), "--subject", "1"]) == 0
     assert capsys.readouterr().out == EXPECTED + "\n"
     main(["--format", "delimited", "--meds-parquet", str(path), "--subject", "1", "--end-time", "2015-01-02 09:00"])
-    assert capsys.readouterr().out == "<bos> <demographics> GENDER/F SNOMED/3950001_birth_date <age:50-54> <dt:0d> " \
-                                      "<drugs> RXNORM/123\n"
+    assert (
+        capsys.readouterr().out == "<bos> <demographics> GENDER/F SNOMED/3950001_birth_date <age:50-54> <dt:0d> "
+        "<drugs> RXNORM/123\n"
+    )
     with pytest.raises(SystemExit, match="subject '3' not found"):
         main(["--format", "smb_v1", "--meds-parquet", str(path), "--subject", "3"])

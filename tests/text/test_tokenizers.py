@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from ehr_assets.embed import embed_frozen
+from ehr_assets.specs import RecipeSpec, SpecError, load_project
 from ehr_assets.text import tokenizers as tk
 from ehr_assets.text.delimited import FIXED_VOCAB
-from ehr_assets.specs import RecipeSpec, SpecError, load_project
 
 from ..real_data import save_tiny_llama
 
@@ -44,8 +44,11 @@ def test_added_tokens_per_format(llama_dir):
 
 def test_block_offsets_map_to_whole_tokens(llama_dir):
     tok, _ = tk.prepare_tokenizer(llama_dir, "smb_v1", trainable=False)
-    blocks = ["Birth: 1960-01-01\nGENDER/F", "\n\n\n[2015-01-01]\nLOINC/2160-0 (mg/dL): 0.85, 1.12",
-              "\n\n[2015-02-03]\nCPT4/71275"]
+    blocks = [
+        "Birth: 1960-01-01\nGENDER/F",
+        "\n\n\n[2015-01-01]\nLOINC/2160-0 (mg/dL): 0.85, 1.12",
+        "\n\n[2015-02-03]\nCPT4/71275",
+    ]
     text = "".join(blocks)
     ends = np.cumsum([len(b) for b in blocks]).tolist()
     [(ids, tok_ends, starts)] = tk.encode_with_offsets(tok, [text], "smb_v1")
@@ -73,8 +76,9 @@ def test_recipe_rules_for_formats_frozen_and_chains(tmp_path):
     root = tmp_path / "p"
     for d in ("cohorts", "models", "probes"):
         (root / d).mkdir(parents=True)
-    (root / "cohorts" / "a.yaml").write_text("source: {kind: synthetic, profile: pe, subjects: 5}\n"
-                                             "decision_nodes: {codes: [X]}\n")
+    (root / "cohorts" / "a.yaml").write_text(
+        "source: {kind: synthetic, profile: pe, subjects: 5}\ndecision_nodes: {codes: [X]}\n"
+    )
     w = lambda n, d: (root / "models" / f"{n}.yaml").write_text(yaml.safe_dump(d))  # noqa: E731
     w("base", {"objective": "sft", "backbone": {"path": "hf/llama"}})
     w("cont", {"objective": "jepa", "init_from": "base", "backbone": {"path": "hf/llama"}})

@@ -38,11 +38,21 @@ def test_bundle_roundtrip(tmp_path):
 
 def _recipe_file(tmp_path: Path, steps: int, every: int) -> Path:
     spec = {
-        "name": "hyb", "backbone": TINY, "objective": "hybrid", "lora": {"rank": 4, "alpha": 8},
+        "name": "hyb",
+        "backbone": TINY,
+        "objective": "hybrid",
+        "lora": {"rank": 4, "alpha": 8},
         "optimizer": {"lr": 5e-3, "schedule": "cosine", "warmup_steps": 5},
         "jepa": {"ema_tau": 0.99, "ema_tau_end": 1.0},
-        "training": {"steps": steps, "batch_size": 4, "seq_len": 32, "log_every": 50, "seed": 3,
-                     "checkpoint_every": every, "keep_checkpoints": 2},
+        "training": {
+            "steps": steps,
+            "batch_size": 4,
+            "seq_len": 32,
+            "log_every": 50,
+            "seed": 3,
+            "checkpoint_every": every,
+            "keep_checkpoints": 2,
+        },
     }
     p = tmp_path / "hyb.yaml"
     p.write_text(yaml.safe_dump(spec))
@@ -50,20 +60,50 @@ def _recipe_file(tmp_path: Path, steps: int, every: int) -> Path:
 
 
 def _cmd(recipe: Path, data: Path, out: Path, rdir: Path) -> list[str]:
-    return [sys.executable, "-m", "ehr_assets.training", "--recipe", str(recipe), "--data", str(data),
-            "--out", str(out), "--resume-dir", str(rdir)]
+    return [
+        sys.executable,
+        "-m",
+        "ehr_assets.training",
+        "--recipe",
+        str(recipe),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--resume-dir",
+        str(rdir),
+    ]
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
 def test_cli_errors_are_clear(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "ehr_assets.training", "--recipe", "nope", "--cohort", "msk"],
-                       capture_output=True, text=True, cwd=REPO, env=ENV)
+    r = subprocess.run(
+        [sys.executable, "-m", "ehr_assets.training", "--recipe", "nope", "--cohort", "msk"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+    )
     assert r.returncode == 2 and "no recipe 'nope'" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "ehr_assets.training", "--recipe", "sft", "--cohort", "msk",
-                        "--warehouse", str(tmp_path / "none.duckdb")], capture_output=True, text=True, cwd=REPO,
-                       env=ENV)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ehr_assets.training",
+            "--recipe",
+            "sft",
+            "--cohort",
+            "msk",
+            "--warehouse",
+            str(tmp_path / "none.duckdb"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+    )
     assert r.returncode == 2 and "no warehouse" in r.stderr
 
 
@@ -73,14 +113,24 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     make_data(n=16, seed=5).save(tmp_path / "data")
     recipe = _recipe_file(tmp_path, steps=300, every=25)
 
-    ref = subprocess.run(_cmd(recipe, tmp_path / "data", tmp_path / "ref", tmp_path / "ref_resume"),
-                         capture_output=True, text=True, cwd=REPO, env=ENV)
+    ref = subprocess.run(
+        _cmd(recipe, tmp_path / "data", tmp_path / "ref", tmp_path / "ref_resume"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+    )
     assert ref.returncode == 0, ref.stderr
     assert not (tmp_path / "ref_resume").exists()  # cleaned after success
 
     out, rdir = tmp_path / "out", tmp_path / "resume"
-    proc = subprocess.Popen(_cmd(recipe, tmp_path / "data", out, rdir), cwd=REPO, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(recipe, tmp_path / "data", out, rdir),
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(rdir.glob("step_*/trainer_state.json")):
         if proc.poll() is not None:
@@ -91,8 +141,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     steps_done = sorted(p.name for p in rdir.glob("step_*"))
     assert steps_done and not out.exists()  # killed mid-run: no checkpoint published
 
-    again = subprocess.run(_cmd(recipe, tmp_path / "data", out, rdir), capture_output=True, text=True, cwd=REPO,
-                           env=ENV)
+    again = subprocess.run(
+        _cmd(recipe, tmp_path / "data", out, rdir), capture_output=True, text=True, cwd=REPO, env=ENV
+    )
     assert again.returncode == 0, again.stderr
     assert "resuming from" in again.stdout and "(resumed at step" in again.stdout
     for f in ("adapter/adapter_model.safetensors", "ema_adapter.safetensors", "predictor.safetensors"):
@@ -108,7 +159,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
 
 def test_step_checkpoint_of_another_recipe_is_not_resumed(tmp_path):
-    from ehr_assets.specs import load_spec, RecipeSpec
+    from ehr_assets.specs import RecipeSpec, load_spec
     from ehr_assets.train import train
 
     data = make_data(n=8, seed=1)
@@ -137,21 +188,51 @@ def test_data_parallel_processes_train_the_same_model_as_one(tmp_path):
 
     d = make_data(n=12, seed=7, min_len=20, max_len=21)  # every timeline 22 tokens < seq_len: no random windows
     d.save(tmp_path / "data")
-    spec = {"name": "dp", "backbone": TINY, "objective": "sft", "lora": {"rank": 4, "alpha": 8},
-            "optimizer": {"lr": 5e-3, "schedule": "constant", "warmup_steps": 0, "grad_clip": None},
-            "training": {"steps": 6, "batch_size": 4, "seq_len": 32, "log_every": 1, "seed": 3}}
+    spec = {
+        "name": "dp",
+        "backbone": TINY,
+        "objective": "sft",
+        "lora": {"rank": 4, "alpha": 8},
+        "optimizer": {"lr": 5e-3, "schedule": "constant", "warmup_steps": 0, "grad_clip": None},
+        "training": {"steps": 6, "batch_size": 4, "seq_len": 32, "log_every": 1, "seed": 3},
+    }
     one = tmp_path / "dp.yaml"
     one.write_text(yaml.safe_dump(spec))
     spec["training"]["batch_size"] = 2
     two = tmp_path / "two.yaml"
     two.write_text(yaml.safe_dump({**spec, "name": "two"}))
-    r1 = subprocess.run(_cmd(one, tmp_path / "data", tmp_path / "o1", tmp_path / "r1"), capture_output=True,
-                        text=True, cwd=REPO, env=ENV)
+    r1 = subprocess.run(
+        _cmd(one, tmp_path / "data", tmp_path / "o1", tmp_path / "r1"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+    )
     assert r1.returncode == 0, r1.stderr
     torchrun = Path(sys.executable).with_name("torchrun")
-    r2 = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m", "ehr_assets.training",
-                         "--recipe", str(two), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o2"),
-                         "--resume-dir", str(tmp_path / "r2")], capture_output=True, text=True, cwd=REPO, env=ENV)
+    r2 = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "ehr_assets.training",
+            "--recipe",
+            str(two),
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "o2"),
+            "--resume-dir",
+            str(tmp_path / "r2"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+    )
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert "x 2 processes" in r2.stdout and r2.stdout.count("wrote ") == 1  # only process 0 writes
     a = load_file(str(tmp_path / "o1" / "adapter" / "adapter_model.safetensors"))

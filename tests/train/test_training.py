@@ -24,8 +24,14 @@ from ehr_assets.train import TrainData, loop, train
 V, PAD, BOS, EOS, MASK = 48, 0, 1, 2, 3
 TINY = {
     "architecture": "llama",
-    "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-               "intermediate_size": 64, "max_position_embeddings": 256},
+    "config": {
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "intermediate_size": 64,
+        "max_position_embeddings": 256,
+    },
 }
 
 
@@ -33,8 +39,15 @@ def recipe(name="sft", objective="sft", training=None, **kw) -> RecipeSpec:
     tr = {"steps": 4, "batch_size": 4, "seq_len": 32, "log_every": 1, "seed": 0}
     tr.update(training or {})
     return RecipeSpec.model_validate(
-        {"name": name, "backbone": TINY, "objective": objective, "lora": {"rank": 4, "alpha": 8},
-         "optimizer": {"lr": 5e-3, "schedule": "constant", "warmup_steps": 0}, "training": tr, **kw}
+        {
+            "name": name,
+            "backbone": TINY,
+            "objective": objective,
+            "lora": {"rank": 4, "alpha": 8},
+            "optimizer": {"lr": 5e-3, "schedule": "constant", "warmup_steps": 0},
+            "training": tr,
+            **kw,
+        }
     )
 
 
@@ -188,8 +201,10 @@ def test_jepa_target_has_no_grad_and_online_learns(data):
 # --------------------------------------------------------------------------------------------------- 4. overfit
 def test_sft_overfits_tiny_set(tmp_path):
     d = make_data(n=4, seed=3, min_len=14, max_len=20)
-    r = recipe(training={"steps": 60, "batch_size": 4, "seq_len": 32}, optimizer={"lr": 2e-2, "schedule": "constant",
-                                                                                     "warmup_steps": 0})
+    r = recipe(
+        training={"steps": 60, "batch_size": 4, "seq_len": 32},
+        optimizer={"lr": 2e-2, "schedule": "constant", "warmup_steps": 0},
+    )
     res = train(r, d, tmp_path / "ck", log=quiet)
     losses = [c["loss"] for c in res.loss_curve]
     assert len(losses) == 60
@@ -200,9 +215,14 @@ def test_sft_overfits_tiny_set(tmp_path):
 
 def test_jepa_loss_falls(tmp_path):
     d = make_data(n=4, seed=4, min_len=14, max_len=20)
-    r = recipe("jp", "hybrid", training={"steps": 60, "batch_size": 4, "seq_len": 32},
-               loss_weights={"sft": 0.0, "jepa": 1.0}, jepa={"ema_tau": 0.99},
-               optimizer={"lr": 1e-2, "schedule": "constant", "warmup_steps": 0})
+    r = recipe(
+        "jp",
+        "hybrid",
+        training={"steps": 60, "batch_size": 4, "seq_len": 32},
+        loss_weights={"sft": 0.0, "jepa": 1.0},
+        jepa={"ema_tau": 0.99},
+        optimizer={"lr": 1e-2, "schedule": "constant", "warmup_steps": 0},
+    )
     res = train(r, d, tmp_path / "ck", log=quiet)
     j = [c["jepa_loss"] for c in res.loss_curve]
     assert all(math.isnan(c["sft_loss"]) for c in res.loss_curve)
@@ -242,8 +262,13 @@ def test_curriculum_starts_from_sft_weights(tmp_path, data, monkeypatch):
         n_checked += 1
     assert n_checked == len(saved)
     for k, v in base_saved.items():
-        cands = [n for n in state if n.endswith(k.replace(".weight", ".base_layer.weight"))
-                 or n.endswith(k.replace(".weight", ".original_module.weight")) or n == f"base_model.model.{k}"]
+        cands = [
+            n
+            for n in state
+            if n.endswith(k.replace(".weight", ".base_layer.weight"))
+            or n.endswith(k.replace(".weight", ".original_module.weight"))
+            or n == f"base_model.model.{k}"
+        ]
         assert len(cands) == 1, (k, cands)
         assert torch.equal(state[cands[0]], v), k
     assert seen["trainable"] == {n for n in state if "lora_" in n or ".modules_to_save." in n}
@@ -254,8 +279,9 @@ def test_curriculum_starts_from_sft_weights(tmp_path, data, monkeypatch):
     for k, v in base_saved.items():  # the base is carried over unchanged
         assert torch.equal(load_file(str(tmp_path / "jepa" / "base" / "model.safetensors"))[k], v)
 
-    other = RecipeSpec.model_validate({**jep.model_dump(), "backbone": {**TINY, "config": {**TINY["config"],
-                                                                                           "hidden_size": 64}}})
+    other = RecipeSpec.model_validate(
+        {**jep.model_dump(), "backbone": {**TINY, "config": {**TINY["config"], "hidden_size": 64}}}
+    )
     with pytest.raises(ValueError, match=r"'jepa'.*'sft'.*backbones differ"):
         train(other, data, tmp_path / "bad", init_dir=tmp_path / "sft", log=quiet)
 
@@ -270,8 +296,12 @@ def test_identical_runs_identical_curves(tmp_path, data, objective):
     fa = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
     fb = load_file(str(tmp_path / "b" / "adapter" / "adapter_model.safetensors"))
     assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
-    c = train(RecipeSpec.model_validate({**r.model_dump(), "training": {**r.training.model_dump(), "seed": 1}}),
-              data, tmp_path / "c", log=quiet)
+    c = train(
+        RecipeSpec.model_validate({**r.model_dump(), "training": {**r.training.model_dump(), "seed": 1}}),
+        data,
+        tmp_path / "c",
+        log=quiet,
+    )
     assert json.dumps(c.loss_curve) != json.dumps(a.loss_curve)
 
 
@@ -281,9 +311,19 @@ def test_hybrid_logs_both_losses_and_writes_checkpoint(tmp_path, data):
     tok = tmp_path / "tok"
     tok.mkdir()
     (tok / "tokenizer.json").write_text("{}")
-    r = recipe("hyb", "hybrid", training={"steps": 4, "log_every": 2, "grad_accum": 2, "checkpoint_every": 2,
-                                          "gradient_checkpointing": True, "precision": "bf16"},
-               jepa={"predictor_depth": 3, "predictor_width": 16})
+    r = recipe(
+        "hyb",
+        "hybrid",
+        training={
+            "steps": 4,
+            "log_every": 2,
+            "grad_accum": 2,
+            "checkpoint_every": 2,
+            "gradient_checkpointing": True,
+            "precision": "bf16",
+        },
+        jepa={"predictor_depth": 3, "predictor_width": 16},
+    )
     res = train(r, data, tmp_path / "ck", tokenizer_dir=tok, log=lines.append)
     assert [c["step"] for c in res.loss_curve] == [1, 2, 4]
     for c in res.loss_curve:
@@ -293,9 +333,17 @@ def test_hybrid_logs_both_losses_and_writes_checkpoint(tmp_path, data):
     if not torch.cuda.is_available():
         assert any("bf16" in s and "fp32" in s for s in lines)
     ck = tmp_path / "ck"
-    for f in ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "base/model.safetensors",
-              "predictor.safetensors", "ema_adapter.safetensors", "tokenizer/tokenizer.json", "recipe.json",
-              "train_log.json", "checkpoints/step_000002/adapter/adapter_model.safetensors"):
+    for f in (
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "base/model.safetensors",
+        "predictor.safetensors",
+        "ema_adapter.safetensors",
+        "tokenizer/tokenizer.json",
+        "recipe.json",
+        "train_log.json",
+        "checkpoints/step_000002/adapter/adapter_model.safetensors",
+    ):
         assert (ck / f).is_file(), f
     assert not list(ck.rglob("*.bin")) and not list(ck.rglob("*.pt"))
     assert json.loads((ck / "recipe.json").read_text())["name"] == "hyb"
@@ -333,8 +381,9 @@ def test_bad_data_raises(tmp_path, data):
 def test_optimized_step_matches_the_plain_three_pass_step(data, modules_to_save, sft_w, jepa_w, stack, fused):
     """step_losses (stacked SFT + online rows, chunked linear cross-entropy without full logits, no lm_head in the
     JEPA rows) gives the losses and gradients of sft_loss + jepa_loss, in fp32 to rtol 1e-5 / atol 1e-6."""
-    r = recipe("hyb", "hybrid", lora={"rank": 4, "alpha": 8, "modules_to_save": modules_to_save},
-               jepa={"mask_ratio": 0.5})
+    r = recipe(
+        "hyb", "hybrid", lora={"rank": 4, "alpha": 8, "modules_to_save": modules_to_save}, jepa={"mask_ratio": 0.5}
+    )
     torch.manual_seed(0)
     model, _ = build_model(r, data, log=quiet)
     model.train()
@@ -362,8 +411,17 @@ def test_optimized_step_matches_the_plain_three_pass_step(data, modules_to_save,
     ref = (sft_w * ref_s if ref_s is not None else 0) + (jepa_w * ref_j if ref_j is not None else 0)
     g_ref = grads_of(ref)
 
-    fs, fj = L.step_losses(model, pred, mom, b, sft=bool(sft_w), jepa=bool(jepa_w), chunk=7,  # several chunks
-                           stack=stack, fused=fused)
+    fs, fj = L.step_losses(
+        model,
+        pred,
+        mom,
+        b,
+        sft=bool(sft_w),
+        jepa=bool(jepa_w),
+        chunk=7,  # several chunks
+        stack=stack,
+        fused=fused,
+    )
     fast = (sft_w * fs if fs is not None else 0) + (jepa_w * fj if fj is not None else 0)
     g_fast = grads_of(fast)
 
@@ -399,8 +457,14 @@ def test_train_applies_the_ema_update_after_each_step(tmp_path, data):
     + (1 - tau) * (the online weights after the step)."""
     train(recipe(training={"steps": 2}), data, tmp_path / "sft", log=quiet)
     start = load_file(str(tmp_path / "sft" / "adapter" / "adapter_model.safetensors"))
-    j = recipe("jepa", "jepa", init_from="sft", training={"steps": 1}, jepa={"ema_tau": 0.9},
-               optimizer={"lr": 5e-2, "schedule": "constant", "warmup_steps": 0})
+    j = recipe(
+        "jepa",
+        "jepa",
+        init_from="sft",
+        training={"steps": 1},
+        jepa={"ema_tau": 0.9},
+        optimizer={"lr": 5e-2, "schedule": "constant", "warmup_steps": 0},
+    )
     train(j, data, tmp_path / "j", init_dir=tmp_path / "sft", log=quiet)
     online = load_file(str(tmp_path / "j" / "adapter" / "adapter_model.safetensors"))
     ema = load_file(str(tmp_path / "j" / "ema_adapter.safetensors"))
