@@ -19,7 +19,7 @@ from ehr_assets.model.batches import make_jepa_batch, n_masked
 from ehr_assets.model.jepa import MomentumEncoder, Predictor
 from ehr_assets.model.schedules import tau_at
 from ehr_assets.specs import RecipeSpec
-from ehr_assets.train import TrainData, loop, train
+from ehr_assets.train import TrainData, setup, train
 
 V, PAD, BOS, EOS, MASK = 48, 0, 1, 2, 3
 TINY = {
@@ -240,7 +240,7 @@ def test_curriculum_starts_from_sft_weights(tmp_path, data, monkeypatch):
     assert any(".lora_B." in k and v.abs().sum() > 0 for k, v in saved.items())  # SFT really moved the adapter
 
     seen = {}
-    real_build = loop.build_model
+    real_build = setup.build_model
 
     def spy(*a, **kw):  # what train() starts from, before its first step
         model, info = real_build(*a, **kw)
@@ -248,7 +248,7 @@ def test_curriculum_starts_from_sft_weights(tmp_path, data, monkeypatch):
         seen["trainable"] = {n for n, p in model.named_parameters() if p.requires_grad}
         return model, info
 
-    monkeypatch.setattr(loop, "build_model", spy)
+    monkeypatch.setattr(setup, "build_model", spy)
     train(jep, data, tmp_path / "jepa", init_dir=tmp_path / "sft", log=quiet)
     state = seen["state"]
 
