@@ -8,12 +8,14 @@ long-format metric rows (the ``probe_metrics`` table) and the held-out predictio
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 from meds import held_out_split, train_split, tuning_split
 
+from .fallbacks import probe_fallbacks, with_fallbacks
 from .probes import Split, binary_probe
 from .survival import survival_probe
 
@@ -45,6 +47,18 @@ PREDICTION_COLUMNS = [
     "predicted_risk",
     "source_cohort",
 ]
+
+
+# the survival probe's alpha grid, to name the alphas whose Cox fit failed (ehr_assets.eval.fallbacks)
+SURVIVAL_ALPHA_GRID = tuple(inspect.signature(survival_probe).parameters["alpha_grid"].default)
+
+
+def _fallback_notes(kind: str, splits: list[Split], params: dict) -> list[str]:
+    """The probe's fallbacks (:mod:`ehr_assets.eval.fallbacks`): non-finite feature values it was given, and what
+    its ``params`` say it had to do instead of its protocol."""
+    n_nonfinite = int(sum(np.size(s.X) - np.isfinite(np.asarray(s.X, dtype=np.float64)).sum() for s in splits))
+    n_features = int(np.asarray(splits[0].X).shape[1]) if np.ndim(splits[0].X) == 2 else 0
+    return probe_fallbacks(kind, params, n_nonfinite, n_features, SURVIVAL_ALPHA_GRID)
 
 
 def _split(rows: pd.DataFrame, X: np.ndarray, kind: str) -> Split:
@@ -97,7 +111,7 @@ def evaluate(
         tr, tu, te = (_split(parts[s], features, kind) for s in (train_split, tuning_split, held_out_split))
         probe = binary_probe if kind == "binary" else survival_probe
         res = probe(tr, tu, te, seed=seed, n_bootstrap=n_bootstrap)
-        for m in res.metrics:
+        for m in with_fallbacks(res.metrics, _fallback_notes(kind, [tr, tu, te], res.params)):
             metric_rows.append(
                 (cohort, recipe, task, int(horizon), m.metric, m.value, m.ci_low, m.ci_high, m.n, m.n_pos, m.note)
             )

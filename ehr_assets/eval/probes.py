@@ -184,6 +184,7 @@ def binary_probe(
         model = _fit_logistic(Z_tr, y_tr, best_c)
         params["tune_note"] = "tuning split empty or single-class; C=1"
     params.update(C=float(best_c), tune_auroc=float(best_auc), tune_auroc_by_C=tune_scores)
+    params.update(n_iter=int(np.max(model.n_iter_)), max_iter=int(model.max_iter))  # n_iter == max_iter: not converged
 
     if n_te == 0:
         return ProbeResult(nan_metrics(BINARY_METRICS, 0, 0, "held_out split is empty"), scores, params)
