@@ -244,8 +244,18 @@ def frozen_embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg
 
 
 def build_recipe_assets(project: Project, recipe: RecipeSpec, partitions: dg.PartitionsDefinition):
-    """The recipe's checkpoint (unless frozen), embeddings and probe metrics."""
+    """The recipe's checkpoint (unless frozen), embeddings and probe metrics, tagged with the training seed (and, for
+    a seed replicate, the recipe it replicates: the UI filters ``tag:replicate_of=sft``)."""
     probes = probe_metrics_asset(project, recipe.name, partitions)
     if recipe.is_frozen:
-        return [frozen_embeddings_asset(project, recipe, partitions), probes]
-    return [checkpoint_asset(project, recipe, partitions), embeddings_asset(project, recipe, partitions), probes]
+        assets = [frozen_embeddings_asset(project, recipe, partitions), probes]
+    else:
+        assets = [checkpoint_asset(project, recipe, partitions), embeddings_asset(project, recipe, partitions), probes]
+    return dg.map_asset_specs(lambda spec: spec.merge_attributes(tags=seed_tags(recipe)), assets)
+
+
+def seed_tags(recipe: RecipeSpec) -> dict[str, str]:
+    """``seed`` (the training seed) and, for a replicate ``<r>_seed<k>``, ``replicate_of: <r>``."""
+    base, seed = keys.parse_replicate(recipe.name)
+    tags = {} if recipe.is_frozen else {"seed": str(recipe.training.seed)}
+    return tags | ({"replicate_of": base} if seed is not None else {})

@@ -23,6 +23,15 @@ def check_name(v: str) -> str:
     return v
 
 
+def check_replicate_seeds(v: list[int]) -> list[int]:
+    """Replicate training seeds: non-negative, each once."""
+    if any(s < 0 for s in v):
+        raise ValueError(f"seeds must be >= 0 (got {v})")
+    if len(set(v)) != len(v):
+        raise ValueError(f"each seed once (got {v})")
+    return v
+
+
 def check_regexes(v: list[str]) -> list[str]:
     for pat in v:
         try:

@@ -51,7 +51,7 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-NOT_INHERITED = ("name", "description", "extends")
+NOT_INHERITED = ("name", "description", "extends", "replicate_seeds")  # an ablation does not multiply its compute
 
 
 def _resolve_extends(path: Path, data: dict, chain: tuple[str, ...] = ()) -> dict:
@@ -117,10 +117,55 @@ class Project(BaseModel):
             return None
         while r.init_from is not None:
             r = self.recipes[r.init_from]
-        return keys.tokens(r.name)
+        base = keys.parse_replicate(r.name)[0]  # a seed replicate reads the ids of the recipe it replicates
+        return keys.tokens(base if base in self.recipes else r.name)
 
     def uses_format(self, fmt: str) -> bool:
         return any(r.format == fmt for r in self.recipes.values())
+
+
+def _replicate(r: RecipeSpec, seed: int, recipes: dict[str, RecipeSpec], folder: Path) -> RecipeSpec:
+    """Recipe ``r`` trained with ``training.seed = seed``; its ``init_from`` is the parent's replicate of the same
+    seed, or the parent itself when that is the parent's own training seed."""
+    file = folder / f"{r.name}.yaml"
+    parent = recipes.get(r.init_from) if r.init_from else None
+    init_from = r.init_from
+    if parent is not None and parent.training.seed != seed:
+        if seed not in parent.replicate_seeds:
+            raise SpecError(
+                f"{file}: replicate_seeds: seed {seed} starts from init_from {parent.name!r}, which has no replicate "
+                f"of seed {seed}: add {seed} to replicate_seeds of {folder / (parent.name + '.yaml')}"
+            )
+        init_from = keys.replicate(parent.name, seed)
+    return r.model_copy(
+        update={
+            "name": keys.replicate(r.name, seed),
+            "description": f"{r.name} with training.seed {seed} (a replicate). {r.description}".strip(),
+            "replicate_seeds": [],
+            "init_from": init_from,
+            "training": r.training.model_copy(update={"seed": seed}),
+        }
+    )
+
+
+def expand_replicates(recipes: dict[str, RecipeSpec], folder: Path) -> dict[str, RecipeSpec]:
+    """``recipes`` plus ``<name>_seed<k>`` for each declared replicate seed (:func:`ehr_assets.keys.replicate`).
+    A declared name that looks like a replicate, a replicate of a frozen recipe (nothing is trained) or a replicate
+    seed equal to the recipe's own training seed is an error naming the file and key."""
+    out = dict(recipes)
+    for name, r in recipes.items():
+        file = folder / f"{name}.yaml"
+        if keys.parse_replicate(name)[1] is not None:
+            raise SpecError(f"{file}: name: {name!r} ends like a seed replicate (<recipe>_seed<k>); choose another")
+        if not r.replicate_seeds:
+            continue
+        if r.is_frozen:
+            raise SpecError(f"{file}: replicate_seeds: a frozen recipe trains nothing; no seed changes it")
+        if r.training.seed in r.replicate_seeds:
+            raise SpecError(f"{file}: replicate_seeds: {r.training.seed} is the recipe's own training.seed")
+        for seed in r.replicate_seeds:
+            out[keys.replicate(name, seed)] = _replicate(r, seed, recipes, folder)
+    return out
 
 
 def _topo_recipes(recipes: dict[str, RecipeSpec], folder: Path) -> dict[str, RecipeSpec]:
@@ -174,6 +219,7 @@ def load_project(root: str | Path) -> Project:
                     raise SpecError(f"{dirs['cohorts'] / (name + '.yaml')}: union: {m!r} is itself a union")
     cohorts = {n: _resolve_source_path(c, root) for n, c in cohorts.items()}
     recipes = {n: resolve_backbone_paths(r, root) for n, r in recipes.items()}
+    recipes = expand_replicates(recipes, dirs["models"])  # <recipe>_seed<k>: recipes like the others from here on
     for name, r in recipes.items():
         parent = recipes.get(r.init_from) if r.init_from else None
         if parent is not None and parent.is_frozen:

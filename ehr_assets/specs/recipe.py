@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import StrictModel, check_name
+from .base import StrictModel, check_name, check_replicate_seeds
 
 
 class TinyBackboneConfig(StrictModel):
@@ -120,6 +120,12 @@ class RecipeSpec(StrictModel):
     lora: Lora = Lora()
     objective: Literal["sft", "jepa", "hybrid", "frozen"]
     init_from: str | None = None
+    replicate_seeds: list[int] = Field(
+        default_factory=list,
+        description="train the recipe again with each of these training seeds: recipes <name>_seed<k> (not inherited "
+        "by extends:); the report gives mean and spread across the seeds",
+    )
+    _seeds = field_validator("replicate_seeds")(check_replicate_seeds)
     jepa: Jepa = Jepa()
     loss_weights: LossWeights = LossWeights()
     optimizer: Optimizer = Optimizer()
