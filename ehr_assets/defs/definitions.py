@@ -14,9 +14,10 @@ from .. import keys
 from ..eval.oracle import ORACLES
 from ..specs import Project, default_project_dir, load_project
 from ..warehouse import default_artifact_root, default_warehouse
+from .benchmark import latent_dynamics_asset, paired_differences_asset, summary_asset
 from .checks import build_checks
 from .cohort import build_cohort_assets
-from .evaluation import count_baseline_asset, latent_asset, oracle_asset, oracle_metric_assets, summary_asset
+from .evaluation import count_baseline_asset, latent_asset, oracle_asset, oracle_metric_assets
 from .recipes import build_recipe_assets
 from .reporting import cross_disease_report_asset, label_files_asset, prediction_files_asset
 from .resources import ArtifactStore, Trainer
@@ -56,6 +57,7 @@ def build_definitions(
     assets += [oracle_asset(project, v, partitions) for v in ORACLES]
     metric_assets += oracle_metric_assets()
     assets += [label_files_asset(project, partitions), prediction_files_asset(partitions, metric_assets)]
+    assets += [paired_differences_asset(partitions, metric_assets), latent_dynamics_asset(project, partitions)]
     assets.append(summary_asset(project, partitions, metric_assets))
     report = cross_disease_report_asset(project, metric_assets)
 

@@ -14,7 +14,9 @@ import time
 
 import dagster as dg
 
-from ..eval.report import gap_report, load_metrics, wide_table
+from .. import keys
+from ..eval.evidence import delta_report, latent_report, seeds_report
+from ..eval.report import gap_report, load_metrics, load_table, wide_table
 from ..warehouse import default_home, default_warehouse
 from .definitions import PIPELINE_JOB, REPORT_JOB, defs
 
@@ -66,8 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     print(wide_table(metrics))
     print("\nFraction of the baseline-to-oracle gap each recipe closes (closed:<recipe>; NaN where the gap < 0.02):\n")
     print(gap_report(metrics))
+    print_evidence(metrics)
     print("\nEvery metric (AUPRC, Brier, td-AUC, IBS too): python -m ehr_assets.report --format table|csv")
     return 0
+
+
+def print_evidence(metrics) -> None:
+    """The paired differences, the latent-dynamics probe and the spread across seeds (README: "Reading the
+    evidence"); the same text as ``python -m ehr_assets.report --format delta|latent|seeds``."""
+    wh = default_warehouse()
+    paired = load_table(wh, keys.PAIRED_DIFFERENCES, optional=True)
+    latent = load_table(wh, keys.LATENT_DYNAMICS, optional=True)
+    print("\n== python -m ehr_assets.report --format delta: each recipe minus the count baseline and minus sft ==\n")
+    print(delta_report(paired) if paired is not None else "(paired_differences not materialized)")
+    print("\n== python -m ehr_assets.report --format latent: the hidden state read from each recipe's embeddings ==\n")
+    print(latent_report(latent) if latent is not None else "(latent_dynamics not materialized)")
+    print("\n== python -m ehr_assets.report --format seeds: spread across training seeds ==\n")
+    print(seeds_report(metrics, paired))
 
 
 if __name__ == "__main__":

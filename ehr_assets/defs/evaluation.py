@@ -5,8 +5,7 @@
   :data:`ehr_assets.eval.oracle.ORACLES`: all write their rows to ``probe_metrics`` / ``probe_predictions``.
 * ``cohort_latent``: the synthetic cohorts' hidden state, read by the oracle probes only (no model asset depends on
   it); a cohort with a non-synthetic member stores no rows and says why.
-* ``benchmark_summary``: per cohort, every recipe between baseline and oracle (gap closed), an AUROC-by-horizon plot
-  and markdown tables (:mod:`ehr_assets.eval.benchmark`).
+* ``benchmark_summary``, ``paired_differences`` and ``latent_dynamics`` live in :mod:`.benchmark`.
 """
 
 import dagster as dg
@@ -15,14 +14,13 @@ from dagster_duckdb import DuckDBResource
 from meds import train_split
 
 from .. import keys
-from ..eval import benchmark as bench
 from ..eval import oracle as oracle_stage
 from ..eval.baseline import count_features, select_count_vocab
 from ..eval.probe_metrics import evaluate
 from ..specs import Project
 from ..warehouse import replace_partitions
 from .io import POOL, clear_rows, load_embeddings, read_table, write_table
-from .metadata import meta_table, png_md, utc_now
+from .metadata import meta_table, utc_now
 from .resources import ArtifactStore
 
 LATENT_TABLE = "cohort_latent"
@@ -164,29 +162,3 @@ def oracle_asset(project: Project, variant: str, partitions: dg.PartitionsDefini
 def oracle_metric_assets() -> list[str]:
     """The oracle variants' metric asset names."""
     return [keys.probe_metrics(v) for v in oracle_stage.ORACLES]
-
-
-def summary_asset(project: Project, partitions: dg.PartitionsDefinition, metric_assets: list[str]):
-    @dg.asset(group_name="evaluation", kinds={"duckdb"}, deps=metric_assets, partitions_def=partitions, pool=POOL)
-    def benchmark_summary(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
-        """Every recipe between the count baseline and the oracle: headline metric per task and horizon, the
-        fraction of the baseline-to-oracle gap each recipe closes, and an AUROC-by-horizon plot."""
-        key = context.partition_key
-        metrics = read_table(warehouse, "probe_metrics", key)
-        gaps = bench.gap_table(metrics)
-        n = write_table(warehouse, "benchmark_summary", key, gaps.drop(columns=["cohort"]))
-        summary = bench.gap_summary(gaps)
-        wide = bench.benchmark_wide(metrics).drop(columns=["cohort"])
-        reason = oracle_stage.oracle_unavailable(project, key)
-        md = {
-            "dagster/row_count": n,
-            "auroc_by_horizon": png_md(bench.auroc_by_horizon_png(metrics, key), f"{key}: AUROC by horizon"),
-            "gap_closed": meta_table(summary.drop(columns=["cohort"])),
-            "table": meta_table(wide),
-            "oracle": reason or "available",
-        }
-        for r in summary.itertuples():
-            md[f"gap_closed_long/{r.recipe}"] = float(getattr(r, f"gap_closed_h{bench.LONG_HORIZON_DAYS}plus"))
-        return dg.MaterializeResult(metadata=md)
-
-    return benchmark_summary

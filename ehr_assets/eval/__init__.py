@@ -8,11 +8,18 @@ imports only modules above it:
 * :mod:`~ehr_assets.eval.probes` -- what a probe takes and returns (``Split``, ``Metric``, ``ProbeResult``) and the
   binary probe (logistic regression);
 * :mod:`~ehr_assets.eval.survival` -- the survival probe (PCA + ridge Cox PH), step by step;
+* :mod:`~ehr_assets.eval.fallbacks` -- a probe's departures from its protocol, written into its metrics' notes;
 * :mod:`~ehr_assets.eval.probe_metrics` -- ``evaluate``: every task and horizon of a cohort probed, giving the
   ``probe_metrics`` and ``probe_predictions`` rows;
 * :mod:`~ehr_assets.eval.baseline` -- the count-feature baseline (the floor);
 * :mod:`~ehr_assets.eval.oracle` -- the synthetic cohorts' hidden state at each node (the ceiling);
 * :mod:`~ehr_assets.eval.benchmark` -- each recipe placed between the floor and the ceiling (gap closed, plot);
+* :mod:`~ehr_assets.eval.resample` -- the subject bootstrap as weights shared by every recipe (paired draws);
+* :mod:`~ehr_assets.eval.paired` -- recipe minus baseline / sft per task, pooled, and the gap closed, with CIs;
+* :mod:`~ehr_assets.eval.chance` -- trained recipes above chance where the baseline is (the embedding path's test);
+* :mod:`~ehr_assets.eval.latent_probe` -- ridge read-outs of the hidden state now and 180 / 365 days later;
+* :mod:`~ehr_assets.eval.replicates` -- mean and spread across training seeds;
+* :mod:`~ehr_assets.eval.evidence`, :mod:`~ehr_assets.eval.plots` -- those tables as text and as pictures;
 * :mod:`~ehr_assets.eval.exports` -- labels and predictions as MEDS files for other tools;
 * :mod:`~ehr_assets.eval.report` -- the text tables of ``python -m ehr_assets.report`` and ``markdown_table``.
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..constants import US_PER_YEAR
 
-__all__ = ["EXCLUDED_VOCAB_CODES", "count_features", "select_count_vocab"]
+__all__ = ["EXCLUDED_VOCAB_CODES", "baseline_features", "count_features", "select_count_vocab"]
 
 EXCLUDED_VOCAB_CODES = frozenset({meds.birth_code, meds.death_code})
 _NAT_US = np.iinfo(np.int64).min  # NaT as int64 microseconds
@@ -148,3 +148,10 @@ def count_features(events: pd.DataFrame, nodes: pd.DataFrame, vocab: list[str]) 
     if age is not None:
         out[:, V] = age
     return out
+
+
+def baseline_features(events: pd.DataFrame, subjects: pd.DataFrame, nodes: pd.DataFrame) -> np.ndarray:
+    """The count baseline's features at ``nodes``: :func:`count_features` over the vocabulary of the ``train``
+    subjects of ``subjects`` (columns ``subject_id``, ``split``), as ``count_baseline_probe_metrics`` uses them."""
+    train = subjects.loc[subjects["split"] == meds.train_split, "subject_id"].to_numpy()
+    return count_features(events, nodes, select_count_vocab(events, train))

@@ -1,13 +1,19 @@
-"""Print the latest probe metrics from the warehouse.
+"""Print the latest probe metrics and the evidence that compares recipes, from the warehouse.
 
-    python -m ehr_assets.report --format table|csv|wide|gap [--warehouse PATH] [--cohort msk] [--recipe sft]
+    python -m ehr_assets.report --format table|csv|wide|gap|delta|latent|seeds [--warehouse PATH] [--cohort msk]
+                                [--recipe sft]
 
 ``table`` and ``csv``: one row per (cohort partition, recipe, task, horizon_days, metric); columns
 ``cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n``. ``wide``: the headline metric of every task
 (AUROC for binary tasks, Harrell's C for survival) with one column per recipe, the count baseline first and the
 oracles last. ``gap``: the headline values and, per recipe, the fraction of the baseline-to-oracle gap it closes
 (``closed:<recipe>``), then each recipe's pooled gap closed over all tasks and over horizons >= 365 days
-(see :mod:`ehr_assets.eval.benchmark`). The warehouse is opened read-only.
+(see :mod:`ehr_assets.eval.benchmark`) and the number of probes that fell back (:mod:`ehr_assets.eval.fallbacks`).
+``delta``: the ``paired_differences`` table -- pooled rows first (each recipe minus the count baseline and minus
+``sft`` over the long horizons, the gap closed), then per task and horizon, with paired subject-bootstrap CIs
+(:mod:`ehr_assets.eval.paired`). ``latent``: the ``latent_dynamics`` table, held-out R^2 of the hidden state now and
+later (:mod:`ehr_assets.eval.latent_probe`). ``seeds``: mean and spread across training seeds of the recipes with
+``replicate_seeds`` (:mod:`ehr_assets.eval.replicates`). The warehouse is opened read-only.
 
 The command is ``python -m ehr_assets.report`` (a forwarding module); the first line of this docstring is its
 ``--help`` description. :func:`markdown_table` is the small Markdown rendering the Dagster layer uses for metadata
@@ -23,25 +29,56 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from .. import keys
 from ..warehouse import default_warehouse, read_partition, table_exists
 from .benchmark import HEADLINE_METRICS, benchmark_wide, gap_summary, gap_table, recipe_order
+from .evidence import delta_report, latent_report, seeds_report
+from .fallbacks import count_fallbacks
 
-__all__ = ["COLUMNS", "format_table", "gap_report", "load_metrics", "main", "markdown_table", "wide_table"]
+__all__ = [
+    "COLUMNS",
+    "format_table",
+    "gap_report",
+    "load_metrics",
+    "load_table",
+    "main",
+    "markdown_table",
+    "wide_table",
+]
 
 COLUMNS = ["cohort", "recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]
 
 
-def load_metrics(warehouse: str | Path, cohort: str | None = None, recipe: str | None = None) -> pd.DataFrame:
-    """The :data:`COLUMNS` of the ``probe_metrics`` table, optionally of one cohort partition and one recipe, sorted
-    by cohort, recipe, task, horizon and metric. A missing warehouse or table raises with what to run first."""
+def load_table(
+    warehouse: str | Path,
+    table: str,
+    cohort: str | None = None,
+    recipe: str | None = None,
+    columns: list[str] | None = None,
+    optional: bool = False,
+) -> pd.DataFrame | None:
+    """The rows of ``table``, optionally of one cohort partition and one recipe. A missing warehouse raises; so does
+    a missing table (naming the asset to materialize) unless ``optional``, which gives None."""
     path = Path(warehouse)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no warehouse yet; run `make demo` or materialize the *_probe_metrics assets")
     with duckdb.connect(str(path), read_only=True) as conn:
-        if not table_exists(conn, "probe_metrics"):
-            raise LookupError(f"{path}: no probe_metrics table yet; materialize a *_probe_metrics asset")
+        if not table_exists(conn, table):
+            if optional:
+                return None
+            raise LookupError(f"{path}: no {table} table yet; materialize the asset {table!r}")
         where = {k: v for k, v in (("cohort", cohort), ("recipe", recipe)) if v}
-        df = read_partition(conn, "probe_metrics", where, columns=COLUMNS)
+        return read_partition(conn, table, where, columns=columns)
+
+
+def load_metrics(warehouse: str | Path, cohort: str | None = None, recipe: str | None = None) -> pd.DataFrame:
+    """The :data:`COLUMNS` of the ``probe_metrics`` table (and ``note``), optionally of one cohort partition and one
+    recipe, sorted by cohort, recipe, task, horizon and metric. A missing warehouse or table raises with what to run
+    first."""
+    try:
+        df = load_table(warehouse, "probe_metrics", cohort, recipe, columns=[*COLUMNS, "note"])
+    except LookupError:
+        raise LookupError(f"{warehouse}: no probe_metrics table yet; materialize a *_probe_metrics asset") from None
     df = df.sort_values(["cohort", "recipe", "task", "horizon_days", "metric"], kind="stable").reset_index(drop=True)
     return df
 
@@ -87,12 +124,20 @@ def gap_report(df: pd.DataFrame) -> str:
         if c not in ("cohort", "task", "horizon_days", "metric")
     }
     text = wide.to_string(index=False, formatters=fmt)
+    fallbacks = count_fallbacks(df) if "note" in df else pd.DataFrame()
+    tail = (
+        "\n\nProbe fallbacks (probes whose metrics' note records one; see the note column):\n"
+        + fallbacks.to_string(index=False)
+        if len(fallbacks)
+        else "\n\nProbe fallbacks: none"
+    )
     if summary.empty:
-        return text + "\n\n(no oracle rows: the gap closed is undefined)"
+        return text + "\n\n(no oracle rows: the gap closed is undefined)" + tail
     return (
         text
         + "\n\nGap closed, pooled (sum of recipe - baseline over sum of oracle - baseline):\n"
         + summary.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+        + tail
     )
 
 
@@ -109,27 +154,38 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
 def main(argv: list[str] | None = None) -> int:
     """The ``python -m ehr_assets.report`` command; returns the exit status (2: no warehouse or no metrics yet)."""
     ap = argparse.ArgumentParser(prog="python -m ehr_assets.report", description=__doc__.splitlines()[0])
-    ap.add_argument("--format", choices=["table", "csv", "wide", "gap"], default="table")
+    ap.add_argument("--format", choices=["table", "csv", "wide", "gap", "delta", "latent", "seeds"], default="table")
     ap.add_argument(
         "--warehouse", type=Path, default=None, help="DuckDB file (default: $DAGSTER_HOME/warehouse.duckdb)"
     )
     ap.add_argument("--cohort")
     ap.add_argument("--recipe")
     args = ap.parse_args(argv)
+    wh = args.warehouse or default_warehouse()
     try:
-        df = load_metrics(args.warehouse or default_warehouse(), args.cohort, args.recipe)
+        print(_render(args.format, wh, args.cohort, args.recipe), end="")
     except (FileNotFoundError, LookupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.format == "csv":
-        df.to_csv(sys.stdout, index=False, float_format="%.4f")
-    elif args.format == "wide":
-        print(wide_table(df))
-    elif args.format == "gap":
-        print(gap_report(df))
-    else:
-        print(format_table(df))
     return 0
+
+
+def _render(fmt: str, wh: Path, cohort: str | None, recipe: str | None) -> str:
+    """The text of one ``--format``."""
+    if fmt == "delta":
+        return delta_report(load_table(wh, keys.PAIRED_DIFFERENCES, cohort, recipe)) + "\n"
+    if fmt == "latent":
+        return latent_report(load_table(wh, keys.LATENT_DYNAMICS, cohort, recipe)) + "\n"
+    df = load_metrics(wh, cohort, recipe)
+    if fmt == "seeds":
+        return seeds_report(df, load_table(wh, keys.PAIRED_DIFFERENCES, cohort, optional=True)) + "\n"
+    if fmt == "csv":
+        return df[COLUMNS].to_csv(index=False, float_format="%.4f")
+    if fmt == "wide":
+        return wide_table(df) + "\n"
+    if fmt == "gap":
+        return gap_report(df) + "\n"
+    return format_table(df[COLUMNS]) + "\n"
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from ehr_assets.warehouse import replace_partition
 from ..conftest import REPO
 
 PARTITION = "inspect"
-RECIPES = {"sft", "jepa", "count_baseline", "oracle", "oracle_no_rate"}
+TRAINED = {"sft", "jepa", "sft_seed1"}  # sft and jepa, and a training-seed replicate of sft
+RECIPES = TRAINED | {"count_baseline", "oracle", "oracle_no_rate"}
 
 
 # The graph runs every declared task; to stay fast the test project keeps a few task families with two horizons
@@ -40,10 +41,13 @@ def binary_pairs(root, cohort: str) -> set[tuple[str, int]]:
 
 
 def make_pipeline_project(root):
-    """The shipped project, shrunk (tiny models, sft + jepa, 60 msk / 160 inspect subjects) to the TEST_PROBES."""
+    """The shipped project, shrunk (tiny models, sft + jepa and one seed replicate of sft, 60 msk / 160 inspect
+    subjects) to the TEST_PROBES."""
     from ..conftest import make_tiny_project
 
     root = make_tiny_project(root, {"msk": 60, "inspect": 160})
+    p = root / "models" / "sft.yaml"  # (a replicated curriculum, jepa_seed1 from sft_seed1: tests/eval/test_replicates)
+    p.write_text(yaml.safe_dump({**yaml.safe_load(p.read_text()), "replicate_seeds": [1]}))
     for p in (root / "probes").glob("*.yaml"):
         if p.stem not in TEST_PROBES:
             p.unlink()
@@ -97,18 +101,15 @@ def test_every_asset_and_check_succeeds(built):
         "tokenizer",
         "token_sequences",
         "node_contexts",
-        "sft_checkpoint",
-        "jepa_checkpoint",
-        "sft_embeddings",
-        "jepa_embeddings",
-        "sft_probe_metrics",
-        "jepa_probe_metrics",
+        *(f"{r}_{kind}" for r in TRAINED for kind in ("checkpoint", "embeddings", "probe_metrics")),
         "count_baseline_probe_metrics",
         "cohort_latent",
         "oracle_probe_metrics",
         "oracle_no_rate_probe_metrics",
         "label_files",
         "prediction_files",
+        "paired_differences",
+        "latent_dynamics",
         "benchmark_summary",
     }
     assert expected <= materialized
@@ -121,6 +122,7 @@ def test_every_asset_and_check_succeeds(built):
         ("task_labels", "labels_after_prediction_time"),
         ("sft_embeddings", "not_collapsed"),
         ("jepa_embeddings", "not_collapsed"),
+        ("paired_differences", "recipes_beat_chance"),
     } <= names
     assert all(e.passed for e in evaluations), [(e.check_name, e.metadata) for e in evaluations if not e.passed]
 
@@ -337,6 +339,9 @@ def test_same_seeds_same_metrics(built, tmp_path):
         [PARTITION],
     )
     pd.testing.assert_frame_equal(a, b, check_exact=True)
+    cols = "scope, task, horizon_days, statistic, recipe, reference, estimate, ci_low, ci_high, p_value"
+    sql = f"SELECT {cols} FROM paired_differences WHERE cohort = ? ORDER BY {cols}"
+    pd.testing.assert_frame_equal(q(db, sql, [PARTITION]), q(db2, sql, [PARTITION]), check_exact=True)
 
 
 def test_predictions_outside_held_out_fail_the_blocking_check(built):
@@ -376,11 +381,24 @@ def test_predictions_outside_held_out_fail_the_blocking_check(built):
 
 
 # ------------------------------------------------------------------------------------------- benchmark assets
-def test_latent_table_is_read_by_the_oracles_only(built):
+def test_latent_table_is_read_by_oracle_and_evaluation_assets_only(built):
+    """The hidden state feeds the oracles and the latent-dynamics probe, and nothing that trains or embeds: no
+    checkpoint, embeddings or tokens asset is downstream of cohort_latent."""
+    from ehr_assets import keys
+
     defs, _, db, *_ = built
     graph = defs.resolve_asset_graph()
     readers = {k.to_user_string() for k in graph.get(dg.AssetKey("cohort_latent")).child_keys}
-    assert readers == {"oracle_probe_metrics", "oracle_no_rate_probe_metrics"}
+    assert readers == {"oracle_probe_metrics", "oracle_no_rate_probe_metrics", "latent_dynamics"}
+    frontier, below = [dg.AssetKey("cohort_latent")], set()
+    while frontier:
+        for child in graph.get(frontier.pop()).child_keys:
+            if child.to_user_string() not in below:
+                below.add(child.to_user_string())
+                frontier.append(child)
+    assert {"latent_dynamics", "benchmark_summary"} <= below
+    model_kinds = tuple(f"_{k}" for k in (keys.CHECKPOINT, keys.EMBEDDINGS, keys.TOKENS))
+    assert not [name for name in below if name.endswith(model_kinds)]
     lat = q(db, "SELECT * FROM cohort_latent WHERE cohort = ?", [PARTITION])
     events = q(db, "SELECT DISTINCT subject_id FROM cohort_table WHERE cohort = ?", [PARTITION])
     assert set(lat["subject_id"]) == set(events["subject_id"]) and len(lat) > 3 * len(events)
@@ -437,15 +455,28 @@ def test_exported_files_let_an_independent_scorer_recompute_our_auroc(built):
     meds.SubjectSplitSchema.validate(splits)
 
 
-def test_benchmark_summary_places_recipes_between_baseline_and_oracle(built):
+def test_benchmark_summary_measures_recipes_against_the_baseline_floor_and_the_oracle_ceiling(built):
+    """Each recipe's row carries the count baseline's and the oracle's values of the same task (from their own
+    probe_metrics rows), its gap closed is (recipe - baseline) / (oracle - baseline), and the ceiling lies above the
+    floor: the oracle's pooled long-horizon AUROC minus the baseline's has a paired CI above 0."""
     import base64
 
     _, result, db, *_ = built
     s = q(db, "SELECT * FROM benchmark_summary WHERE cohort = ?", [PARTITION])
-    assert set(s["recipe"]) == {"sft", "jepa", "oracle_no_rate"}
+    assert set(s["recipe"]) == TRAINED | {"oracle_no_rate"}
+    m = q(db, "SELECT * FROM probe_metrics WHERE cohort = ? AND metric IN ('auroc', 'c_index')", [PARTITION])
+    ref = m.set_index(["recipe", "task", "horizon_days"])["value"]
+    for r in s.itertuples():
+        assert r.baseline == ref[("count_baseline", r.task, r.horizon_days)]
+        assert (
+            r.oracle == ref[("oracle", r.task, r.horizon_days)] and r.value == ref[(r.recipe, r.task, r.horizon_days)]
+        )
     ok = s.dropna(subset=["gap_closed"])
     assert len(ok) > 0
     np.testing.assert_allclose(ok["gap_closed"], (ok["value"] - ok["baseline"]) / (ok["oracle"] - ok["baseline"]))
+    d = q(db, "SELECT * FROM paired_differences WHERE cohort = ? AND scope = 'pooled_long'", [PARTITION])
+    ceiling = d[(d["recipe"] == "oracle") & (d["reference"] == "count_baseline") & (d["statistic"] == "delta")]
+    assert len(ceiling) == 1 and ceiling["ci_low"].iloc[0] > 0
     md = result.asset_materializations_for_node("benchmark_summary")[0].metadata
     img = md["auroc_by_horizon"].value
     assert img.startswith("![inspect: AUROC by horizon](data:image/png;base64,")
@@ -454,6 +485,54 @@ def test_benchmark_summary_places_recipes_between_baseline_and_oracle(built):
     for col in ("count_baseline", "sft", "jepa", "oracle", "closed:sft", "closed:jepa"):
         assert col in table.splitlines()[0]
     assert md["oracle"].value == "available"
+    # the evidence: pooled paired differences, the spread across seeds, the latent probe, the probe fallbacks
+    assert "| delta | pooled_long | sft | jepa |" in md["paired_pooled"].value
+    assert "| sft | pooled_long | delta | count_baseline | 2 |" in md["seeds"].value
+    assert md["latent_dynamics"].value.splitlines()[0].startswith("| variable | offset_days | count_baseline |")
+    assert md["latent_dynamics_plot"].value.startswith("![inspect: latent dynamics](data:image/png;base64,")
+    notes = m["note"].fillna("")
+    assert md["probe_fallbacks_total"].value == len(
+        m.loc[notes.str.contains("fallback"), ["recipe", "task", "horizon_days"]].drop_duplicates()
+    )
+
+
+def test_paired_differences_match_the_probe_metrics_and_trained_recipes_beat_chance(built):
+    """The paired table scores the same held-out rows as probe_metrics (its values are theirs, its deltas their
+    differences), and the check that guards the embedding path passed for every trained recipe."""
+    from ehr_assets.eval import report
+
+    _, result, db, *_ = built
+    d = q(db, "SELECT * FROM paired_differences WHERE cohort = ? AND scope = 'task'", [PARTITION])
+    m = q(db, "SELECT * FROM probe_metrics WHERE cohort = ? AND metric IN ('auroc', 'c_index')", [PARTITION])
+    value = m.set_index(["recipe", "task", "horizon_days"])["value"]
+    delta = d[d["statistic"] == "delta"]
+    assert set(delta["reference"]) == {"count_baseline", "sft"}
+    for r in delta.itertuples():
+        assert r.recipe_value == pytest.approx(value[(r.recipe, r.task, r.horizon_days)], abs=1e-9)
+        expected = value[(r.recipe, r.task, r.horizon_days)] - value[(r.reference, r.task, r.horizon_days)]
+        assert r.estimate == pytest.approx(expected, abs=1e-9)
+        assert r.ci_low <= r.estimate <= r.ci_high and r.n_boot >= 900
+    assert set(delta.loc[delta["reference"] == "sft", "recipe"]) == {"jepa"}  # not the seed replicate of sft
+    check = {e.check_name: e for e in result.get_asset_check_evaluations()}["recipes_beat_chance"]
+    assert check.passed
+    table = check.metadata["recipes"].value
+    for r in TRAINED:
+        assert f"| {r} |" in table
+    assert check.metadata["tasks"].value.count("@") >= 2
+    assert report.main(["--format", "delta", "--warehouse", str(db), "--cohort", PARTITION]) == 0
+
+
+def test_latent_dynamics_reads_every_recipe_and_the_oracle_reads_its_own_state(built):
+    _, result, db, *_ = built
+    lat = q(db, "SELECT * FROM latent_dynamics WHERE cohort = ?", [PARTITION])
+    assert set(lat["recipe"]) == RECIPES and set(lat["offset_days"]) == {0, 180, 365}
+    assert len(lat) == len(RECIPES) * 3 * 6  # every recipe x offset x latent variable
+    now = lat[(lat["recipe"] == "oracle") & (lat["offset_days"] == 0)].set_index("variable")["r2"]
+    assert now[["burden", "reserve", "clot_load"]].to_numpy() == pytest.approx(1.0, abs=1e-3)
+    later = lat[lat["offset_days"] == 365].set_index(["recipe", "variable"])["r2"]
+    assert later[("oracle", "burden")] > later[("count_baseline", "burden")]
+    md = result.asset_materializations_for_node("latent_dynamics")[0].metadata
+    assert md["nodes_with_state_at_+0d"].value > md["nodes_with_state_at_+365d"].value > 0
 
 
 def test_tampered_labels_fail_both_label_checks(built):
@@ -528,3 +607,18 @@ def test_no_asset_metadata_names_a_subject_or_prints_a_timeline(built):
     numbers = set(re.findall(r"\d{5,}", blob))
     assert not numbers & ids
     assert "<demographics>" not in blob and "Birth:" not in blob and "<dt:" not in blob
+
+
+def test_the_demo_prints_the_paired_differences_the_latent_probe_and_the_seeds(built, monkeypatch, capsys):
+    """The demo's closing text (after its runs) on this warehouse: report --format delta, latent and seeds."""
+    from ehr_assets.defs.demo import print_evidence
+    from ehr_assets.eval.report import load_metrics
+
+    _, _, db, *_ = built
+    monkeypatch.setenv("EHR_WAREHOUSE", str(db))
+    print_evidence(load_metrics(db))
+    out = capsys.readouterr().out
+    assert "== python -m ehr_assets.report --format delta" in out and "Pooled (paired subject-bootstrap" in out
+    assert "recipe - sft per task and horizon" in out
+    assert "== python -m ehr_assets.report --format latent" in out and "growth_rate" in out
+    assert "Pooled paired rows across training seeds" in out

@@ -146,8 +146,9 @@ def test_latent_rows_belong_to_the_cohort_and_hold_the_true_state(msk):
 def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_path):
     """A real source (stand-in: a cohort spec whose source kind is 'meds') gets no latent rows and no oracle
     metrics; the assets succeed, record why, and clear rows an earlier materialization left behind."""
-    from ehr_assets.assets import ArtifactStore
-    from ehr_assets.benchmark_assets import build_latent_asset, build_oracle_asset
+    from ehr_assets.defs.benchmark import latent_dynamics_asset
+    from ehr_assets.defs.evaluation import latent_asset, oracle_asset
+    from ehr_assets.defs.resources import ArtifactStore
 
     real = CohortSpec.model_construct(
         name="real", source=SimpleNamespace(kind="meds"), union=None, decision_nodes=None, splits=None
@@ -161,8 +162,13 @@ def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_p
     with duckdb.connect(str(db)) as c:  # stale rows of an earlier run
         c.execute("CREATE TABLE probe_metrics AS SELECT 'real' AS cohort, 'oracle' AS recipe, 0.9 AS value")
         c.execute("INSERT INTO probe_metrics VALUES ('real', 'sft', 0.7)")
+        c.execute("CREATE TABLE latent_dynamics AS SELECT 'real' AS cohort, 'sft' AS recipe, 0.5 AS r2")
     parts = dg.StaticPartitionsDefinition(["real"])
-    assets = [build_latent_asset(project, parts), build_oracle_asset(project, "oracle", parts)]
+    assets = [
+        latent_asset(project, parts),
+        oracle_asset(project, "oracle", parts),
+        latent_dynamics_asset(project, parts),
+    ]
     with dg.instance_for_test() as instance:
         res = dg.materialize(
             assets,
@@ -172,14 +178,15 @@ def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_p
                 "warehouse": DuckDBResource(database=str(db)),
                 "artifacts": ArtifactStore(root=str(tmp_path / "a")),
             },
-            selection=["cohort_latent", "oracle_probe_metrics"],
+            selection=["cohort_latent", "oracle_probe_metrics", "latent_dynamics"],
         )
     assert res.success
-    for node in ("cohort_latent", "oracle_probe_metrics"):
+    for node, key in (("cohort_latent", "oracle"), ("oracle_probe_metrics", "oracle"), ("latent_dynamics", "latent")):
         md = res.asset_materializations_for_node(node)[0].metadata
-        assert md["dagster/row_count"].value == 0 and "no oracle" in md["oracle"].value
+        assert md["dagster/row_count"].value == 0 and "no oracle" in md[key].value
     with duckdb.connect(str(db), read_only=True) as c:
         assert c.execute("SELECT recipe FROM probe_metrics").fetchall() == [("sft",)]
+        assert c.execute("SELECT count(*) FROM latent_dynamics").fetchone() == (0,)
 
 
 # ----------------------------------------------------------------------------------- the benchmark discriminates
@@ -211,6 +218,30 @@ def test_the_latent_rate_carries_the_long_horizon_signal(msk, inspect_):
         auroc(msk, oracle.oracle_features(msk.snapshot, "oracle"), ["progression"])[prog]
         - auroc(msk, oracle.oracle_features(msk.snapshot, "oracle_no_rate"), ["progression"])[prog]
     ) > 0.08
+
+
+def test_latent_probe_reads_the_state_and_the_oracle_bounds_its_future(msk, inspect_):
+    """On the cohorts themselves: the full oracle reads its own state at the node (R^2 = 1), one snapshot without
+    the rate does not reveal the rate, and the oracle's read-out of the burden a year later beats counting codes."""
+    from ehr_assets.eval.latent_probe import latent_probe, latent_targets
+
+    for c, name in ((msk, "msk"), (inspect_, "inspect")):
+        targets = latent_targets(oracle.cohort_latent(c.project, name), c.nodes)
+        splits, subjects = c.nodes["split"].to_numpy(), c.nodes["subject_id"].to_numpy()
+        r2 = {}
+        for feats, X in (
+            ("count_baseline", c.counts),
+            ("oracle", oracle.oracle_features(c.snapshot, "oracle")),
+            ("oracle_no_rate", oracle.oracle_features(c.snapshot, "oracle_no_rate")),
+        ):
+            out = latent_probe(feats, X, splits, subjects, targets, n_bootstrap=0)
+            r2[feats] = out.set_index(["variable", "offset_days"])["r2"]
+        print(pd.DataFrame(r2).round(3))
+        for var in ("burden", "growth_rate", "reserve"):
+            assert r2["oracle"][(var, 0)] == pytest.approx(1.0, abs=1e-4)
+        assert r2["oracle_no_rate"][("growth_rate", 0)] < 0.5
+        assert r2["oracle"][("burden", 365)] > r2["count_baseline"][("burden", 365)] + 0.3
+        assert r2["oracle"][("burden", 365)] < r2["oracle"][("burden", 0)]  # the future is not the present
 
 
 # -------------------------------------------------------------------------------------------- the gap arithmetic

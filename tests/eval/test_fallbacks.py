@@ -89,3 +89,18 @@ def test_cox_and_logistic_fallbacks_read_from_the_probe_params():
         "fallback[logistic_not_converged]: stopped at max_iter=5000 (C=100)"
     ]
     assert probe_fallbacks("binary", {"n_iter": 12, "max_iter": 5000, "C": 1.0, "tune_note": ""}) == []
+
+
+def test_count_fallbacks_counts_each_kind_once_per_probe():
+    two = "fallback[nonfinite_features]: 3 NaN/inf feature value(s) set to 0; fallback[cox_penalty_raised]: refit"
+    metrics = pd.DataFrame(
+        {
+            "recipe": ["sft", "sft", "sft", "jepa"],
+            "task": ["os", "os", "death", "death"],
+            "horizon_days": [0, 0, 90, 90],
+            "metric": ["c_index", "ibs", "auroc", "auroc"],
+            "note": [two, two, "fallback[nonfinite_features]: 1 NaN/inf feature value(s) set to 0", ""],
+        }
+    )
+    got = count_fallbacks(metrics).set_index(["recipe", "fallback"])["probes"].to_dict()
+    assert got == {("sft", "cox_penalty_raised"): 1, ("sft", "nonfinite_features"): 2}

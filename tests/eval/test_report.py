@@ -77,6 +77,94 @@ def test_report_lists_baseline_recipes_and_oracle_and_the_gap_closed(tmp_path, c
     row = lines[1].split()
     assert row[:4] == ["msk", "mortality", "730", "auroc"] and row[9:] == ["0.500", "0.250", "0.750"]
     assert "Gap closed, pooled" in out
-    tail = out.split("Gap closed, pooled")[1].splitlines()[2:]
+    tail = out.split("Gap closed, pooled")[1].split("\n\n")[0].splitlines()[2:]
     pooled = {ln.split()[1]: ln.split()[2] for ln in tail if ln.strip()}
     assert pooled == {"jepa": "0.500", "oracle_no_rate": "0.750", "sft": "0.250"}
+    assert out.rstrip().endswith("Probe fallbacks: none")
+
+
+def test_report_delta_latent_and_seeds(tmp_path, capsys):
+    """The evidence formats read the paired_differences and latent_dynamics tables the assets write."""
+    from ehr_assets.eval.latent_probe import COLUMNS as LATENT_COLUMNS
+    from ehr_assets.eval.paired import paired_differences
+
+    from .test_paired import predictions
+
+    db = tmp_path / "w.duckdb"
+    preds = predictions(seed=5)
+    table = paired_differences(preds, n_bootstrap=200).assign(cohort="msk")
+    latent = pd.DataFrame(
+        [
+            ("sft", "burden", 0, 0.41, 0.30, 0.50, 90, 30, 10.0, ""),
+            ("oracle", "burden", 0, 1.0, 1.0, 1.0, 90, 30, 0.1, ""),
+        ],
+        columns=LATENT_COLUMNS,
+    ).assign(cohort="msk")
+    metrics = pd.DataFrame(
+        {
+            "cohort": "msk",
+            "recipe": ["sft", "sft_seed1", "jepa"],
+            "task": "mortality",
+            "horizon_days": 730,
+            "metric": "auroc",
+            "value": [0.70, 0.74, 0.72],
+            "ci_low": 0.6,
+            "ci_high": 0.8,
+            "n": 100,
+            "n_pos": 30,
+            "note": ["", "", "fallback[tuning_undefined]: tuning split empty or single-class; C=1"],
+        }
+    )
+    with duckdb.connect(str(db)) as c:
+        replace_partition(c, "probe_metrics", metrics, {"cohort": "msk"})
+    assert report.main(["--format", "delta", "--warehouse", str(db)]) == 2  # not materialized yet
+    assert "no paired_differences table yet; materialize the asset 'paired_differences'" in capsys.readouterr().err
+    with duckdb.connect(str(db)) as c:
+        replace_partition(c, "paired_differences", table, {"cohort": "msk"})
+        replace_partition(c, "latent_dynamics", latent, {"cohort": "msk"})
+    assert report.main(["--format", "delta", "--warehouse", str(db)]) == 0
+    out = capsys.readouterr().out
+    pooled = table[(table["scope"] == "pooled_long") & (table["recipe"] == "jepa") & (table["reference"] == "sft")]
+    r = pooled.iloc[0]
+    assert any(
+        ln.split()[:5] == ["delta", "pooled_long", "sft", "jepa", f"{r.estimate:+.3f}"]
+        and f"[{r.ci_low:.2f}, {r.ci_high:.2f}]" in ln
+        for ln in out.splitlines()
+    )
+    assert "recipe - count_baseline per task and horizon" in out and "recipe - sft per task and horizon" in out
+    assert report.main(["--format", "latent", "--warehouse", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split() == ["cohort", "variable", "offset_days", "sft", "oracle"]
+    assert "0.410 [0.30, 0.50]" in out
+    assert report.main(["--format", "seeds", "--warehouse", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "Pooled paired rows across training seeds" in out
+    assert any(ln.split()[:7] == ["msk", "sft", "mortality", "730", "auroc", "2", "0.720"] for ln in out.splitlines())
+    assert report.main(["--format", "gap", "--warehouse", str(db)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split() == ["jepa", "tuning_undefined", "1"]
+
+
+def test_delta_cells_mark_a_ci_that_excludes_zero_on_either_side():
+    from ehr_assets.eval.evidence import delta_wide
+
+    rows = [("jepa", -0.04, -0.07, -0.01), ("hybrid", 0.03, 0.01, 0.05), ("jepa_only", 0.01, -0.02, 0.04)]
+    table = pd.DataFrame(
+        [
+            dict(
+                scope="task",
+                task="mortality",
+                horizon_days=730,
+                metric="auroc",
+                statistic="delta",
+                recipe=r,
+                reference="sft",
+                estimate=e,
+                ci_low=lo,
+                ci_high=hi,
+            )
+            for r, e, lo, hi in rows
+        ]
+    )
+    cells = delta_wide(table, "sft").iloc[0]
+    assert cells["jepa"] == "-0.040 [-0.07, -0.01]*" and cells["hybrid"] == "+0.030 [0.01, 0.05]*"
+    assert cells["jepa_only"] == "+0.010 [-0.02, 0.04]"
