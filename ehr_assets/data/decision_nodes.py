@@ -38,8 +38,9 @@ def find_nodes(events: pd.DataFrame, rule: DecisionNodeRule) -> pd.DataFrame:
         int(times[s].searchsorted(t.to_datetime64(), side="right")) for s, t in zip(hits["subject_id"], hits["time"])
     ]
     hits = hits.assign(n_context=n_context)
-    death = ev.loc[ev["code"] == death_code].groupby("subject_id")["time"].min()
-    alive = ~(hits["subject_id"].map(death) <= hits["time"])
+    death = ev.loc[ev["code"] == death_code].groupby("subject_id")["time"].min()  # empty when nobody died
+    death_at = death.reindex(hits["subject_id"].to_numpy()).to_numpy(dtype="datetime64[us]")
+    alive = ~(death_at <= hits["time"].to_numpy(dtype="datetime64[us]"))
     hits = hits[(hits["n_context"] >= rule.min_context_events) & alive]
     hits = hits.sort_values(["subject_id", "time"], kind="stable").groupby("subject_id").head(rule.max_per_subject)
     return hits.rename(columns={"time": "prediction_time", "code": "node_code"})[
