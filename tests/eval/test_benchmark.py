@@ -318,6 +318,8 @@ def test_export_files_schemas_encoding_and_errors(tmp_path):
     assert written["file"].tolist() == ["sft/mortality_365d.parquet"]
     p = pq.read_table(tmp_path / "preds" / "sft" / "mortality_365d.parquet")
     exports.PredictionSchema.validate(p)
-    assert p.schema.field("predicted_boolean_probability").type == "double"
+    assert p.schema.field("predicted_boolean_probability").type == "float"  # meds-evaluation's float32
+    assert p.column("predicted_boolean_probability").to_pylist() == np.float32([0.2, 0.7, 0.9]).tolist()  # sorted
+    assert p.column("predicted_boolean_value").to_pylist() == [False, True, True]  # probability > 0.5
     with pytest.raises(Exception, match="Disallowed extra columns: split"):
         exports.PredictionSchema.validate(p.append_column("split", p.column("subject_id").cast("string")))
