@@ -87,6 +87,8 @@ def test_two_cohorts_with_different_optional_columns_in_either_order(project, or
         "unit": "VARCHAR",
     }
     assert types["visit"] == "BIGINT" and types == sp.types("cohort_events", db)
+    # declared columns exist with their types even when no cohort delivered them (no cBioPortal cohort here)
+    assert types["patient_id"] == "VARCHAR" and list(types)[:6] == list(TABLES["cohort_table"].columns)[:6]
     rich, bare = sp.table("cohort_table", "rich", db), sp.table("cohort_table", "bare", db)
     assert set(rich.loc[rich["code"] == "NOTE/TRIAGE", "text_value"]) == {"short of breath"}
     assert (rich["visit"] == 7).all() and set(rich["unit"]) == {"mg/dL"}
@@ -146,3 +148,29 @@ def test_an_undeclared_extra_column_keeps_its_first_type_and_null_never_sticks(t
         with pytest.raises(WarehouseSchemaError, match="column 'code' has type BIGINT"):
             c.execute("CREATE TABLE cohort_table (cohort VARCHAR, code BIGINT)")
             replace_partition(c, "cohort_table", pd.DataFrame({"cohort": ["a"], "code": ["A"]}), {"cohort": "a"})
+
+
+def test_an_empty_partition_gets_the_declared_types(tmp_path):
+    """A stage with nothing to write (no task declared: an empty frame of object columns) creates the table with the
+    declared types, so the cohort written next cannot be refused by types guessed from nothing."""
+    empty = pd.DataFrame(columns=["cohort", *LABEL_COLUMNS])
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as c:
+        replace_partition(c, "task_labels", empty, {"cohort": "a"})
+        types = {r[0]: r[1] for r in c.execute("DESCRIBE task_labels").fetchall()}
+        assert types == TABLES["task_labels"].columns
+        later = pd.DataFrame(
+            {
+                "cohort": ["b"],
+                "subject_id": [1],
+                "prediction_time": [pd.Timestamp("2020-01-01")],
+                "boolean_value": [True],
+                "float_value": [2.5],
+                "task": ["t"],
+                "horizon_days": [30],
+                "split": ["train"],
+                "source_cohort": ["b"],
+                "outcome_time": [pd.NaT],
+            }
+        )
+        replace_partition(c, "task_labels", later, {"cohort": "b"})
+        assert c.execute("SELECT boolean_value, float_value FROM task_labels").fetchall() == [(True, 2.5)]

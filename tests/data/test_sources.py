@@ -337,3 +337,26 @@ def test_meds_shards_disagreeing_on_an_extra_column(tmp_path):
     _shard(tmp_path / "ds" / "data" / "1.parquet", subject_id=pa.array([2, 2], pa.int64()), visit=pa.array(["a", "b"]))
     with pytest.raises(SourceError, match=r"data: the shards disagree on a column's type"):
         read_meds(meds_src(tmp_path / "ds"))
+
+
+def test_static_rows_sit_at_birth_not_at_the_first_event_and_without_birth_at_the_first():
+    from ehr_assets.data.sources import place_static_rows
+
+    t = pd.to_datetime(["2019-12-01", "2020-01-01", None, "2021-01-01", None]).astype("datetime64[us]")
+    ev = pd.DataFrame(
+        {
+            "subject_id": [1, 1, 1, 2, 2],
+            "time": t,
+            "code": ["PRENATAL/ULTRASOUND", "MEDS_BIRTH", "GENDER/F", "VISIT", "GENDER/M"],
+        }
+    )
+    out, placed, dropped = place_static_rows(ev)
+    at = out.set_index("code")["time"]
+    assert at["GENDER/F"] == pd.Timestamp("2020-01-01") and at["GENDER/M"] == pd.Timestamp("2021-01-01")
+    assert (placed, dropped) == (2, 0) and list(out["code"]) == [
+        "PRENATAL/ULTRASOUND",
+        "MEDS_BIRTH",
+        "GENDER/F",
+        "VISIT",
+        "GENDER/M",
+    ]

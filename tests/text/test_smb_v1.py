@@ -187,3 +187,14 @@ def test_without_a_table_column_node_contexts_are_exact_prefixes(edge_events):
     assert smb_v1_text(bare, end_time="2015-01-02 10:31").endswith(
         "[2015-01-02]\nRXNORM/123\nICD10/I10\nLOINC/718-7 (g/dL): 12.00, 8.12"
     )
+
+
+def test_cli_places_static_rows_without_a_birth(tmp_path, capsys):
+    """``python -m ehr_assets.serialize`` on MEDS rows with a static row and no MEDS_BIRTH anywhere: the static row
+    sits at the first event (after that instant's timed rows), as in the pipeline."""
+    t = pd.to_datetime([None, "2020-01-02 10:00", "2020-01-03 00:00"])
+    pd.DataFrame({"subject_id": [5, 5, 5], "time": t, "code": ["GENDER/F", "A", "B"]}).to_parquet(
+        tmp_path / "x.parquet"
+    )
+    assert main(["--format", "smb_v1", "--meds-parquet", str(tmp_path / "x.parquet"), "--subject", "5"]) == 0
+    assert capsys.readouterr().out == "\n[2020-01-02]\nA\nGENDER/F\n\n[2020-01-03]\nB\n"
