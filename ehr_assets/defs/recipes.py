@@ -23,6 +23,7 @@ from ..text.tokenizers import load_tokenizer, load_tokenizer_folder, special_ids
 from ..warehouse import atomic_dir, resume_dir
 from .evaluation import probe_metrics_asset
 from .io import read_table, read_tokens_table, save_embeddings
+from .k8s import op_tags
 from .metadata import loss_curve_md
 from .resources import ArtifactStore, Trainer
 
@@ -103,6 +104,8 @@ def train_checkpoint(
     rdir = resume_dir(artifacts.root, ckpt_key, key)
     if trainer.launcher == "subprocess":
         trainer.run_subprocess(context, project.root, recipe.name, data, tok_dir, init_dir, dest, rdir)
+    elif trainer.launcher == "k8s":
+        trainer.run_k8s(context, project.root, recipe, data, tok_dir, init_dir, dest, rdir, artifacts.root)
     else:
         from ..train import train
 
@@ -149,6 +152,7 @@ def checkpoint_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         + (f", from {recipe.init_from}" if recipe.init_from else "")
         + f"). {recipe.description}",
         metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
+        op_tags=op_tags(recipe),  # dagster-k8s/config from the recipe's compute: block (ehr_assets.defs.k8s)
     )
     def checkpoint(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, trainer: Trainer

@@ -35,6 +35,7 @@ from .project import (
 from .recipe import (
     ALL_LINEAR,
     Backbone,
+    Compute,
     Embedding,
     Jepa,
     Lora,
@@ -52,6 +53,7 @@ __all__ = [
     "Backbone",
     "CbioportalSource",
     "CohortSpec",
+    "Compute",
     "DecisionNodeRule",
     "Embedding",
     "Jepa",
