@@ -84,7 +84,8 @@ def meds_violations(events: pd.DataFrame) -> list[str]:
 
 def _no_event_after_death(df: pd.DataFrame) -> pd.Series:
     death = df.loc[df["code"] == death_code].groupby("subject_id")["time"].min()
-    limit = df["subject_id"].map(death)
+    # reindex, not map: pandas cannot map through an empty datetime Series (a cohort without any MEDS_DEATH)
+    limit = pd.Series(death.reindex(df["subject_id"].to_numpy()).to_numpy(), index=df.index)
     return ~(limit.notna() & (df["time"] > limit))
 
 

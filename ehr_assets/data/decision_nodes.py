@@ -39,7 +39,9 @@ def find_nodes(events: pd.DataFrame, rule: DecisionNodeRule) -> pd.DataFrame:
     ]
     hits = hits.assign(n_context=n_context)
     death = ev.loc[ev["code"] == death_code].groupby("subject_id")["time"].min()
-    alive = ~(hits["subject_id"].map(death) <= hits["time"])
+    # reindex, not map: pandas cannot map through an empty datetime Series (a cohort without any MEDS_DEATH)
+    died = pd.Series(death.reindex(hits["subject_id"].to_numpy()).to_numpy(), index=hits.index)
+    alive = ~(died <= hits["time"])
     hits = hits[(hits["n_context"] >= rule.min_context_events) & alive]
     hits = hits.sort_values(["subject_id", "time"], kind="stable").groupby("subject_id").head(rule.max_per_subject)
     return hits.rename(columns={"time": "prediction_time", "code": "node_code"})[

@@ -184,7 +184,9 @@ def place_static_rows(events: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
     timed = events[~static]
     birth = timed.loc[timed["code"] == meds.birth_code].groupby("subject_id")["time"].min()
     first = timed.groupby("subject_id")["time"].min()
-    anchor = events.loc[static, "subject_id"].map(birth).fillna(events.loc[static, "subject_id"].map(first))
+    # reindex, not map: pandas cannot map through an empty datetime Series (a dataset without any MEDS_BIRTH)
+    ids = events.loc[static, "subject_id"].to_numpy()
+    anchor = birth.reindex(ids).fillna(first.reindex(ids)).to_numpy()
     events = events.copy()
     events.loc[static, "time"] = anchor
     no_time = events["time"].isna()
