@@ -108,3 +108,29 @@ def test_training_pod_body_and_command(tmp_path):
     assert training_command(recipe, ["torchrun", "-m", "x"]) == ["torchrun", "-m", "x"]
     bare = training_pod_spec(one.compute, root, "c", None)
     assert "resources" not in bare["containers"][0] and "node_selector" not in bare
+
+
+def test_the_readmes_kubernetes_run_config_is_valid_for_the_pipeline(tmp_path, monkeypatch):
+    """examples/k8s/run_config.yaml (the README's) validates against the pipeline job run by dagster-k8s's
+    k8s_job_executor (EHR_EXECUTOR=k8s), and its trainer settings reach the resource; a typo is refused."""
+    import dagster as dg
+
+    from ehr_assets.definitions import PIPELINE_JOB, build_definitions
+    from ehr_assets.defs.resources import Trainer
+
+    from .conftest import REPO
+
+    monkeypatch.setenv("EHR_EXECUTOR", "k8s")
+    defs = build_definitions(project_with_compute(tmp_path), warehouse_path=tmp_path / "w.duckdb")
+    job = defs.resolve_job_def(PIPELINE_JOB)
+    assert job.executor_def.name == "k8s"
+    cfg = yaml.safe_load((REPO / "examples" / "k8s" / "run_config.yaml").read_text())
+    dg.validate_run_config(job, cfg)
+    trainer = Trainer(**cfg["resources"]["trainer"]["config"])
+    assert trainer.launcher == "k8s" and trainer.k8s.artifact_claim == "ehr-data"
+    cfg["resources"]["trainer"]["config"]["k8s"]["artifact_clam"] = "x"
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.validate_run_config(job, cfg)
+    monkeypatch.setenv("EHR_EXECUTOR", "slurm")
+    with pytest.raises(ValueError, match="EHR_EXECUTOR"):
+        build_definitions(project_with_compute(tmp_path / "b"), warehouse_path=tmp_path / "w2.duckdb")

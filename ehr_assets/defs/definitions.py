@@ -34,6 +34,19 @@ EXECUTOR = dg.multiprocess_executor.configured(
 REPORT_JOB = "cross_disease_report_job"
 
 
+def pick_executor():
+    """``EHR_EXECUTOR=k8s``: dagster-k8s's ``k8s_job_executor`` (each step in its own pod; README "Scaling out"),
+    else the local forkserver multiprocess executor."""
+    choice = os.environ.get("EHR_EXECUTOR", "multiprocess")
+    if choice == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    if choice != "multiprocess":
+        raise ValueError(f"EHR_EXECUTOR must be 'multiprocess' or 'k8s', got {choice!r}")
+    return EXECUTOR
+
+
 def build_definitions(
     project: Project | str | Path | None = None,
     *,
@@ -79,7 +92,7 @@ def build_definitions(
         assets=assets,
         asset_checks=build_checks(project) + (build_aces_checks(project) if has_aces(project) else []),
         jobs=jobs,
-        executor=EXECUTOR,
+        executor=pick_executor(),
         resources={
             "warehouse": DuckDBResource(database=str(warehouse_path)),
             "artifacts": ArtifactStore(root=str(artifact_root)),

@@ -85,10 +85,11 @@ def _eval_results(table: pd.DataFrame, cohort: str):
             task_name=f"{r.task}" + (f" within {int(r.horizon_days)} days" if r.horizon_days else ""),
             dataset_type=cohort,
             dataset_name=f"{cohort} (held_out)",
+            dataset_config=f"{r.task}_{int(r.horizon_days)}d" if r.horizon_days else r.task,  # one group per task
             dataset_split="held_out",
             metric_type=HEADLINE[r.metric],
             metric_value=round(float(r.value), 4),
-            metric_name=f"{r.metric} {r.task}@{int(r.horizon_days)}d",
+            metric_name=r.metric,
         )
         for r in table.itertuples()
         if not math.isnan(r.value)

@@ -121,6 +121,7 @@ def test_exported_encoder_loads_with_plain_transformers_and_gives_the_projects_e
     assert "Steps in all: 6" in card.text and "synthetic" in card.text
     results = {(r.metric_type, r.task_name) for r in card.data.eval_results}
     assert ("roc_auc", "admission_mortality_1y") in results and ("c_index", "survival") in results
+    assert ("roc_auc", "mortality within 365 days") in results  # each task its own model-index entry
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "feature-extraction"
     assert main([*argv, "--artifacts", str(art), "--warehouse", str(db)]) == 2  # never overwrites a folder
 
