@@ -2,7 +2,7 @@
 the graph beside the cohort's decision nodes.
 
 * ``aces_labels`` (after ``subjects``): ACES run on the cohort's events for every ACES task of the cohort
-  (:mod:`ehr_assets.data.aces`); table ``aces_labels`` with the columns of ``task_labels``. Blocking checks: every
+  (:mod:`ehr_assets.data.aces_tasks`); table ``aces_labels`` with the columns of ``task_labels``. Blocking checks: every
   label window starts after its prediction time, every row carries its subject's split.
 * ``aces_node_contexts`` (after ``token_sequences`` and every ``<root>_tokens``): the context of each ACES
   prediction time in every tokenization a recipe reads -- table ``aces_node_contexts`` (the shared default, columns of
@@ -19,7 +19,7 @@ from dagster import AssetExecutionContext
 from dagster_duckdb import DuckDBResource
 
 from .. import keys
-from ..data import aces as aces_stage
+from ..data import aces_tasks as aces_stage
 from ..specs import Project
 from ..text import contexts, tokenizers
 from ..text.recipe_tokens import contexts_at

@@ -5,22 +5,12 @@ import dagster as dg
 from dagster import AssetCheckExecutionContext
 from dagster_duckdb import DuckDBResource
 
-from ..data.aces import label_window_violations, load_config
+from ..data.aces_tasks import label_window_violations
 from ..specs import Project
 from ..text.contexts import context_violations
 from .aces import CONTEXTS, LABELS, RECIPE_CONTEXTS, aces_rows, tokens_assets
 from .checks import NOT_MATERIALIZED, run_partition_check
 from .io import read_table_or_none
-
-
-def label_window_starts_inclusive(project: Project) -> dict[str, bool]:
-    """Per ACES task: whether its label window's start instant belongs to the window (ACES ``start_inclusive``)."""
-    out = {}
-    for p in project.probes.values():
-        if p.kind == "aces":
-            cfg = load_config(p, project.root / "probes" / f"{p.name}.yaml")
-            out[p.name] = bool(cfg.windows[cfg.label_window].start_inclusive)
-    return out
 
 
 def aces_label_checks(project: Project) -> list[dg.AssetChecksDefinition]:
@@ -31,13 +21,11 @@ def aces_label_checks(project: Project) -> list[dg.AssetChecksDefinition]:
         "sets a label).",
     )
     def label_window_after_prediction_time(context: AssetCheckExecutionContext, warehouse: DuckDBResource):
-        inclusive = label_window_starts_inclusive(project)
-
         def one(key):
             lab = aces_rows(warehouse, LABELS, key)
             if lab is None:
                 return [NOT_MATERIALIZED], {}
-            bad = label_window_violations(lab, inclusive)
+            bad = label_window_violations(lab)
             problems = (
                 [
                     f"{len(bad)} of {len(lab)} ACES labels come from a window that starts at or before the "
@@ -94,7 +82,9 @@ def aces_context_check(project: Project) -> dg.AssetChecksDefinition:
                     bad += len(
                         context_violations(
                             rctx.rename(columns={"context_char_end": "context_end"}),
-                            rseq.rename(columns={"block_char_ends": "block_ends"}),
+                            rseq[["subject_id", "block_times", "block_char_ends"]].rename(
+                                columns={"block_char_ends": "block_ends"}
+                            ),
                         )
                     )
             problems = [f"{bad} ACES prediction-time contexts read events after their prediction time"] if bad else []

@@ -1,5 +1,5 @@
 """``probes/*.yaml``: a task family (outcome codes, kind, horizons) and the cohorts it is evaluated on; or, with
-``kind: aces``, an ACES task config whose labels and prediction times ACES extracts (:mod:`ehr_assets.data.aces`)."""
+``kind: aces``, an ACES task config whose labels and prediction times ACES extracts (:mod:`.data.aces_tasks`)."""
 
 from __future__ import annotations
 

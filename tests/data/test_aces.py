@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ehr_assets.data.aces import aces_nodes, aces_task_labels, label_window_violations
+from ehr_assets.data.aces_tasks import aces_nodes, aces_task_labels, label_window_violations
 from ehr_assets.data.labels import LabelError
 from ehr_assets.data.sources.meds_dataset import read_meds
 from ehr_assets.specs import MedsSource, ProbeSpec, SpecError, load_project, load_spec
@@ -82,16 +82,17 @@ def test_label_window_validator_on_real_aces_output(tmp_path, sample):
     predicted at the end of its label window leaks the label: every row is flagged."""
     ev, subj = sample
     good = aces_task_labels(task(tmp_path, "readmission_risk.yaml"), tmp_path / "g.yaml", ev, subj)
-    assert len(good) > 50 and label_window_violations(good, {"t": False}).empty
-    # inclusive start at the prediction time: the discharge instant itself would count
-    assert len(label_window_violations(good, {"t": True})) == len(good)
+    assert len(good) > 50 and not good["label_window_start_inclusive"].any()
+    assert label_window_violations(good).empty
+    # an inclusive start at the prediction time: the discharge instant itself would count
+    assert len(label_window_violations(good.assign(label_window_start_inclusive=True))) == len(good)
 
     leaky = yaml.safe_load((FIXTURES / "configs" / "readmission_risk.yaml").read_text())
     del leaky["windows"]["input"]["index_timestamp"]
     leaky["windows"]["target"]["index_timestamp"] = "end"  # predict after the outcome window closed
     bad = aces_task_labels(task(tmp_path, leaky), tmp_path / "b.yaml", ev, subj)
     assert len(bad) == len(good)
-    assert len(label_window_violations(bad, {"t": False})) == len(bad)
+    assert len(label_window_violations(bad)) == len(bad)
 
 
 def test_prediction_times_are_distinct_nodes_with_splits(tmp_path, sample):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from ehr_assets.data.aces_tasks import aces_python
 from ehr_assets.definitions import build_definitions
 
 from ..conftest import REPO
@@ -26,9 +26,19 @@ SHARDS = ("train/0", "train/1", "tuning/0", "held_out/0")
 
 
 def aces_project(root: Path) -> Path:
-    """A project over ACES's sample data: one MEDS cohort, no recipe, the two ACES sample tasks as probes."""
+    """A project over ACES's sample data: one MEDS cohort, the two ACES sample tasks as probes, and one frozen recipe
+    (a tiny local Llama reading the SMB-v1 text: a tokenization of its own, ``frozen_tokens``)."""
+    from ..real_data import save_tiny_llama
+
     for d in ("cohorts", "models", "probes"):
         (root / d).mkdir(parents=True)
+    save_tiny_llama(root / "backbones" / "tiny")
+    frozen = {
+        "objective": "frozen",
+        "format": "smb_v1",
+        "backbone": {"architecture": "llama", "path": "backbones/tiny"},
+    }
+    (root / "models" / "frozen.yaml").write_text(yaml.safe_dump({**frozen, "embedding": {"max_tokens": 256}}))
     cohort = {
         "source": {"kind": "meds", "path": str(FIXTURES / "meds_sample")},
         "decision_nodes": {"codes": ["ADMISSION//.*"], "max_per_subject": 2, "min_context_events": 1},
@@ -46,7 +56,7 @@ def aces_cli_labels(task: str, out: Path) -> pd.DataFrame:
     cfg_dir = out / "cfg"
     cfg_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(FIXTURES / "configs" / f"{task}.yaml", cfg_dir / f"{task}.yaml")
-    cli = Path(sys.executable).parent / "aces-cli"
+    cli = aces_python().parent / "aces-cli"  # ACES's own environment (make aces)
     cmd = [str(cli), f"cohort_name={task}", f"cohort_dir={cfg_dir}", "data.standard=meds", "data=sharded"]
     cmd += [f"data.root={FIXTURES / 'meds_sample' / 'data'}", f"data.shard={','.join(SHARDS)}", "-m"]
     subprocess.run(cmd, check=True, capture_output=True, cwd=out)
@@ -60,7 +70,7 @@ def materialized(tmp_path_factory):
     root = aces_project(tmp / "project")
     db = tmp / "warehouse.duckdb"
     defs = build_definitions(root, warehouse_path=db, artifact_root=tmp / "artifacts")
-    keys = dg.AssetSelection.assets("aces_node_contexts").upstream().resolve(defs.resolve_asset_graph())
+    keys = dg.AssetSelection.assets("frozen_embeddings").upstream().resolve(defs.resolve_asset_graph())
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
     with dg.instance_for_test() as instance:
         res = job.execute_in_process(partition_key="sample", instance=instance, raise_on_error=False)
@@ -99,3 +109,25 @@ def test_checks_pass_and_contexts_cover_every_prediction_time(materialized):
         ).df()
     assert len(ctx) == len(times) and (ctx["context_last_time"] <= ctx["prediction_time"]).all()
     assert splits["same"].tolist() == [True]
+
+
+def test_a_recipe_with_its_own_tokenization_embeds_the_aces_times(materialized):
+    """The frozen recipe's tokens: each ACES time's context is the SMB-v1 text up to it, tokenized on its own, never
+    past the time; its embeddings cover the decision nodes and the ACES times."""
+    from ehr_assets.defs.io import load_embeddings
+
+    res, db, tmp = materialized
+    with duckdb.connect(str(db), read_only=True) as conn:
+        times = conn.execute("SELECT DISTINCT subject_id, prediction_time FROM aces_labels").df()
+        rctx = conn.execute("SELECT * FROM aces_recipe_node_contexts WHERE tokens_asset = 'frozen_tokens'").df()
+        nodes = conn.execute("SELECT subject_id, prediction_time FROM decision_nodes").df()
+    assert len(rctx) == len(times) and (rctx["context_last_time"] <= rctx["prediction_time"]).all()
+    assert (rctx["n_context_tokens"] == rctx["context_ids"].map(len)).all() and (rctx["n_context_tokens"] > 0).all()
+    _, index = load_embeddings(tmp / "artifacts" / "frozen_embeddings" / "sample")
+    key = ["subject_id", "prediction_time"]
+    have = {tuple(r) for r in index[key].astype({"prediction_time": "datetime64[us]"}).to_numpy().tolist()}
+    want = {
+        tuple(r)
+        for r in pd.concat([times, nodes])[key].astype({"prediction_time": "datetime64[us]"}).to_numpy().tolist()
+    }
+    assert have == want
