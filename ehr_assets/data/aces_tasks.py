@@ -41,6 +41,8 @@ def aces_python() -> Path:
     folder, in the repository holding this package, or beside the running environment; a clear error when none."""
     env = os.environ.get("EHR_ACES_PYTHON")
     if env:
+        if not Path(env).is_file():
+            raise LabelError(f"EHR_ACES_PYTHON={env}: no such interpreter (it should be ACES's environment's python)")
         return Path(env)
     for root in (default_project_dir(), Path(__file__).resolve().parents[2], Path(sys.prefix).parent):
         cand = root / ".venv-aces" / "bin" / "python"

@@ -103,3 +103,10 @@ def test_prediction_times_are_distinct_nodes_with_splits(tmp_path, sample):
     assert len(nodes) == len(lab.drop_duplicates(["subject_id", "prediction_time"]))
     assert list(nodes.columns) == ["subject_id", "prediction_time", "split", "source_cohort"]
     assert (nodes["split"] == "train").all()
+
+
+def test_no_aces_environment_is_a_clear_error(tmp_path, sample, monkeypatch):
+    ev, subj = sample
+    monkeypatch.setenv("EHR_ACES_PYTHON", str(tmp_path / "nope" / "python"))
+    with pytest.raises(LabelError, match="EHR_ACES_PYTHON=.*no such interpreter"):
+        aces_task_labels(task(tmp_path, "readmission_risk.yaml"), tmp_path / "g.yaml", ev, subj)
