@@ -133,6 +133,8 @@ def cohort_labels(project: Project, cohort: str, nodes: pd.DataFrame, events: pd
     frames = []
     union = project.cohorts[cohort].is_union
     for task in project.tasks_for(cohort):
+        if task.kind == "aces":  # labelled by ACES (ehr_assets.data.aces_tasks), at the task's own prediction times
+            continue
         check_outcomes_occur(project, cohort, task, events)
         task_nodes = nodes
         if union:
