@@ -221,6 +221,33 @@ TABLES: dict[str, TableSchema] = {
             "gap_closed": "DOUBLE",
         }
     ),
+    "paired_differences": TableSchema(  # ehr_assets.eval.paired.COLUMNS
+        {
+            **COHORT,
+            "scope": "VARCHAR",
+            "task": "VARCHAR",
+            "horizon_days": "BIGINT",
+            "metric": "VARCHAR",
+            "statistic": "VARCHAR",
+            "recipe": "VARCHAR",
+            "reference": "VARCHAR",
+            **dict.fromkeys(("estimate", "ci_low", "ci_high", "p_value", "recipe_value", "reference_value"), "DOUBLE"),
+            **dict.fromkeys(("n", "n_subjects", "n_boot"), "BIGINT"),
+            "note": "VARCHAR",
+        }
+    ),
+    "latent_dynamics": TableSchema(  # ehr_assets.eval.latent_probe.COLUMNS
+        {
+            **COHORT,
+            "recipe": "VARCHAR",
+            "variable": "VARCHAR",
+            "offset_days": "BIGINT",
+            **dict.fromkeys(("r2", "ci_low", "ci_high"), "DOUBLE"),
+            **dict.fromkeys(("n", "n_subjects"), "BIGINT"),
+            "alpha": "DOUBLE",
+            "note": "VARCHAR",
+        }
+    ),
 }
 
 

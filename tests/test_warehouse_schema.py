@@ -14,6 +14,7 @@ from dagster_duckdb import DuckDBResource
 
 from ehr_assets.data.decision_nodes import NODE_COLUMNS
 from ehr_assets.data.labels import LABEL_COLUMNS
+from ehr_assets.eval import latent_probe, paired
 from ehr_assets.eval.oracle import LATENT_TABLE_COLUMNS
 from ehr_assets.eval.probe_metrics import METRIC_COLUMNS, PREDICTION_COLUMNS
 from ehr_assets.warehouse import WarehouseSchemaError, replace_partition
@@ -39,6 +40,8 @@ def test_event_types_are_the_meds_schema_and_every_writer_column_is_declared():
         ("probe_metrics", [c for c in METRIC_COLUMNS]),
         ("probe_predictions", PREDICTION_COLUMNS),
         ("cohort_latent", LATENT_TABLE_COLUMNS),
+        ("paired_differences", paired.COLUMNS),
+        ("latent_dynamics", latent_probe.COLUMNS),
     ):
         assert undeclared(table, ["cohort", *cols]) == [], table
     assert undeclared("probe_metrics", ["cohort", "surprise"]) == ["surprise"]
