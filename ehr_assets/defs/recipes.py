@@ -24,7 +24,7 @@ from ..warehouse import atomic_dir, resume_dir
 from .evaluation import probe_metrics_asset
 from .io import read_table, read_tokens_table, save_embeddings
 from .metadata import loss_curve_md
-from .resources import ArtifactStore, Trainer
+from .resources import ArtifactStore, Compute, Trainer
 
 
 # ------------------------------------------------------------------------------------------------ reading the inputs
@@ -151,7 +151,11 @@ def checkpoint_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
     )
     def checkpoint(
-        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, trainer: Trainer
+        context: AssetExecutionContext,
+        warehouse: DuckDBResource,
+        artifacts: ArtifactStore,
+        trainer: Trainer,
+        compute: Compute,
     ):
         key = context.partition_key
         dest = train_checkpoint(context, project, recipe, key, warehouse, artifacts, trainer)
@@ -175,7 +179,9 @@ def embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         description=f"Frozen '{name}' embeddings at every decision node "
         f"({recipe.embedding.pool} pooling of the context).",
     )
-    def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+    def embeddings(
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute
+    ):
         from ..embed import embed
 
         key = context.partition_key
@@ -218,7 +224,9 @@ def frozen_embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg
         f"{recipe.embedding.pool} pooling) at every decision node; nothing is trained. {recipe.description}",
         metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
     )
-    def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+    def embeddings(
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute
+    ):
         from ..embed import embed_frozen
 
         key = context.partition_key
