@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import gpu_step  # noqa: E402
 import torch  # noqa: E402
-from gpu_step import build, step_fn  # noqa: E402
 
 from ehr_assets.model.batches import make_jepa_batch  # noqa: E402
 from ehr_assets.specs import RecipeSpec, load_project  # noqa: E402
@@ -44,6 +44,7 @@ from ehr_assets.train import TrainData, loop, train  # noqa: E402
 from ehr_assets.train import setup as train_setup  # noqa: E402
 
 VOCAB, PAD, BOS, EOS, MASK = 2000, 0, 1, 2, 3
+gpu_step.load_project_modules()  # the step bench imports the project's model code lazily (GPU images)
 
 
 class Clock:
@@ -95,12 +96,12 @@ def full_data(recipe: RecipeSpec, n: int = 512, seed: int = 0) -> TrainData:
 def bench_step(recipe: RecipeSpec, jepa: bool, steps: int) -> tuple[float, float]:
     """(tokens/s wall, tokens/s CPU) of the step bench: 2 warm-up steps, then ``steps`` timed."""
     tr = recipe.training
-    parts = build(recipe, VOCAB, torch.device("cpu"), False)
+    parts = gpu_step.build(recipe, VOCAB, torch.device("cpu"), False)
     rng = np.random.default_rng(0)
     L, B = tr.seq_len, tr.batch_size
     ex = [(rng.integers(5, VOCAB, size=L).astype(np.int64), L // 2) for _ in range(B)]
     jb = make_jepa_batch(ex, L, recipe.jepa.model_copy(update={"max_future_tokens": L // 2}), MASK, PAD, rng)
-    fn = step_fn(*parts, jb.tensors("cpu"), contextlib.nullcontext, True, jepa)
+    fn = gpu_step.step_fn(*parts, jb.tensors("cpu"), contextlib.nullcontext, True, jepa)
     for _ in range(2):
         fn()
     clock = Clock()

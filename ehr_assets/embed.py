@@ -6,12 +6,11 @@ Standalone (torch / transformers / peft / numpy, no Dagster; the model parts com
 An embedding is the final-layer hidden state of the decoder stack (after the final norm, no lm_head) at the last
 non-pad token (``pool='last'``) or its mean over the non-pad tokens (``pool='mean'``). Speed at real size (89k decision
 nodes): contexts that are prefixes of other contexts share their forward pass, batches hold a token budget rather
-than a row count, and the causal mask alone replaces the padding mask (see :func:`_embed_with`).
+than a row count, and the causal mask alone replaces the padding mask (see :func:`embed_with`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from .model.backbone import decoder_of, from_pretrained, load_base, pick_device, quiet, require_safetensors
+from .model.precision import autocast, bf16_for
 from .progress import Progress
 from .threads import limited
 
@@ -87,16 +87,17 @@ def embed(
     A context that is a prefix of another is read off that one's forward pass; the rest are batched by length
     (longest first, at most ``batch_size`` x the longest length tokens a batch) and right-padded, so a row's embedding
     does not depend on its batch. ``threads``: torch / BLAS threads for the pass (:func:`ehr_assets.threads.limited`;
-    None: as the process is set). On CUDA with a bf16 recipe the forward runs under bf16 autocast. ``log`` gets a
-    progress line at least every 15 s while batches finish.
+    None: as the process is set). A bf16 recipe runs under bf16 autocast where
+    :func:`ehr_assets.model.precision.bf16_for` says so (CUDA). ``log`` gets a progress line at least every 15 s while
+    batches finish.
     """
     ctxs = _checked_contexts(contexts, pool, batch_size)
     with limited(threads):
         model, recipe = load_encoder(ckpt_dir)
         with quiet():
             model = model.merge_and_unload()  # W + BA once: a third of the matmuls, none of the adapter overhead
-        bf16 = recipe.get("training", {}).get("precision") == "bf16"
-        return _embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
+        bf16 = bf16_for(recipe.get("training", {}).get("precision", "fp32"), next(model.parameters()).device)
+        return embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
 
 
 def load_frozen(model_dir: Path, vocab_size: int | None = None, *, seed: int = 0, device=None):
@@ -130,11 +131,13 @@ def embed_frozen(
     threads: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> np.ndarray:
-    """Like :func:`embed`, with a model folder used as it is (a base model or a released SMB-v1 checkpoint)."""
+    """Like :func:`embed`, with a model folder used as it is (a base model or a released SMB-v1 checkpoint); ``bf16``:
+    the recipe asks for bf16 (applied under the device policy of :func:`~ehr_assets.model.precision.bf16_for`)."""
     ctxs = _checked_contexts(contexts, pool, batch_size)
     with limited(threads):
         model = load_frozen(model_dir, vocab_size, seed=seed)
-        return _embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
+        bf16 = bf16_for("bf16" if bf16 else "fp32", next(model.parameters()).device)
+        return embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
 
 
 def shared_prefixes(ctxs: list[np.ndarray]) -> np.ndarray:
@@ -177,7 +180,8 @@ def _pooled_rows(h: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor, poo
     return h.cumsum(1)[rows, lengths - 1] / lengths.to(h.dtype).unsqueeze(1)
 
 
-def _embed_with(
+@torch.no_grad()
+def embed_with(
     model,
     ctxs: list[np.ndarray],
     *,
@@ -187,9 +191,11 @@ def _embed_with(
     bf16: bool,
     log: Callable[[str], None] | None,
 ) -> np.ndarray:
-    """The forward passes: one per shared prefix (:func:`shared_prefixes`), batched by tokens (:func:`token_batches`),
-    right-padded and without an attention mask: under the causal mask no real position attends to the padding after
-    it, so the rows are exact and attention takes the fused causal kernel."""
+    """Embeddings of checked ``ctxs`` with a loaded ``model`` (on its device); under bf16 autocast when ``bf16``, on
+    whichever device the model is (the callers decide with the device policy). One forward pass per shared prefix
+    (:func:`shared_prefixes`), batched by tokens (:func:`token_batches`), right-padded and without an attention mask:
+    under the causal mask no real position attends to the padding after it, so the rows are exact and attention takes
+    the fused causal kernel."""
     dec, _ = decoder_of(model)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     V = base.get_input_embeddings().weight.shape[0]
@@ -200,8 +206,6 @@ def _embed_with(
     if bad:
         raise ValueError(f"contexts {bad[:5]} have token ids outside the model's vocabulary [0, {V})")
     device = next(model.parameters()).device
-    use_bf16 = device.type == "cuda" and bf16
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
     lengths = np.array([len(c) for c in ctxs])
     root = shared_prefixes(ctxs)
@@ -224,7 +228,7 @@ def _embed_with(
             inp[r, : lengths[i]] = ctxs[i]
         mem = [(m, r) for r, i in enumerate(batch.tolist()) for m in members[i]]
         m_idx = np.array([m for m, _ in mem])
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(device, bf16):
             h = dec(input_ids=torch.from_numpy(inp).to(device), use_cache=False).last_hidden_state.float()
             rows = torch.tensor([r for _, r in mem], device=device)
             out[m_idx] = _pooled_rows(h, rows, torch.from_numpy(lengths[m_idx]).to(device), pool).cpu().numpy()
