@@ -149,7 +149,7 @@ def shared_prefixes(ctxs: list[np.ndarray]) -> np.ndarray:
     later one's forward pass at its own length. Found in one sort: in lexicographic order a context is a prefix of some
     other one exactly when it is a prefix of the next one.
     """
-    keys = [c.astype(">i8").tobytes() for c in ctxs]  # big-endian: byte order = token order for ids >= 0
+    keys = [c.astype(np.int64).tobytes() for c in ctxs]  # fixed width: a byte prefix is a token prefix
     order = sorted(range(len(ctxs)), key=keys.__getitem__)
     root = np.arange(len(ctxs))
     for k in range(len(order) - 2, -1, -1):
