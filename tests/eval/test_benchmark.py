@@ -147,7 +147,7 @@ def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_p
     """A real source (stand-in: a cohort spec whose source kind is 'meds') gets no latent rows and no oracle
     metrics; the assets succeed, record why, and clear rows an earlier materialization left behind."""
     from ehr_assets.defs.evaluation import latent_asset, oracle_asset
-    from ehr_assets.defs.resources import ArtifactStore
+    from ehr_assets.defs.resources import ArtifactStore, Compute
 
     real = CohortSpec.model_construct(
         name="real", source=SimpleNamespace(kind="meds"), union=None, decision_nodes=None, splits=None
@@ -171,6 +171,7 @@ def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_p
             resources={
                 "warehouse": DuckDBResource(database=str(db)),
                 "artifacts": ArtifactStore(root=str(tmp_path / "a")),
+                "compute": Compute(),
             },
             selection=["cohort_latent", "oracle_probe_metrics"],
         )
