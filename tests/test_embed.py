@@ -86,7 +86,7 @@ def test_mean_pool(ckpt, contexts):
 def test_batching_and_order_do_not_change_rows(ckpt, contexts):
     logs = []
     ref = embed(ckpt, contexts, batch_size=1, log=logs.append)
-    assert logs and logs[-1].startswith(f"embedded {len(contexts)}/{len(contexts)}")
+    assert logs and f"| {len(contexts)}/{len(contexts)} contexts" in logs[-1]
     full = embed(ckpt, contexts, batch_size=len(contexts))
     perm = np.random.default_rng(0).permutation(len(contexts))
     shuffled = embed(ckpt, [contexts[i] for i in perm], batch_size=2)

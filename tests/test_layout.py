@@ -39,6 +39,8 @@ TORCH_FREE = [
     "ehr_assets.keys",
     "ehr_assets.constants",
     "ehr_assets.stats",
+    "ehr_assets.threads",
+    "ehr_assets.progress",
 ]
 DAGSTER_FREE = [*TORCH_FREE, "ehr_assets.model", "ehr_assets.train", "ehr_assets.embed"]
 

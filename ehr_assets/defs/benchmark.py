@@ -33,7 +33,7 @@ from ..eval.resample import subject_draws
 from ..specs import Project
 from .io import POOL, clear_rows, load_embeddings, read_table, read_table_or_none, write_table
 from .metadata import meta_table, png_md
-from .resources import ArtifactStore
+from .resources import ArtifactStore, Compute
 
 CHANCE_CHECK = "recipes_beat_chance"
 
@@ -142,7 +142,7 @@ def latent_dynamics_asset(project: Project, partitions: dg.PartitionsDefinition)
         pool=POOL,
     )
     def latent_dynamics(
-        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute
     ) -> dg.MaterializeResult:
         """Does a node embedding carry where the patient is and is going? Held-out R^2 of a ridge read-out of each
         latent variable at the node and 180 / 365 days later, from every recipe's embeddings, the count baseline and

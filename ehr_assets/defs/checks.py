@@ -21,7 +21,7 @@ from ..text import tokenizers
 from ..text.contexts import context_violations
 from ..warehouse import read_partition, table_exists
 from .io import load_embeddings, read_table_or_none
-from .resources import ArtifactStore
+from .resources import ArtifactStore, Compute
 from .sequences import text_table_of
 
 EMBEDDING_STD_FLOOR = 1e-4
@@ -290,7 +290,9 @@ def _collapse_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
         blocking=True,
         description=f"Every embedding dimension varies across decision nodes (std > {EMBEDDING_STD_FLOOR}).",
     )
-    def not_collapsed(context: AssetCheckExecutionContext, artifacts: ArtifactStore) -> dg.AssetCheckResult:
+    def not_collapsed(
+        context: AssetCheckExecutionContext, artifacts: ArtifactStore, compute: Compute
+    ) -> dg.AssetCheckResult:
         def one(key):
             folder = artifacts.path(keys.embeddings(recipe), key)
             if not (folder / "embeddings.safetensors").exists():

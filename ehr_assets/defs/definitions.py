@@ -13,6 +13,7 @@ from dagster_duckdb import DuckDBResource
 from .. import keys
 from ..eval.oracle import ORACLES
 from ..specs import Project, default_project_dir, load_project
+from ..threads import orchestrator_steps
 from ..warehouse import default_artifact_root, default_warehouse
 from .aces import aces_contexts_asset, aces_labels_asset, has_aces
 from .aces_checks import build_aces_checks
@@ -22,15 +23,20 @@ from .cohort import build_cohort_assets
 from .evaluation import count_baseline_asset, latent_asset, oracle_asset, oracle_metric_assets
 from .recipes import build_recipe_assets
 from .reporting import cross_disease_report_asset, label_files_asset, prediction_files_asset
-from .resources import ArtifactStore, Trainer
+from .resources import ArtifactStore, Compute, Trainer
 from .sequences import build_sequence_assets
 
 PIPELINE_JOB = "smb_pipeline"
 
 # One process per step (isolation; parallel steps), started from a forkserver that has already imported the project:
 # a step then skips re-importing Dagster, pandas and torch (steps started ~3 s apart before, ~1.4 s after, 2 cores).
+# At most orchestrator_steps() steps at once (EHR_CONCURRENT_STEPS, else one per usable core): the same figure the
+# `compute` resource divides the cores by, so the steps running at once never start more threads than there are cores.
 EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["ehr_assets.definitions"]}}}
+    {
+        "max_concurrent": orchestrator_steps(),
+        "start_method": {"forkserver": {"preload_modules": ["ehr_assets.definitions"]}},
+    }
 )
 REPORT_JOB = "cross_disease_report_job"
 
@@ -99,6 +105,7 @@ def build_definitions(
             "warehouse": DuckDBResource(database=str(warehouse_path)),
             "artifacts": ArtifactStore(root=str(artifact_root)),
             "trainer": trainer or Trainer(launcher=os.environ.get("EHR_TRAINER_LAUNCHER", "in_process")),
+            "compute": Compute(),
         },
     )
 

@@ -22,7 +22,11 @@ from .definitions import PIPELINE_JOB, REPORT_JOB, defs
 
 
 def _run_config(log_level: str) -> dict:
-    return {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    # in-process: one step at a time, so a step may use every core (EHR_THREADS still overrides)
+    return {
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+        "resources": {"compute": {"config": {"concurrent_steps": 1}}},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from ..warehouse import replace_partitions
 from .aces import aces_deps, all_labels, prediction_nodes
 from .io import POOL, clear_rows, load_embeddings, read_table, write_table
 from .metadata import meta_table, utc_now
-from .resources import ArtifactStore
+from .resources import ArtifactStore, Compute
 
 LATENT_TABLE = "cohort_latent"
 
@@ -69,7 +69,9 @@ def probe_metrics_asset(project: Project, name: str, partitions: dg.PartitionsDe
         pool=POOL,
         description=f"Linear probes on '{name}' embeddings: logistic AUROC/AUPRC, Cox C-index, on held_out.",
     )
-    def probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+    def probe_metrics(
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute
+    ):
         key = context.partition_key
         emb, index = load_embeddings(artifacts.path(emb_key, key))
         return probe_and_write(context, warehouse, project, key, name, emb, index)
@@ -86,7 +88,7 @@ def count_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) 
         partitions_def=partitions,
         pool=POOL,
     )
-    def count_baseline_probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource):
+    def count_baseline_probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource, compute: Compute):
         """The count-feature baseline: log counts of the most frequent codes in the context, plus age."""
         key = context.partition_key
         ev = read_table(warehouse, "cohort_table", key, columns=["subject_id", "time", "code"])
@@ -138,7 +140,9 @@ def oracle_asset(project: Project, variant: str, partitions: dg.PartitionsDefini
         description=f"The recipes' probes on the true latent state at each decision node ({', '.join(columns)}): "
         "the ceiling of the benchmark. Synthetic cohorts only.",
     )
-    def oracle_probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def oracle_probe_metrics(
+        context: AssetExecutionContext, warehouse: DuckDBResource, compute: Compute
+    ) -> dg.MaterializeResult:
         key = context.partition_key
         reason = oracle_stage.oracle_unavailable(project, key)
         if reason:

@@ -28,7 +28,7 @@ from .evaluation import probe_metrics_asset
 from .io import read_table, read_tokens_table, save_embeddings
 from .k8s import op_tags
 from .metadata import loss_curve_md
-from .resources import ArtifactStore, Trainer
+from .resources import ArtifactStore, Compute, Trainer
 
 
 # ------------------------------------------------------------------------------------------------ reading the inputs
@@ -160,7 +160,11 @@ def checkpoint_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         op_tags=op_tags(recipe),  # dagster-k8s/config from the recipe's compute: block (ehr_assets.defs.k8s)
     )
     def checkpoint(
-        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, trainer: Trainer
+        context: AssetExecutionContext,
+        warehouse: DuckDBResource,
+        artifacts: ArtifactStore,
+        trainer: Trainer,
+        compute: Compute,
     ):
         key = context.partition_key
         dest = train_checkpoint(context, project, recipe, key, warehouse, artifacts, trainer)
@@ -184,7 +188,9 @@ def embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         description=f"Frozen '{name}' embeddings at every decision node "
         f"({recipe.embedding.pool} pooling of the context).",
     )
-    def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+    def embeddings(
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute
+    ):
         from ..embed import embed
 
         key = context.partition_key
@@ -227,7 +233,9 @@ def frozen_embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg
         f"{recipe.embedding.pool} pooling) at every decision node; nothing is trained. {recipe.description}",
         metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
     )
-    def embeddings(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+    def embeddings(
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute
+    ):
         from ..embed import embed_frozen
 
         key = context.partition_key

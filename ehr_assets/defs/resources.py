@@ -1,12 +1,47 @@
-"""Dagster resources besides the warehouse (dagster-duckdb's ``DuckDBResource``): the artifact store and the trainer."""
+"""Dagster resources besides the warehouse (dagster-duckdb's ``DuckDBResource``): the artifact store, the trainer and
+the compute limits every step applies."""
 
 import sys
 import tempfile
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field, PrivateAttr
 
+from ..threads import ThreadPolicy, apply, orchestrator_steps, resolve
 from ..warehouse import artifact_dir
+
+
+class Compute(dg.ConfigurableResource):
+    """The thread policy of every step (:mod:`ehr_assets.threads`): torch, BLAS / OpenMP and tokenizers get
+    ``threads`` threads in the step's process and the processes it starts (a subprocess trainer).
+
+    Default: ``EHR_THREADS`` if set, else the usable cores divided by ``concurrent_steps`` (default
+    ``EHR_CONCURRENT_STEPS``, else one step per usable core: the multiprocess executor's ``max_concurrent``, set by
+    :mod:`.definitions` from the same function), so the steps that may run at once never ask for more threads than
+    there are cores. Run config overrides both, e.g. for one big step alone:
+    ``resources: {compute: {config: {threads: 8}}}``.
+    """
+
+    threads: int = Field(default=0, ge=0, description="threads per step; 0: the policy (EHR_THREADS or cores / steps)")
+    concurrent_steps: int = Field(
+        default=0, ge=0, description="steps that may run at once; 0: EHR_CONCURRENT_STEPS or the executor's limit"
+    )
+    _restore = PrivateAttr(default=None)
+
+    def policy(self) -> ThreadPolicy:
+        return resolve(self.threads or None, self.concurrent_steps or None, default_concurrent=orchestrator_steps())
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        policy = self.policy()
+        self._restore = apply(policy)
+        if context.log is not None:
+            context.log.info(f"threads: {policy.describe()}")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._restore is not None:  # the in-process executor: the caller's process gets its limits back
+            self._restore()
+            self._restore = None
 
 
 class ArtifactStore(dg.ConfigurableResource):

@@ -22,7 +22,7 @@ from ..text import contexts, delimited, smb_v1, tokenizers
 from ..text.recipe_tokens import recipe_token_tables
 from ..warehouse import atomic_dir, replace_partitions
 from .io import POOL, read_table, tag_partition, write_table
-from .resources import ArtifactStore
+from .resources import ArtifactStore, Compute
 
 
 def text_table_of(fmt: str) -> str:
@@ -32,7 +32,9 @@ def text_table_of(fmt: str) -> str:
 
 def tokenizer_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(group_name="sequences", kinds={"huggingface"}, deps=["subjects"], partitions_def=partitions, pool=POOL)
-    def tokenizer(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+    def tokenizer(
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute
+    ):
         """Offline word-level tokenizer: vocabulary and numeric-value bins fitted on the train split."""
         key = context.partition_key
         ev = read_table(warehouse, "cohort_table", key).drop(columns=["cohort"])
@@ -169,7 +171,7 @@ def tokens_asset(project: Project, asset_key: str, recipe: RecipeSpec, partition
         f"recipe(s) {', '.join(users)}: timelines and decision-node contexts (tables recipe_token_sequences, "
         "recipe_node_contexts) and the tokenizer folder.",
     )
-    def tokens(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
+    def tokens(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute):
 
         key = context.partition_key
         t0 = time.perf_counter()

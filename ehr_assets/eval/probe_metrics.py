@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from meds import held_out_split, train_split, tuning_split
 
+from ..progress import Progress, duration
 from .fallbacks import probe_fallbacks, with_fallbacks
 from .probes import Split, binary_probe
 from .survival import survival_probe
@@ -105,7 +106,9 @@ def evaluate(
     key = nodes[["subject_id", "prediction_time"]].assign(_row=np.arange(len(nodes)))
     lab = labels.merge(key, on=["subject_id", "prediction_time"], how="inner")
     metric_rows, pred_frames = [], []
-    for (task, horizon), rows in lab.groupby(["task", "horizon_days"], sort=True):
+    groups = lab.groupby(["task", "horizon_days"], sort=True)
+    progress = Progress(f"{recipe} probes", groups.ngroups, None, unit="tasks")
+    for (task, horizon), rows in groups:
         kind = task_kinds[task]
         parts = {s: rows[rows["split"] == s] for s in (train_split, tuning_split, held_out_split)}
         tr, tu, te = (_split(parts[s], features, kind) for s in (train_split, tuning_split, held_out_split))
@@ -116,9 +119,13 @@ def evaluate(
                 (cohort, recipe, task, int(horizon), m.metric, m.value, m.ci_low, m.ci_high, m.n, m.n_pos, m.note)
             )
         pred_frames.append(_predictions(parts[held_out_split], res.test_scores, kind, cohort, recipe, task, horizon))
-        if log:
+        progress.advance()
+        if log:  # one line per task, with how far the asset is
             head = res.metrics[0]
-            log(f"{recipe} {task}@{horizon}d: {head.metric}={head.value:.3f} (n={head.n}, pos={head.n_pos})")
+            log(
+                f"{recipe} {task}@{horizon}d: {head.metric}={head.value:.3f} (n={head.n}, pos={head.n_pos}) "
+                f"| {progress.status()}, {duration(progress.elapsed())} so far"
+            )
     metrics = pd.DataFrame(metric_rows, columns=METRIC_COLUMNS)
     preds = pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
     return metrics, preds

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import keys
 from ..specs import RecipeSpec, SpecError, default_project_dir, load_project, load_spec, resolve_backbone_paths
+from ..threads import ThreadPolicy, apply, resolve
 from ..warehouse import atomic_dir, default_artifact_root, default_warehouse
 from ..warehouse import resume_dir as default_resume_dir
 from .data import TrainData, read_train_data
@@ -52,7 +53,19 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     ap.add_argument(
         "--out", type=Path, help="output checkpoint folder (default: <artifacts>/<recipe>_checkpoint/<cohort>)"
     )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="torch / BLAS threads of this process (default: $EHR_THREADS, else the usable cores divided by the "
+        "training processes on this machine, $LOCAL_WORLD_SIZE)",
+    )
     return ap.parse_args(argv)
+
+
+def thread_policy(args: argparse.Namespace) -> ThreadPolicy:
+    """This process's threads (:mod:`ehr_assets.threads`): ``--threads``, else ``EHR_THREADS`` (a Dagster step that
+    launched this process passes its own share), else the usable cores shared by the local processes."""
+    return resolve(args.threads, default_concurrent=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
 def resolve_recipe(args: argparse.Namespace, project_dir: Path) -> tuple[RecipeSpec, str | None]:
@@ -134,12 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, main.__doc__.splitlines()[0])
     p = pipes()
     log = p.log.info if p is not None else (lambda m: print(m, flush=True))
+    restore = None
     try:
+        policy = thread_policy(args)
+        restore = apply(policy)
+        log(f"threads: {policy.describe()}")
         run(args, log)
     except (SpecError, FileNotFoundError, LookupError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
+        if restore is not None:  # main() called in-process: the caller's limits come back
+            restore()
         if p is not None:
             p.close()
     return 0

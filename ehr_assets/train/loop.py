@@ -23,6 +23,7 @@ import torch
 from ..model.losses import step_losses
 from ..model.precision import autocast, bf16_for
 from ..model.schedules import tau_at
+from ..progress import Progress
 from ..specs import RecipeSpec
 from .checkpoint import latest_step, load_step, prune_steps, run_fingerprint, save_final, save_step
 from .data import TrainData
@@ -120,9 +121,10 @@ def _prepare_out_dir(out_dir: Path) -> None:
 
 
 def _start_line(recipe: RecipeSpec, parts: Parts, device: torch.device, world: int, init_dir: Path | None) -> str:
-    tr = recipe.training
+    tr, threads = recipe.training, torch.get_num_threads()
     return (
         f"{recipe.name}: {recipe.objective} on {device.type}"
+        + (f" ({threads} thread{'s' if threads != 1 else ''})" if device.type == "cpu" else "")
         + (f" x {world} processes" if world > 1 else "")
         + (f" from {init_dir}" if init_dir is not None else "")
         + f", {parts.n_trainable:,} trainable / {parts.n_total:,} params, {tr.steps} steps x {tr.batch_size}"
@@ -330,18 +332,21 @@ def train(
 
     t_loop = time.perf_counter()
     tokens0 = tokens
+    beat = Progress(recipe.name, tr.steps, log, unit="steps", start=start)  # a line at least every 15 s
     for step in range(start, tr.steps):
         lr_now = parts.optim.param_groups[0]["lr"]
         sums, n_tokens, tau = optimizer_step(recipe, parts, batches, objective, step, device, world, autocast)
         tokens += n_tokens
         n = step + 1
+        tok_s = (tokens - tokens0) / max(time.perf_counter() - t_loop, 1e-9)
         if n == 1 or n % tr.log_every == 0 or n == tr.steps:
             rec = step_record(n, sums, lr_now, tau, objective, tr.grad_accum, device, world)
             if main and (n == 1 or n % monitor_every == 0 or n == tr.steps):
                 rec.update(collapse_stats(parts.model, mon_ctx, data.pad_id, device, autocast))
             curve.append(rec)
-            tok_s = (tokens - tokens0) / max(time.perf_counter() - t_loop, 1e-9)
             log(progress_line(recipe, rec, objective, parts.momentum is not None, tok_s))
+            beat.mark(n)
+        beat.at(n, note=f"{tok_s:,.0f} tok/s")  # between the log steps, when a line is due
         if main and tr.checkpoint_every and n % tr.checkpoint_every == 0 and n < tr.steps:
             step_checkpoint(recipe, parts, resume_dir, n, fingerprint, curve, tokens, device, log)
     loop_s = time.perf_counter() - t_loop

@@ -149,7 +149,7 @@ def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_p
     metrics; the assets succeed, record why, and clear rows an earlier materialization left behind."""
     from ehr_assets.defs.benchmark import latent_dynamics_asset
     from ehr_assets.defs.evaluation import latent_asset, oracle_asset
-    from ehr_assets.defs.resources import ArtifactStore
+    from ehr_assets.defs.resources import ArtifactStore, Compute
 
     real = CohortSpec.model_construct(
         name="real", source=SimpleNamespace(kind="meds"), union=None, decision_nodes=None, splits=None
@@ -178,6 +178,7 @@ def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_p
             resources={
                 "warehouse": DuckDBResource(database=str(db)),
                 "artifacts": ArtifactStore(root=str(tmp_path / "a")),
+                "compute": Compute(),
             },
             selection=["cohort_latent", "oracle_probe_metrics", "latent_dynamics"],
         )
