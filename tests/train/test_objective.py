@@ -74,7 +74,7 @@ def test_the_training_step_feeds_masked_ids_online_and_full_ids_to_the_target(tm
     r = recipe(
         "hyb", "hybrid", finetune=finetune, training={"steps": 2, "batch_size": 3, "seq_len": 32, "monitor_nodes": 0}
     )
-    train(r, data, tmp_path / "ck", log=quiet)
+    res = train(r, data, tmp_path / "ck", log=quiet)
     calls = seen["spy"].calls
     assert len(calls) == 6, [c["grad"] for c in calls]  # 2 steps x (SFT, online, momentum)
     for step, (sft, online, target) in enumerate(zip(calls[0::3], calls[1::3], calls[2::3])):
@@ -97,6 +97,10 @@ def test_the_training_step_feeds_masked_ids_online_and_full_ids_to_the_target(tm
                 torch.testing.assert_close(online["h"][i, :f], target["h"][i, :f], rtol=0, atol=1e-5)
             diff = (online["h"] - target["h"]).norm(dim=-1)[masked]
             assert (diff > 1e-3).all(), "online states at masked positions equal the unmasked run's"
+            # the logged normalized loss divides by the variance of the targets the momentum pass produced there
+            var = float(target["h"][masked].var(dim=0, unbiased=False).mean())
+            rec = res.loss_curve[0]
+            assert rec["jepa_loss_norm"] == pytest.approx(rec["jepa_loss"] / var, rel=1e-4)
 
 
 def _real_rows(ids: torch.Tensor, am: torch.Tensor) -> list[tuple[int, ...]]:
