@@ -34,6 +34,7 @@ from ehr_assets.model.batches import make_jepa_batch  # noqa: E402
 from ehr_assets.model.jepa import MomentumEncoder, Predictor  # noqa: E402
 from ehr_assets.model.losses import jepa_loss, sft_loss, step_losses  # noqa: E402
 from ehr_assets.specs import RecipeSpec, load_project  # noqa: E402
+from ehr_assets.text.delimited import FIXED_VOCAB  # noqa: E402
 from ehr_assets.train.data import TrainData  # noqa: E402
 
 LLAMA_8B = {
@@ -72,9 +73,10 @@ def make_recipe(args) -> tuple[RecipeSpec, int]:
 
 
 def flops_per_forward(model, tokens: int, seq: int) -> float:
-    cfg = model.get_base_model().config
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA or full fine-tuning
+    cfg = base.config
     matmul = 0
-    for name, mod in model.get_base_model().named_modules():
+    for name, mod in base.named_modules():
         if isinstance(mod, torch.nn.Linear) and "lora_" not in name:
             matmul += mod.in_features * mod.out_features
     return 2.0 * matmul * tokens + 2.0 * cfg.num_hidden_layers * seq * cfg.hidden_size * tokens
@@ -97,14 +99,16 @@ def parse_args() -> argparse.Namespace:
 def build(recipe: RecipeSpec, vocab: int, device: torch.device, use_bf16: bool):
     """(model, predictor, momentum encoder, optimizer) of the recipe's shape, random weights, on ``device``."""
     tr = recipe.training
-    data = TrainData([np.array([1, 5, 2])], [], vocab, 0, 3, 1, 2)
+    # LoRA trains the rows of the tokens the project adds: the delimited format's, appended to the vocabulary
+    added = list(range(max(0, vocab - len(FIXED_VOCAB)), vocab))
+    data = TrainData([np.array([1, 5, 2])], [], vocab, 0, 3, 1, 2, added_token_ids=added)
     with torch.device(device) if device.type == "cuda" else contextlib.nullcontext():
         model, _ = build_model(recipe, data, log=lambda m: None, base_dtype=torch.bfloat16 if use_bf16 else None)
     model.to(device)
     model.train()
     if tr.gradient_checkpointing:
         enable_checkpointing(model)
-    H = model.get_base_model().config.hidden_size
+    H = model.config.hidden_size
     predictor = Predictor(H, 2).to(device)
     momentum = MomentumEncoder(model)
     params = [p for p in model.parameters() if p.requires_grad] + list(predictor.parameters())
