@@ -146,8 +146,8 @@ def test_latent_rows_belong_to_the_cohort_and_hold_the_true_state(msk):
 def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_path):
     """A real source (stand-in: a cohort spec whose source kind is 'meds') gets no latent rows and no oracle
     metrics; the assets succeed, record why, and clear rows an earlier materialization left behind."""
-    from ehr_assets.assets import ArtifactStore
-    from ehr_assets.benchmark_assets import build_latent_asset, build_oracle_asset
+    from ehr_assets.defs.evaluation import latent_asset, oracle_asset
+    from ehr_assets.defs.resources import ArtifactStore
 
     real = CohortSpec.model_construct(
         name="real", source=SimpleNamespace(kind="meds"), union=None, decision_nodes=None, splits=None
@@ -162,7 +162,7 @@ def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_p
         c.execute("CREATE TABLE probe_metrics AS SELECT 'real' AS cohort, 'oracle' AS recipe, 0.9 AS value")
         c.execute("INSERT INTO probe_metrics VALUES ('real', 'sft', 0.7)")
     parts = dg.StaticPartitionsDefinition(["real"])
-    assets = [build_latent_asset(project, parts), build_oracle_asset(project, "oracle", parts)]
+    assets = [latent_asset(project, parts), oracle_asset(project, "oracle", parts)]
     with dg.instance_for_test() as instance:
         res = dg.materialize(
             assets,

@@ -4,6 +4,9 @@ it replaces."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -25,6 +28,7 @@ LLAMA_31_8B = {
 LLAMA3_VOCAB = 128256
 N_ADDED = len(FIXED_VOCAB)  # the delimited format's tokens (delimiters, time gaps, ages, value bins, <mask> ...)
 GB = 1e9
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _build(lora: dict | None = None):
@@ -81,3 +85,11 @@ def test_whole_matrices_would_train_a_billion_parameters():
     assert b["total_bytes"] / GB == pytest.approx(38.04, abs=0.02)  # 21 GB more than the added-rows default
     total = b["total_bytes"] / GB
     print(f"\nLlama-3.1-8B whole embed_tokens + lm_head: {b['trainable_params']:,} trainable, {total:.1f} GB")
+
+
+def test_the_gpu_bench_trains_as_many_added_rows():
+    """bench/gpu_step.py states the added-token count (it cannot import text/ on a GPU image): the same number."""
+    spec = importlib.util.spec_from_file_location("gpu_step_budget", REPO / "bench" / "gpu_step.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.N_ADDED_TOKENS == N_ADDED
