@@ -49,6 +49,7 @@ def compute_record(train_log: dict) -> dict:
     forward-token equivalents of both. Logs written before tokens were counted per loss give NaN."""
     nan = float("nan")
     own = train_log.get("tokens_seen")
+    own = own if isinstance(own, dict) else None  # an int: one count for both losses, from before they were split
     total = train_log.get("tokens_seen_total", own)
     ft = train_log.get("finetune", "lora")
     row = {"steps": train_log.get("steps"), "finetune": ft, "init_from": train_log.get("init_from")}

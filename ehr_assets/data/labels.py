@@ -69,7 +69,7 @@ def _first_outcome_after(
 def _outcome_at_or_before(events: pd.DataFrame, nodes: pd.DataFrame, codes: list[str]) -> pd.Series:
     """True where the subject has an outcome event at or before the node's prediction_time (in its context)."""
     first = pd.Series({s: a[0] for s, a in _outcome_times(events, codes).items()}, dtype="datetime64[us]")
-    t_first = nodes["subject_id"].map(first)
+    t_first = pd.Series(first.reindex(nodes["subject_id"].to_numpy()).to_numpy(), index=nodes.index)  # NaT: none
     return t_first.notna() & (t_first <= nodes["prediction_time"].astype("datetime64[us]"))
 
 
@@ -133,6 +133,8 @@ def cohort_labels(project: Project, cohort: str, nodes: pd.DataFrame, events: pd
     frames = []
     union = project.cohorts[cohort].is_union
     for task in project.tasks_for(cohort):
+        if task.kind == "aces":  # labelled by ACES (ehr_assets.data.aces_tasks), at the task's own prediction times
+            continue
         check_outcomes_occur(project, cohort, task, events)
         task_nodes = nodes
         if union:

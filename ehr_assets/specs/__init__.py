@@ -21,6 +21,7 @@ from .cohort import (
     Source,
     Splits,
     SyntheticSource,
+    TableRule,
     TimelineRule,
 )
 from .probe import ProbeSpec
@@ -35,6 +36,7 @@ from .project import (
 from .recipe import (
     ALL_LINEAR,
     Backbone,
+    Compute,
     Embedding,
     Jepa,
     Lora,
@@ -52,6 +54,7 @@ __all__ = [
     "Backbone",
     "CbioportalSource",
     "CohortSpec",
+    "Compute",
     "DecisionNodeRule",
     "Embedding",
     "Jepa",
@@ -67,6 +70,7 @@ __all__ = [
     "Splits",
     "StrictModel",
     "SyntheticSource",
+    "TableRule",
     "TimelineRule",
     "TinyBackboneConfig",
     "Training",

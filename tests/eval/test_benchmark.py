@@ -312,12 +312,14 @@ def test_export_files_schemas_encoding_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"task\(s\) \['frailty'\] that no probes/\*\.yaml declares"):
         exports.write_label_files(labels.assign(task="frailty"), {"mortality": "binary"}, tmp_path / "x")
 
-    preds = labels.assign(recipe="sft", predicted_boolean_probability=[0.9, 0.2, 0.7])
+    preds = labels.assign(recipe="sft", predicted_boolean_probability=[0.9, 0.45, 0.7])
     unfit = labels.assign(recipe="jepa", predicted_boolean_probability=np.nan)  # its probe could not be fit
     written = exports.write_prediction_files(pd.concat([preds, unfit]), tmp_path / "preds")
     assert written["file"].tolist() == ["sft/mortality_365d.parquet"]
     p = pq.read_table(tmp_path / "preds" / "sft" / "mortality_365d.parquet")
     exports.PredictionSchema.validate(p)
-    assert p.schema.field("predicted_boolean_probability").type == "double"
+    assert p.schema.field("predicted_boolean_probability").type == "float"  # meds-evaluation's float32
+    assert p.column("predicted_boolean_probability").to_pylist() == np.float32([0.45, 0.7, 0.9]).tolist()  # sorted
+    assert p.column("predicted_boolean_value").to_pylist() == [False, True, True]  # probability > 0.5
     with pytest.raises(Exception, match="Disallowed extra columns: split"):
         exports.PredictionSchema.validate(p.append_column("split", p.column("subject_id").cast("string")))

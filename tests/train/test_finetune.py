@@ -172,3 +172,20 @@ def test_spec_rules_for_finetune_and_token_rows(tmp_path):
     (tmp_path / "models" / "b.yaml").write_text("extends: a\nobjective: jepa\ninit_from: a\nfinetune: lora\n")
     with pytest.raises(SpecError, match=r"models/b.yaml: finetune: 'lora' cannot continue init_from 'a' \('full'\)"):
         load_project(tmp_path)
+
+
+def test_a_full_checkpoint_exports_as_the_trained_model(tmp_path):
+    """``python -m ehr_assets.export`` on a ``finetune: full`` checkpoint: no adapter to merge, the trained model as it
+    is, giving the checkpoint's own embeddings."""
+    from ehr_assets.export import merged_model
+
+    data = make_data(n=8, seed=4)
+    train(recipe(finetune="full", training={"steps": 2}), data, tmp_path / "sft", log=quiet)
+    model = merged_model(tmp_path / "sft")
+    assert not hasattr(model, "peft_config")
+    saved = load_file(str(tmp_path / "sft" / "model" / "model.safetensors"))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    ctx = data.sft_sequences[0][:20]
+    with torch.no_grad():
+        h = model.model(input_ids=torch.tensor([ctx])).last_hidden_state[0, -1].numpy()
+    np.testing.assert_allclose(h, embed(tmp_path / "sft", [ctx])[0], rtol=1e-5, atol=1e-5)

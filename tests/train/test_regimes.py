@@ -98,6 +98,9 @@ def test_tokens_seen_are_counted_per_loss_and_over_the_chain(runs):
 def test_a_log_from_before_tokens_were_counted_reads_as_unknown():
     rec = compute_record({"steps": 10, "loss_curve": []})
     assert rec["steps"] == 10 and np.isnan(rec["sft_tokens"]) and np.isnan(rec["forward_token_equivalents_total"])
+    # a log with one count for both losses (before they were split) is unknown per loss too, not misread
+    rec = compute_record({"steps": 10, "loss_curve": [], "tokens_seen": 1234})
+    assert np.isnan(rec["jepa_tokens"]) and np.isnan(rec["sft_tokens_total"])
 
 
 def test_a_parent_without_stream_positions_starts_the_streams_at_zero_and_says_so(runs, tmp_path):
