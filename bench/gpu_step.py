@@ -109,6 +109,10 @@ LLAMA_8B = {
     "max_position_embeddings": 8192,
 }
 LLAMA_8B_VOCAB = 128256
+# The tokens the project adds to a backbone's vocabulary for delimited text: len(ehr_assets.text.delimited.FIXED_VOCAB)
+# (not imported: text/ needs meds, absent from a GPU image; tests/train/test_budget.py checks the two agree). LoRA
+# trains their embedding and output rows.
+N_ADDED_TOKENS = 49
 
 
 def load_project_modules() -> None:
@@ -155,9 +159,10 @@ def make_recipe(args) -> tuple[RecipeSpec, int]:
 
 
 def flops_per_forward(model, tokens: int, seq: int) -> float:
-    cfg = model.get_base_model().config
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA or full fine-tuning
+    cfg = base.config
     matmul = 0
-    for name, mod in model.get_base_model().named_modules():
+    for name, mod in base.named_modules():
         if isinstance(mod, torch.nn.Linear) and "lora_" not in name:
             matmul += mod.in_features * mod.out_features
     return 2.0 * matmul * tokens + 2.0 * cfg.num_hidden_layers * seq * cfg.hidden_size * tokens
@@ -181,14 +186,15 @@ def parse_args() -> argparse.Namespace:
 def build(recipe: RecipeSpec, vocab: int, device: torch.device, use_bf16: bool):
     """(model, predictor, momentum encoder, optimizer) of the recipe's shape, random weights, on ``device``."""
     tr = recipe.training
-    data = TrainData([np.array([1, 5, 2])], [], vocab, 0, 3, 1, 2)
+    added = list(range(max(0, vocab - N_ADDED_TOKENS), vocab))  # appended to the vocabulary, as the tokenizer does
+    data = TrainData([np.array([1, 5, 2])], [], vocab, 0, 3, 1, 2, added_token_ids=added)
     with torch.device(device) if device.type == "cuda" else nullcontext():
         model, _ = build_model(recipe, data, log=lambda m: None, base_dtype=torch.bfloat16 if use_bf16 else None)
     model.to(device)
     model.train()
     if tr.gradient_checkpointing:
         enable_checkpointing(model)
-    H = model.get_base_model().config.hidden_size
+    H = model.config.hidden_size
     predictor = Predictor(H, 2).to(device)
     momentum = MomentumEncoder(model)
     params = [p for p in model.parameters() if p.requires_grad] + list(predictor.parameters())

@@ -1,4 +1,5 @@
-"""Frozen embeddings from a trained checkpoint (see :mod:`ehr_assets.train.checkpoint` for the folder layout), or
+"""Frozen embeddings from a trained checkpoint (see :mod:`ehr_assets.train.checkpoint` for the folder layout: LoRA or
+full fine-tuning, and LoRA checkpoints made before ``trainable_tokens`` existed), or
 from a model folder used as it is (:func:`embed_frozen`: a base model or a released SMB-v1 checkpoint, ``objective:
 frozen``).
 
@@ -11,14 +12,14 @@ than a row count, and the causal mask alone replaces the padding mask (see :func
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .model.backbone import decoder_of, from_pretrained, load_base, pick_device, quiet, require_safetensors
+from .model.backbone import load_trained
+from .model.base import decoder_of, from_pretrained, pick_device, quiet
 from .model.precision import autocast, bf16_for
 from .progress import Progress
 from .threads import limited
@@ -27,23 +28,10 @@ __all__ = ["load_encoder", "embed", "embed_frozen", "load_frozen", "pool_hidden"
 
 
 def load_encoder(ckpt_dir: Path, device=None) -> tuple[torch.nn.Module, dict]:
-    """The checkpoint's PeftModel (base + adapter) in eval mode on ``device`` (default: cuda if available), and the
-    recipe as a dict."""
-    from peft import PeftModel
-
-    ckpt_dir = Path(ckpt_dir)
-    rpath = ckpt_dir / "recipe.json"
-    if not rpath.is_file() or not (ckpt_dir / "adapter").is_dir():
-        raise FileNotFoundError(f"{ckpt_dir}: not a checkpoint (recipe.json and adapter/ expected)")
-    recipe = json.loads(rpath.read_text())
-    with quiet():
-        base, _ = load_base(ckpt_dir)
-        adapter = require_safetensors(ckpt_dir / "adapter", "adapter", "adapter_model.safetensors")
-        model = PeftModel.from_pretrained(base, str(adapter), is_trainable=False)
+    """The checkpoint's trained model (LoRA: base + adapter; full fine-tuning: the whole model) in eval mode on
+    ``device`` (default: cuda if available), and the recipe as a dict."""
+    model, recipe = load_trained(ckpt_dir)
     model.to(pick_device(device))
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     return model, recipe
 
 

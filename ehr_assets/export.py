@@ -2,11 +2,12 @@
 folder that plain ``transformers`` loads (``AutoModel.from_pretrained(DIR)``), outside this project.
 
 The folder holds the LoRA adapter merged into the base weights (peft ``merge_and_unload``; the trained embedding and
-output layers included) as ``model.safetensors`` with ``config.json`` and ``generation_config.json``; the tokenizer
-the recipe read, with every token the project added (``tokenizer.json`` ...; ``value_bins.json`` for the delimited
-format's value bins); ``ehr_assets.json`` (format, pooling, context length: how the project takes an embedding); and
-``README.md``, the model card (:mod:`ehr_assets.eval.model_card`: data source, recipe, steps, tokens seen, probe
-table). The folder is written beside ``DIR`` and renamed into place, so a failed export leaves nothing behind.
+output rows included), or a ``finetune: full`` checkpoint's whole model, as ``model.safetensors`` with ``config.json``
+and ``generation_config.json``; the tokenizer the recipe read, with every token the project added (``tokenizer.json``
+...; ``value_bins.json`` for the delimited format's value bins); ``ehr_assets.json`` (format, pooling, context length:
+how the project takes an embedding); and ``README.md``, the model card (:mod:`ehr_assets.eval.model_card`: data source,
+recipe, steps, tokens seen, probe table). The folder is written beside ``DIR`` and renamed into place, so a failed
+export leaves nothing behind.
 
 An embedding is the last hidden state (after the final norm) of ``AutoModel`` at the last context token (``pool:
 last``) or its mean (``pool: mean``), exactly as :mod:`ehr_assets.embed` computes it from the checkpoint.
@@ -32,11 +33,13 @@ TOKENIZER_EXTRAS = ("value_bins.json", "tokenization.json")
 
 
 def merged_model(ckpt_dir: Path):
-    """The checkpoint's base with its adapter merged in: a plain ``*ForCausalLM`` (fp32, CPU)."""
+    """The checkpoint's base with its adapter merged in (``finetune: full``: the trained model as it is): a plain
+    ``*ForCausalLM`` (fp32, CPU)."""
     from .embed import load_encoder
+    from .model.backbone import is_peft
 
     model, _ = load_encoder(ckpt_dir, device="cpu")
-    return model.merge_and_unload()
+    return model.merge_and_unload() if is_peft(model) else model
 
 
 def write_tokenizer(src: Path, dest: Path) -> None:
@@ -108,7 +111,7 @@ def export_encoder(project: Project, recipe: str, cohort: str, out: Path, artifa
     if spec.is_frozen:
         raise ValueError(f"recipe {recipe!r} is frozen: {spec.backbone.path} is already a standalone model folder")
     ckpt = artifacts / keys.checkpoint(recipe) / cohort
-    if not (ckpt / "adapter").is_dir():
+    if not ((ckpt / "adapter").is_dir() or (ckpt / "model").is_dir()):  # finetune: lora or full
         raise FileNotFoundError(f"{ckpt}: no checkpoint; materialize {keys.checkpoint(recipe)}[{cohort}] first")
     chain = training_chain(project, recipe, cohort, artifacts)
     probes = probe_table(read_metrics(warehouse, cohort), recipe)

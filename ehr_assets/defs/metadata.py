@@ -76,7 +76,7 @@ def loss_curve_md(curve: list[dict], title: str) -> dg.MetadataValue:
     fig, axes = plt.subplots(1, 2 if mon else 1, figsize=(9 if mon else 5, 3), dpi=90, squeeze=False)
     ax = axes[0][0]
     steps = [r["step"] for r in curve]
-    for key in ("loss", "sft_loss", "jepa_loss"):
+    for key in ("loss", "sft_loss", "jepa_loss", "jepa_loss_norm"):
         ys = [r.get(key, float("nan")) for r in curve]
         if any(y == y for y in ys):
             ax.plot(steps, ys, label=key)

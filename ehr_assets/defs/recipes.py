@@ -18,7 +18,9 @@ from dagster import AssetExecutionContext
 from dagster_duckdb import DuckDBResource
 
 from .. import keys
+from ..compute import COMPUTE_KEYS, compute_record
 from ..specs import Project, RecipeSpec
+from ..stats import curve_tail_mean
 from ..text.tokenizers import load_tokenizer, load_tokenizer_folder, special_ids
 from ..warehouse import atomic_dir, resume_dir
 from .aces import CONTEXTS as ACES_CONTEXTS
@@ -124,16 +126,20 @@ def checkpoint_metadata(dest: Path, name: str, key: str, launcher: str) -> dict:
     res = json.loads((dest / "train_log.json").read_text())
     curve = res["loss_curve"]
     last = curve[-1] if curve else {}
+    cost = compute_record(res)  # tokens seen per loss (this run, and with its init_from chain)
     return {
         "steps": res["steps"],
         "wall_s": round(res["wall_s"], 2),
         "tokens_per_s": round(res["tokens_per_s"], 1),
         "peak_mem_mb": round(res["peak_mem_mb"], 1),
+        "finetune": cost["finetune"],
         "trainable_params": res["trainable_params"],
         "total_params": res["total_params"],
         "final_loss": float(last.get("loss", float("nan"))),
+        "final_jepa_loss_norm": curve_tail_mean(curve, "jepa_loss_norm"),
         "final_emb_eff_rank": float(last.get("emb_eff_rank", float("nan"))),
         "final_emb_mean_std": float(last.get("emb_mean_std", float("nan"))),
+        **{k: cost[k] for k in COMPUTE_KEYS},
         "launcher": launcher,
         "loss_curve": loss_curve_md(curve, f"{name} [{key}]"),
         "path": dg.MetadataValue.path(str(dest)),

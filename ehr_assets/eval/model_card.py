@@ -38,6 +38,8 @@ def phase_rows(chain: list[tuple[RecipeSpec, dict]]) -> pd.DataFrame:
     rows = []
     for recipe, log in chain:
         tokens = log.get("tokens_seen")
+        if isinstance(tokens, dict):  # per loss ({"sft": n, "jepa": m}): the tokens the phase read in all
+            tokens = sum(tokens.values())
         rows.append(
             {
                 "recipe": recipe.name,

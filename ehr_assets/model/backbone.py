@@ -1,202 +1,122 @@
-"""The LLM backbone and its LoRA wrapping: the model a recipe trains, built or loaded, and nothing about training it.
+"""How a recipe's backbone trains (``finetune``), and the trained model read back from a checkpoint.
 
-A recipe's backbone is either made from a config (``backbone.config``: a small Llama / Qwen3 with random weights,
-seeded with ``training.seed``, sized to the cohort's tokenizer) or read from a local Hugging Face folder
-(``backbone.path``, never downloaded, safetensors only: pickle files run code when loaded). :func:`build_model` wraps
-it with a fresh LoRA adapter, or with the adapter of the ``init_from`` recipe's checkpoint (after checking that
-checkpoint was made with the same backbone and LoRA shape). :func:`load_base` reads a checkpoint's frozen base back.
+* ``finetune: lora`` (default, the paper's recipe): the base stays frozen; LoRA adapters on ``lora.target_modules``
+  train, and so do the rows of the tokens the project adds to the vocabulary (:func:`added_token_ids`) in the
+  modules of ``lora.trainable_tokens`` (PEFT's ``trainable_token_indices``: the input embeddings and the output
+  head by default), not whole ``embed_tokens`` / ``lm_head`` matrices. On Llama-3.1-8B that is 21.4 M trainable
+  parameters instead of 1.07 B (``tests/train/test_budget.py``).
+* ``finetune: full``: every weight trains. For a small backbone made from a config: its random weights, frozen, are
+  no encoder at all, so the demo recipes train them.
 
-Nothing here imports the training loop: :func:`build_model` reads the vocabulary size and the pad / bos / eos ids from
-any object that carries them (a ``TrainData``).
+:func:`build_model` makes the trainable model, fresh or from the ``init_from`` recipe's checkpoint (after checking
+that checkpoint was made with the same backbone and the same adapter settings); :func:`load_trained` reads a
+finished checkpoint back (LoRA ``adapter/`` over the base, or the full ``model/``). The base model itself (built,
+saved, loaded) is :mod:`.base`. Nothing here imports the training loop.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch import nn
 
 from ..specs import RecipeSpec
+from .base import (
+    TokenSpace,
+    decoder_of,
+    enable_checkpointing,
+    from_pretrained,
+    load_base,
+    new_base,
+    pick_device,
+    quiet,
+    require_safetensors,
+    save_base,
+)
+
+__all__ = [
+    "added_token_ids",
+    "build_model",
+    "decoder_of",
+    "enable_checkpointing",
+    "is_peft",
+    "load_trained",
+    "lora_config",
+    "parameter_budget",
+    "pick_device",
+    "trainable_parameters",
+]
 
 
-class TokenSpace(Protocol):
-    """What :func:`build_model` reads of the training data: the vocabulary size and the special token ids."""
-
-    vocab_size: int
-    pad_id: int
-    bos_id: int
-    eos_id: int
+def is_peft(model) -> bool:
+    """True for a PEFT-wrapped model (``finetune: lora``), False for a plain transformers model (``full``)."""
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as a torch.device; default: cuda when available, else cpu."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def trainable_parameters(model) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of every parameter that requires grad (LoRA adapters, trained token rows,
+    ``modules_to_save`` copies; every weight under ``finetune: full``)."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence transformers/peft deprecation chatter and per-file progress bars (tiny models, noisy logs)."""
-    from transformers.utils import logging as hf_logging
+# ------------------------------------------------------------------------------------------------ the added tokens
+def added_token_ids(recipe: RecipeSpec, data: TokenSpace, info: dict) -> list[int]:
+    """Ids of the tokens the project adds to the backbone's vocabulary: the rows ``lora.trainable_tokens`` trains.
 
-    bars = hf_logging.is_progress_bar_enabled()
-    if bars:
-        hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
+    ``data.added_token_ids`` when the data names them; else, for a backbone made from a config, every id (its whole
+    vocabulary is the project's and every row is random); for a local folder, every id from its own tokenizer's
+    length (or its embedding rows before resizing, if fewer) up to the vocabulary size: what
+    :func:`ehr_assets.text.tokenizers.prepare_tokenizer` appended (delimiters, time-gap, age and value-bin tokens,
+    ``<mask>``, ``<pad>``)."""
+    given = getattr(data, "added_token_ids", None)
+    V = int(data.vocab_size)
+    if given is not None:
+        ids = sorted({int(i) for i in given})
+        if ids and not 0 <= ids[0] <= ids[-1] < V:
+            raise ValueError(f"recipe {recipe.name!r}: added_token_ids outside the vocabulary [0, {V})")
+        return ids
+    if info.get("kind") == "config":
+        return list(range(V))
+    from ..text.tokenizers import load_tokenizer_folder
 
-
-# ------------------------------------------------------------------------------------------------ local folders
-def require_safetensors(folder: str | Path, what: str, pattern: str = "*.safetensors") -> Path:
-    """Weights are only ever read from safetensors: a folder holding only pickle-based files (``*.bin``, ``*.pt``,
-    ``*.pth``, ``*.pkl``) is refused, because unpickling runs code from the file."""
-    folder = Path(folder)
-    if not list(folder.glob(pattern)):
-        pickled = sorted(p.name for ext in ("*.bin", "*.pt", "*.pth", "*.pkl") for p in folder.glob(ext))
-        hint = f" (it has {pickled[:3]}: pickle files are not loaded; convert them to safetensors)" if pickled else ""
-        raise FileNotFoundError(f"{folder}: no {pattern} {what} weights{hint}")
-    return folder
+    own = len(load_tokenizer_folder(recipe.tokenizer_path))
+    first = min(own, int(info.get("base_rows", own)))
+    return list(range(first, V))
 
 
-def from_pretrained(path: str | Path):
-    """The fp32 causal LM of a local Hugging Face folder (``config.json`` + safetensors weights); nothing is
-    downloaded."""
-    from transformers import AutoModelForCausalLM
-
-    p = Path(path)
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{p}: not a local Hugging Face model folder (no config.json); nothing is downloaded")
-    require_safetensors(p, "model")
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            str(p), local_files_only=True, dtype=torch.float32, use_safetensors=True
-        )
-    except TypeError:  # transformers < 4.56 spells it torch_dtype
-        return AutoModelForCausalLM.from_pretrained(
-            str(p), local_files_only=True, torch_dtype=torch.float32, use_safetensors=True
-        )
-
-
-# ------------------------------------------------------------------------------------------------------ the base
-def backbone_config(recipe: RecipeSpec, vocab_size: int, pad_id: int, bos_id: int, eos_id: int):
-    """The transformers config of a recipe's ``backbone.config`` (Llama or Qwen3), sized to the vocabulary."""
-    from transformers import LlamaConfig, Qwen3Config
-
-    c = recipe.backbone.config
-    cls = {"llama": LlamaConfig, "qwen3": Qwen3Config}[recipe.backbone.architecture]
-    return cls(
-        vocab_size=int(vocab_size),
-        hidden_size=c.hidden_size,
-        num_hidden_layers=c.num_hidden_layers,
-        num_attention_heads=c.num_attention_heads,
-        num_key_value_heads=c.num_key_value_heads,
-        intermediate_size=c.intermediate_size,
-        max_position_embeddings=c.max_position_embeddings,
-        head_dim=c.head_dim or c.hidden_size // c.num_attention_heads,  # Qwen3's default (128) is not derived
-        pad_token_id=int(pad_id),
-        bos_token_id=int(bos_id),
-        eos_token_id=int(eos_id),
-        tie_word_embeddings=False,
-        use_cache=False,
-    )
-
-
-def _set_special_ids(model, pad_id: int, bos_id: int, eos_id: int) -> None:
-    for cfg in (model.config, getattr(model, "generation_config", None)):
-        if cfg is not None:
-            cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id = int(pad_id), int(bos_id), int(eos_id)
-
-
-def _new_base(recipe: RecipeSpec, data: TokenSpace, log: Callable[[str], None]):
-    """The recipe's backbone, before LoRA. Returns (model, base_info); base_info says how to save/reload it."""
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(recipe.training.seed)
-    if recipe.backbone.config is not None:
-        cfg = backbone_config(recipe, data.vocab_size, data.pad_id, data.bos_id, data.eos_id)
-        model = AutoModelForCausalLM.from_config(cfg)
-        model.to(torch.float32)
-        return model, {"kind": "config"}
-    model = from_pretrained(recipe.backbone.path)
-    v0 = model.get_input_embeddings().weight.shape[0]
-    resized = False
-    if data.vocab_size > v0:
-        log(f"resizing the token embeddings of {recipe.backbone.path} from {v0} to {data.vocab_size}")
-        model.resize_token_embeddings(int(data.vocab_size), mean_resizing=False)
-        resized = True
-    _set_special_ids(model, data.pad_id, data.bos_id, data.eos_id)
-    vocab = model.get_input_embeddings().weight.shape[0]
-    info = {
-        "path": str(Path(recipe.backbone.path).resolve()),
-        "vocab_size": int(vocab),
-        "architecture": recipe.backbone.architecture,
-        "resized": resized,
-    }
-    return model, {"kind": "path", **info}
-
-
-def _save_base(base, info: dict, dest: Path) -> None:
-    """``dest/base/`` (config-built backbone, safetensors) or ``dest/base.json`` (local-folder backbone)."""
-    if info["kind"] == "config":
-        base.save_pretrained(str(dest / "base"), safe_serialization=True)
-    else:
-        (dest / "base.json").write_text(json.dumps({k: v for k, v in info.items() if k != "kind"}, indent=2))
-
-
-def load_base(ckpt_dir: Path):
-    """The frozen base model of a checkpoint folder (``base/`` or ``base.json``), and its base_info."""
-    ckpt_dir = Path(ckpt_dir)
-    if (ckpt_dir / "base").is_dir():
-        model = from_pretrained(ckpt_dir / "base")
-        return model, {"kind": "config"}
-    if (ckpt_dir / "base.json").is_file():
-        info = json.loads((ckpt_dir / "base.json").read_text())
-        model = from_pretrained(info["path"])
-        v = int(info.get("vocab_size", 0))
-        if v and model.get_input_embeddings().weight.shape[0] != v:
-            # the resized rows are overwritten by the adapter's saved embedding layers
-            model.resize_token_embeddings(v, mean_resizing=False)
-        return model, {"kind": "path", **info}
-    raise FileNotFoundError(f"{ckpt_dir}: not a checkpoint (neither base/ nor base.json)")
-
-
-# ----------------------------------------------------------------------------------------------------------- LoRA
-def lora_config(recipe: RecipeSpec):
-    """The peft LoraConfig of a recipe's ``lora`` block (a causal-LM task)."""
+def lora_config(recipe: RecipeSpec, token_ids: list[int] | None = None):
+    """The peft LoraConfig of a recipe's ``lora`` block (a causal-LM task); ``token_ids``: the rows of each module of
+    ``lora.trainable_tokens`` that train (none: no token row trains)."""
     from peft import LoraConfig, TaskType
 
     lo = recipe.lora
+    rows = {m: list(token_ids) for m in lo.trainable_tokens} if token_ids and lo.trainable_tokens else None
     return LoraConfig(
         r=lo.rank,
         lora_alpha=lo.alpha,
         lora_dropout=lo.dropout,
         target_modules=list(lo.target_modules),
         modules_to_save=list(lo.modules_to_save) or None,
+        trainable_token_indices=rows,
         task_type=TaskType.CAUSAL_LM,
     )
 
 
+# ------------------------------------------------------------------------------------------- the init_from parent
+LORA_KEYS = ("rank", "alpha", "target_modules", "modules_to_save", "trainable_tokens")
+
+
 def _check_parent(recipe: RecipeSpec, init_dir: Path) -> dict:
-    """The ``init_from`` checkpoint's recipe, after checking it is that recipe, with the same backbone and LoRA."""
+    """The ``init_from`` checkpoint's recipe, after checking it is that recipe, with the same backbone, the same
+    ``finetune`` and (LoRA) the same adapter settings."""
     init_dir = Path(init_dir)
     rpath = init_dir / "recipe.json"
-    if not rpath.is_file() or not (init_dir / "adapter").is_dir():
-        raise FileNotFoundError(
-            f"recipe {recipe.name!r}: init_dir {init_dir} is not a checkpoint (no recipe.json or adapter/)"
-        )
+    if not rpath.is_file():
+        raise FileNotFoundError(f"recipe {recipe.name!r}: init_dir {init_dir} is not a checkpoint (no recipe.json)")
     parent = json.loads(rpath.read_text())
     pname = parent.get("name", "?")
     if recipe.init_from is not None and pname != recipe.init_from:
@@ -207,45 +127,61 @@ def _check_parent(recipe: RecipeSpec, init_dir: Path) -> dict:
             f"recipe {recipe.name!r} cannot start from recipe {pname!r}: backbones differ "
             f"({recipe.name}: {mine}; {pname}: {parent.get('backbone')})"
         )
-    keys = ("rank", "alpha", "target_modules", "modules_to_save")
-    plora = parent.get("lora", {})
-    mlora = recipe.lora.model_dump(mode="json")
-    diff = {k: (mlora[k], plora.get(k)) for k in keys if plora.get(k) != mlora[k]}
-    if diff:
+    pft = parent.get("finetune", "lora")  # checkpoints made before the key existed are LoRA
+    if pft != recipe.finetune:
         raise ValueError(
-            f"recipe {recipe.name!r} cannot start from recipe {pname!r}: LoRA settings differ "
-            + ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in diff.items())
+            f"recipe {recipe.name!r} (finetune: {recipe.finetune}) cannot start from recipe {pname!r} "
+            f"(finetune: {pft}); re-materialize {pname!r}"
         )
+    weights = "model" if recipe.finetune == "full" else "adapter"
+    if not (init_dir / weights).is_dir():
+        raise FileNotFoundError(f"recipe {recipe.name!r}: init_dir {init_dir} has no {weights}/ (an unfinished copy?)")
+    if recipe.finetune == "lora":
+        plora, mlora = parent.get("lora", {}), recipe.lora.model_dump(mode="json")
+        diff = {k: (mlora[k], plora.get(k)) for k in LORA_KEYS if plora.get(k) != mlora[k]}
+        if diff:
+            raise ValueError(
+                f"recipe {recipe.name!r} cannot start from recipe {pname!r}: LoRA settings differ "
+                + ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in diff.items())
+                + f"; re-materialize {pname!r} with these settings"
+            )
     return parent
 
 
 def _from_parent(
     recipe: RecipeSpec, data: TokenSpace, init_dir: Path, log: Callable[[str], None], save_base_to: Path | None
 ):
-    """(PeftModel, base_info) holding exactly the ``init_from`` checkpoint's base and adapter weights, trainable."""
+    """(model, base_info) holding exactly the ``init_from`` checkpoint's weights, trainable."""
     from peft import PeftModel
 
     parent = _check_parent(recipe, init_dir)
-    base, info = load_base(init_dir)
-    v = base.get_input_embeddings().weight.shape[0]
+    if recipe.finetune == "full":
+        model = from_pretrained(Path(init_dir) / "model")
+        info = {"kind": "full"}
+    else:
+        model, info = load_base(init_dir)
+    v = model.get_input_embeddings().weight.shape[0]
     if v < data.vocab_size:
         raise ValueError(
             f"recipe {recipe.name!r}: the vocabulary ({data.vocab_size}) is larger than the one recipe "
             f"{parent.get('name')!r} was trained with ({v}); retrain {parent.get('name')!r} on this tokenizer"
         )
+    if recipe.finetune == "full":
+        return model, info
     if save_base_to is not None:
         if info["kind"] == "config":
             shutil.copytree(Path(init_dir) / "base", Path(save_base_to) / "base")
         else:
-            _save_base(base, info, Path(save_base_to))
+            save_base(model, info, Path(save_base_to))
     torch.manual_seed(recipe.training.seed)
     adapter = require_safetensors(Path(init_dir) / "adapter", "adapter", "adapter_model.safetensors")
-    model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
+    model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     if recipe.lora.dropout != parent.get("lora", {}).get("dropout", recipe.lora.dropout):
         log(f"note: lora.dropout of {parent.get('name')!r}'s adapter is used")
     return model, info
 
 
+# ------------------------------------------------------------------------------------------------------- building
 def build_model(
     recipe: RecipeSpec,
     data: TokenSpace,
@@ -255,56 +191,88 @@ def build_model(
     save_base_to: Path | None = None,
     base_dtype: torch.dtype | None = None,
 ):
-    """The trainable PeftModel (on CPU) and its base_info. Trainable tensors are fp32; the frozen base is fp32 too,
-    or ``base_dtype`` (bf16 on GPU: half the memory, the adapters and their optimizer state stay fp32).
+    """The trainable model (on CPU) and its base_info. Trainable tensors are fp32; the frozen base is fp32 too, or
+    ``base_dtype`` (bf16 on GPU: half the memory; the adapters, token rows and optimizer state stay fp32).
 
-    Without ``init_dir``: a fresh backbone (seeded with ``training.seed``) plus a fresh LoRA adapter. With ``init_dir``
-    (the ``init_from`` recipe's checkpoint): exactly that checkpoint's base and adapter weights, trainable.
-    ``save_base_to``: write the frozen base there (``base/`` folder or ``base.json``) before LoRA wraps it in place.
-    ``data``: anything with ``vocab_size``, ``pad_id``, ``bos_id`` and ``eos_id`` (a ``TrainData``).
+    ``finetune: lora``: a PeftModel, LoRA on ``lora.target_modules`` plus the added tokens' rows
+    (:func:`added_token_ids`); ``full``: the transformers model itself, every weight trainable. Without ``init_dir``
+    a fresh backbone (seeded with ``training.seed``) and fresh adapters; with ``init_dir`` (the ``init_from``
+    recipe's checkpoint) exactly that checkpoint's weights. ``save_base_to``: write the frozen base there
+    (``base/`` folder or ``base.json``, LoRA only) before LoRA wraps it in place. ``data``: anything with
+    ``vocab_size``, ``pad_id``, ``bos_id`` and ``eos_id`` (a ``TrainData``), optionally ``added_token_ids``.
     """
     from peft import get_peft_model
 
     with quiet():
-        if init_dir is None:
-            base, info = _new_base(recipe, data, log)
-            if save_base_to is not None:
-                _save_base(base, info, Path(save_base_to))
-            model = get_peft_model(base, lora_config(recipe))
-        else:
+        if init_dir is not None:
             model, info = _from_parent(recipe, data, init_dir, log, save_base_to)
+        else:
+            model, info = new_base(recipe, data, log)
+            if recipe.finetune == "lora":
+                if save_base_to is not None:
+                    save_base(model, info, Path(save_base_to))
+                model = get_peft_model(model, lora_config(recipe, added_token_ids(recipe, data, info)))
     model.to(torch.float32)
+    if recipe.finetune == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if recipe.backbone.config is None:
+            log(f"note: finetune: full trains every weight of {recipe.backbone.path}")
+    elif recipe.backbone.config is not None:
+        log(f"note: {recipe.name}: finetune: lora on a backbone made from a config: its random base stays frozen")
     if base_dtype is not None and base_dtype != torch.float32:
         for p in model.parameters():
             if not p.requires_grad:
                 p.data = p.data.to(base_dtype)
-    return model, info
+    return model, {**info, "finetune": recipe.finetune}
 
 
-# ------------------------------------------------------------------------------------------- parts of the model
-def decoder_of(model) -> tuple[nn.Module, str]:
-    """The inner decoder stack (``model.model`` of the CausalLM, no lm_head) and its name prefix in ``model``."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    dec = base.get_decoder() if hasattr(base, "get_decoder") else base.model
-    for name, mod in model.named_modules():
-        if mod is dec:
-            return dec, (name + ".") if name else ""
-    raise RuntimeError("decoder stack not found in the model")
+def load_trained(ckpt_dir: Path):
+    """A finished checkpoint's model (CPU, eval mode, nothing trainable) and its recipe as a dict: ``model/`` (full
+    fine-tuning) or the base (``base/`` / ``base.json``) with ``adapter/`` (LoRA; also checkpoints made before
+    ``trainable_tokens`` existed, whose adapter holds whole embedding and head copies)."""
+    from peft import PeftModel
 
-
-def trainable_parameters(model) -> list[tuple[str, nn.Parameter]]:
-    """``(name, parameter)`` of every parameter that requires grad (LoRA adapters, ``modules_to_save`` copies)."""
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-
-
-def enable_checkpointing(model) -> None:
-    """Activation (gradient) checkpointing on the base model, non-reentrant, with inputs that require grad so the
-    frozen embeddings still pass gradients to the adapters."""
-    base = model.get_base_model()
+    ckpt_dir = Path(ckpt_dir)
+    rpath = ckpt_dir / "recipe.json"
+    full = (ckpt_dir / "model").is_dir()
+    if not rpath.is_file() or not (full or (ckpt_dir / "adapter").is_dir()):
+        raise FileNotFoundError(f"{ckpt_dir}: not a checkpoint (recipe.json and adapter/ or model/ expected)")
+    recipe = json.loads(rpath.read_text())
     with quiet():
-        if hasattr(base, "activation_checkpointing_enable"):
-            base.activation_checkpointing_enable({"use_reentrant": False})
+        if full:
+            model = from_pretrained(ckpt_dir / "model")
         else:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(base, "enable_input_require_grads"):
-            base.enable_input_require_grads()
+            base, _ = load_base(ckpt_dir)
+            adapter = require_safetensors(ckpt_dir / "adapter", "adapter", "adapter_model.safetensors")
+            model = PeftModel.from_pretrained(base, str(adapter), is_trainable=False)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, recipe
+
+
+# --------------------------------------------------------------------------------------------------------- budget
+ADAMW_STATE = 2  # AdamW keeps two fp32 moments per trainable element
+
+
+def parameter_budget(model, predictor: nn.Module | None = None, *, ema: bool = True) -> dict[str, int]:
+    """Parameter counts and the bytes they hold while training, from shapes and dtypes only (works on the ``meta``
+    device): frozen weights and buffers at their dtype; per trainable element its fp32 value, gradient and AdamW's
+    two moments, plus an fp32 EMA copy (``ema``: a momentum encoder runs) for the model's trainable tensors; the
+    predictor the same, without EMA. Activations are not counted."""
+    trainable = [p for _, p in trainable_parameters(model)]
+    frozen_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
+    frozen_bytes += sum(b.numel() * b.element_size() for b in model.buffers())
+    n_model = sum(p.numel() for p in trainable)
+    n_pred = sum(p.numel() for p in predictor.parameters()) if predictor is not None else 0
+    per = 4 * (2 + ADAMW_STATE)  # value + gradient + moments, fp32
+    trainable_bytes = n_model * (per + (4 if ema else 0)) + n_pred * per
+    return {
+        "trainable_params": n_model,
+        "predictor_params": n_pred,
+        "frozen_params": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+        "frozen_bytes": frozen_bytes,
+        "trainable_bytes": trainable_bytes,
+        "total_bytes": frozen_bytes + trainable_bytes,
+    }

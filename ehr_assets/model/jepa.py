@@ -2,10 +2,11 @@
 
 * :class:`Predictor` maps the online encoder's final-layer hidden states at the masked positions onto the target's:
   ``predictor_depth`` linear layers with GELU in between, width ``predictor_width`` (default: the hidden size).
-* :class:`MomentumEncoder` keeps EMA copies of the *trainable* parameters only (LoRA adapters and
-  ``modules_to_save`` copies); the frozen base is shared, and the target pass is a ``torch.func.functional_call`` of
-  the online decoder with the EMA tensors swapped in. ``ema = tau * ema + (1 - tau) * online`` after every optimizer
-  step (the schedule of ``tau`` is :func:`ehr_assets.model.schedules.tau_at`).
+* :class:`MomentumEncoder` keeps EMA copies of the *trainable* parameters only (LoRA adapters, the added tokens'
+  rows, ``modules_to_save`` copies; every weight under ``finetune: full``); the frozen base is shared, and the target
+  pass is a ``torch.func.functional_call`` of the online decoder with the EMA tensors swapped in.
+  ``ema = tau * ema + (1 - tau) * online`` after every optimizer step (the schedule of ``tau`` is
+  :func:`ehr_assets.model.schedules.tau_at`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import decoder_of, trainable_parameters
+from .backbone import decoder_of, is_peft, trainable_parameters
 
 
 class Predictor(nn.Module):
@@ -77,11 +78,16 @@ class MomentumEncoder:
             self.model.train(was_training)
         return out.last_hidden_state.detach()
 
-    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """The EMA weights with the keys of ``adapter/adapter_model.safetensors`` (loadable as an adapter)."""
-        from peft import get_peft_model_state_dict
+    def state_dict_to_save(self) -> dict[str, torch.Tensor]:
+        """The EMA weights, fp32 on CPU, with the keys of the checkpoint's weights file: those of
+        ``adapter/adapter_model.safetensors`` (LoRA: loadable as an adapter), else the model's own parameter names
+        (``finetune: full``)."""
+        if is_peft(self.model):
+            from peft import get_peft_model_state_dict
 
-        sd = dict(self.model.state_dict())
-        sd.update(self.ema)
-        out = get_peft_model_state_dict(self.model, state_dict=sd, save_embedding_layers=False)
+            sd = dict(self.model.state_dict())
+            sd.update(self.ema)
+            out = get_peft_model_state_dict(self.model, state_dict=sd, save_embedding_layers=False)
+        else:
+            out = self.ema
         return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in out.items()}

@@ -231,6 +231,11 @@ def load_project(root: str | Path) -> Project:
                 f"{dirs['models'] / (name + '.yaml')}: format/backbone.tokenizer: must equal those of init_from "
                 f"{r.init_from!r} ({parent.tokenization} vs {r.tokenization}): token ids would differ"
             )
+        if parent is not None and parent.finetune != r.finetune:
+            raise SpecError(
+                f"{dirs['models'] / (name + '.yaml')}: finetune: {r.finetune!r} cannot continue init_from "
+                f"{r.init_from!r} ({parent.finetune!r}): its checkpoint holds other weights"
+            )
         if r.objective == "sft" and r.loss_weights.sft == 0:
             raise SpecError(f"{dirs['models'] / (name + '.yaml')}: loss_weights.sft: an sft recipe needs sft > 0")
         if r.objective in ("jepa", "hybrid") and r.loss_weights.jepa == 0:

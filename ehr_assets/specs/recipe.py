@@ -48,6 +48,7 @@ class Backbone(StrictModel):
 
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TOKEN_MODULES = ("embed_tokens", "lm_head")  # the input embeddings and the output head of Llama / Qwen3
 
 
 class Lora(StrictModel):
@@ -56,9 +57,24 @@ class Lora(StrictModel):
     dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: list(ALL_LINEAR), min_length=1)
     modules_to_save: list[str] = Field(
-        default_factory=lambda: ["embed_tokens", "lm_head"],
-        description="fully trained modules; the new EHR vocabulary needs trainable embeddings",
+        default_factory=list,
+        description="modules trained whole (a full copy each, with its optimizer and EMA state); none by default",
     )
+    trainable_tokens: list[str] = Field(
+        default_factory=lambda: list(TOKEN_MODULES),
+        description="modules whose rows of the tokens the project adds to the vocabulary are trained (PEFT "
+        "trainable_token_indices), not the whole matrix; [] trains no token row",
+    )
+
+    @model_validator(mode="after")
+    def _tokens_or_whole(self) -> Lora:
+        both = sorted(set(self.modules_to_save) & set(self.trainable_tokens))
+        if both:
+            raise ValueError(
+                f"{both} in both modules_to_save (train the whole matrix) and trainable_tokens (train the added "
+                "tokens' rows): choose one"
+            )
+        return self
 
 
 class Jepa(StrictModel):
@@ -110,6 +126,11 @@ class Embedding(StrictModel):
     pool: Literal["last", "mean"] = "last"
     batch_size: int = Field(default=32, gt=0)
     max_tokens: int | None = Field(default=None, gt=0, description="context tokens embedded; default training.seq_len")
+    min_effective_rank: float | None = Field(
+        default=None,
+        ge=0,
+        description="WARN when the node embeddings' effective rank is under this; default max(2, hidden size / 32)",
+    )
 
 
 class Compute(StrictModel):
@@ -142,6 +163,12 @@ class RecipeSpec(StrictModel):
     extends: str | None = Field(default=None, description="inherit every key of this recipe, then override")
     format: Literal["delimited", "smb_v1"] = "delimited"
     backbone: Backbone
+    finetune: Literal["lora", "full"] = Field(
+        default="lora",
+        description="lora: LoRA adapters plus the added tokens' rows, the base frozen (the paper's recipe); full: "
+        "every weight of the backbone trains (for a small backbone made from a config, whose random weights are no "
+        "encoder when frozen); the lora block is then unused",
+    )
     lora: Lora = Lora()
     objective: Literal["sft", "jepa", "hybrid", "frozen"]
     init_from: str | None = None
@@ -171,6 +198,8 @@ class RecipeSpec(StrictModel):
                 raise ValueError("objective: frozen embeds with a given model; set backbone.path (a local HF folder)")
             if self.init_from is not None:
                 raise ValueError("init_from: a frozen recipe trains nothing and starts from no checkpoint")
+            if self.finetune == "full":
+                raise ValueError("finetune: full: a frozen recipe trains nothing")
         return self
 
     @property

@@ -2,11 +2,14 @@
 
 Checkpoint layout (``out_dir``)
 -------------------------------
-``adapter/`` (peft, safetensors), ``base/`` (config-built backbone, safetensors) or ``base.json`` (``{"path",
-"vocab_size", "architecture"}`` for a local-folder backbone), ``predictor.safetensors`` and ``ema_adapter.safetensors``
-(JEPA objectives; the EMA file has the same keys as ``adapter/adapter_model.safetensors``), ``tokenizer/``,
-``recipe.json``, ``train_log.json``; ``checkpoints/step_NNNNNN/`` when ``training.checkpoint_every`` > 0. The base
-is written by :func:`ehr_assets.model.backbone.build_model` before LoRA wraps it; the rest by :func:`save_final`.
+``finetune: lora``: ``adapter/`` (peft, safetensors: LoRA weights and the added tokens' rows), ``base/``
+(config-built backbone, safetensors) or ``base.json`` (``{"path", "vocab_size", "architecture", "base_rows"}`` for
+a local-folder backbone), ``ema_adapter.safetensors`` (JEPA; the keys of ``adapter/adapter_model.safetensors``).
+``finetune: full``: ``model/`` (the whole trained model, safetensors) and ``ema_model.safetensors`` (JEPA; the
+model's parameter names). Both: ``predictor.safetensors`` (JEPA), ``tokenizer/``, ``recipe.json``,
+``train_log.json`` (the run's :class:`~ehr_assets.train.loop.TrainResult`: loss curve, tokens seen per loss, where
+it left the data streams); ``checkpoints/step_NNNNNN/`` when ``training.checkpoint_every`` > 0. The LoRA base is
+written by :func:`ehr_assets.model.backbone.build_model` before LoRA wraps it; the rest by :func:`save_final`.
 
 Step checkpoints (``<resume_dir>/step_NNNNNN/``) hold everything a resumed run needs to end with the same bits as an
 uninterrupted one (safetensors + JSON, no pickle), tagged with :func:`run_fingerprint` so that a checkpoint of another
@@ -23,26 +26,43 @@ from pathlib import Path
 
 import torch
 
-from ..model.backbone import quiet, trainable_parameters
+from ..model.backbone import is_peft, trainable_parameters
+from ..model.base import quiet
 from ..specs import RecipeSpec
 from .data import TrainData, data_fingerprint
 
 
 def save_state(model, predictor, momentum, info: dict, dest: Path) -> None:
-    """``adapter/`` (plus the embedding layers when the backbone was resized), ``predictor.safetensors`` and
-    ``ema_adapter.safetensors`` (JEPA) into ``dest``."""
+    """The trained weights into ``dest``: ``adapter/`` (LoRA, plus the whole embedding layers when a local backbone
+    was resized and its new rows are not all trained token rows) or ``model/`` (full fine-tuning), and
+    ``predictor.safetensors`` and the EMA weights (JEPA)."""
     from safetensors.torch import save_file
 
     with quiet():
-        model.save_pretrained(
-            str(dest / "adapter"), safe_serialization=True, save_embedding_layers=bool(info.get("resized", False))
-        )
+        if is_peft(model):
+            model.save_pretrained(
+                str(dest / "adapter"), safe_serialization=True, save_embedding_layers=_save_embeddings(model, info)
+            )
+        else:
+            model.save_pretrained(str(dest / "model"), safe_serialization=True)
     if predictor is not None:
         sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in predictor.state_dict().items()}
         meta = {"hidden": str(predictor.hidden), "depth": str(predictor.depth), "width": str(predictor.width)}
         save_file(sd, str(dest / "predictor.safetensors"), metadata=meta)
     if momentum is not None:
-        save_file(momentum.adapter_state_dict(), str(dest / "ema_adapter.safetensors"))
+        name = "ema_adapter.safetensors" if is_peft(model) else "ema_model.safetensors"
+        save_file(momentum.state_dict_to_save(), str(dest / name))
+
+
+def _save_embeddings(model, info: dict) -> bool:
+    """Whether the adapter must carry whole embedding layers: a resized local backbone's new rows are random when the
+    base is read back, so they must be saved, unless both the input and the output rows are trained token rows
+    (the adapter holds them)."""
+    if not info.get("resized", False):
+        return False
+    cfg = model.peft_config[model.active_adapter]
+    rows = getattr(cfg, "trainable_token_indices", None) or {}
+    return not (isinstance(rows, dict) and {"embed_tokens", "lm_head"} <= set(rows))
 
 
 def save_final(
@@ -71,9 +91,30 @@ def run_fingerprint(recipe: RecipeSpec, data: TrainData, init_dir: Path | None) 
     h = hashlib.sha256(json.dumps(recipe.model_dump(mode="json"), sort_keys=True).encode())
     h.update(data_fingerprint(data).encode())
     if init_dir is not None:
-        for f in sorted((Path(init_dir) / "adapter").glob("*.safetensors")):
-            h.update(hashlib.sha256(f.read_bytes()).digest())
+        for sub in ("adapter", "model"):
+            for f in sorted((Path(init_dir) / sub).glob("*.safetensors")):
+                h.update(hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()
+
+
+def parent_log(init_dir: Path | None) -> dict:
+    """The ``init_from`` checkpoint's ``train_log.json`` ({} without a parent or a log)."""
+    if init_dir is None or not (Path(init_dir) / "train_log.json").is_file():
+        return {}
+    return json.loads((Path(init_dir) / "train_log.json").read_text())
+
+
+def stream_starts(init_dir: Path | None, log: Callable[[str], None]) -> dict[str, int]:
+    """Where this run starts each data stream (``sft``, ``jepa``): where its ``init_from`` run left them, so a
+    curriculum reads the data as one run of both phases would; 0 without a parent (or one whose log predates the
+    streams, said in the log)."""
+    if init_dir is None:
+        return {}
+    ends = parent_log(init_dir).get("stream_ends")
+    if ends is None:
+        log(f"note: {init_dir} does not say where it left the data streams; this run starts them at 0")
+        return {}
+    return {k: int(v) for k, v in ends.items()}
 
 
 def _trainer_tensors(model, predictor, momentum, optim_state: dict, device: torch.device) -> dict[str, torch.Tensor]:
@@ -107,7 +148,7 @@ def save_step(
     sched,
     info: dict,
     curve: list[dict],
-    tokens: int,
+    tokens: dict[str, int],
     device: torch.device,
 ) -> None:
     """A resumable step checkpoint (all safetensors + JSON, no pickle): ``adapter/`` and friends as in the final
@@ -155,9 +196,11 @@ def latest_step(folder: Path, fingerprint: str, log: Callable[[str], None]) -> P
     return None
 
 
-def load_step(src: Path, model, predictor, momentum, optim, sched, device: torch.device) -> tuple[int, list, int]:
+def load_step(
+    src: Path, model, predictor, momentum, optim, sched, device: torch.device
+) -> tuple[int, list, dict[str, int]]:
     """Restore a step checkpoint into the run's model, EMA, predictor, optimizer, scheduler and RNG; returns
-    (step, loss curve so far, tokens read so far)."""
+    (step, loss curve so far, tokens read so far per stream)."""
     from safetensors.torch import load_file
 
     t = load_file(str(src / "trainer_state.safetensors"))
@@ -180,7 +223,7 @@ def load_step(src: Path, model, predictor, momentum, optim, sched, device: torch
     torch.set_rng_state(t["rng/torch"])
     if device.type == "cuda" and "rng/cuda" in t:
         torch.cuda.set_rng_state(t["rng/cuda"], device)
-    return int(meta["step"]), list(meta["curve"]), int(meta["tokens"])
+    return int(meta["step"]), list(meta["curve"]), {k: int(v) for k, v in meta["tokens"].items()}
 
 
 def prune_steps(folder: Path, keep: int) -> None:

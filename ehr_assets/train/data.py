@@ -5,7 +5,9 @@ checks.
 TrainData is built from DataFrames (:func:`train_data_from_tables`, :func:`recipe_train_data_from_tables`): this
 package never names a warehouse table; reading them is :func:`ehr_assets.warehouse.read_training_tables`'s job, and the
 CLI (or the Dagster layer) composes the two. The bundle (:meth:`TrainData.save`) lets a training process on another
-machine read the same data without the warehouse.
+machine read the same data without the warehouse. Every objective draws its SFT term from ``sft_sequences`` (windows
+of whole timelines) and its JEPA term from ``jepa_examples``: the regimes differ in their losses, not in their SFT
+data.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ class TrainData:
     mask_id: int
     bos_id: int
     eos_id: int
+    # ids of the tokens the project added to a backbone's vocabulary (the rows LoRA recipes train); None: derived
+    # from the recipe (:func:`ehr_assets.model.backbone.added_token_ids`)
+    added_token_ids: list[int] | None = None
 
     SPECIAL = ("vocab_size", "pad_id", "mask_id", "bos_id", "eos_id")
 
@@ -67,7 +72,10 @@ class TrainData:
             ),
             folder / "examples.parquet",
         )
-        (folder / "special.json").write_text(json.dumps({k: int(getattr(self, k)) for k in self.SPECIAL}))
+        special = {k: int(getattr(self, k)) for k in self.SPECIAL}
+        if self.added_token_ids is not None:
+            special["added_token_ids"] = [int(i) for i in self.added_token_ids]
+        (folder / "special.json").write_text(json.dumps(special))
 
     @classmethod
     def load(cls, folder: Path) -> TrainData:
@@ -86,7 +94,12 @@ class TrainData:
             (seqs[i], int(b)) for i, b in zip(ex.column("sequence").to_pylist(), ex.column("boundary").to_pylist())
         ]
         special = json.loads((folder / "special.json").read_text())
-        return cls([s for s, f in zip(seqs, is_sft) if f], examples, **{k: int(special[k]) for k in cls.SPECIAL})
+        return cls(
+            [s for s, f in zip(seqs, is_sft) if f],
+            examples,
+            **{k: int(special[k]) for k in cls.SPECIAL},
+            added_token_ids=special.get("added_token_ids"),
+        )
 
 
 # ------------------------------------------------------------------------------------------- from DataFrames
@@ -169,33 +182,58 @@ def read_train_data(conn, cohort: str, tokens_asset: str | None, tokenizer_dir: 
 
 # ---------------------------------------------------------------------------------------------------- sampling
 class Sampler:
-    """Which examples a micro-batch reads, and its random stream, as pure functions of (seed, step).
+    """Which examples a micro-batch of one stream reads, and its random stream, as pure functions of (seed, step).
 
-    Example ``g`` of the run (counted over steps, accumulation rounds and the global batch) is
-    ``perm(g // n)[g % n]``, where ``perm(e)`` is epoch ``e``'s permutation drawn from ``default_rng([seed, 1, e])``;
-    masks and windows of (step, accumulation round, process) come from ``default_rng([seed, 2, step, round, rank])``.
-    A run resumed at step ``k`` therefore reads exactly what the uninterrupted run read, with no sampler state to save.
+    A run reads up to two streams: ``sft`` (windows of whole timelines) and ``jepa`` (decision-node examples).
+    Example ``g`` of a stream (counted over steps, accumulation rounds and the global batch, from ``start``) is
+    ``perm(g // n)[g % n]``, where ``perm(e)`` is epoch ``e``'s permutation drawn from ``default_rng([seed, 1,
+    stream, e])``; the masks or windows of a micro-batch come from ``default_rng([seed, 2, stream, g0])``, ``g0`` its
+    first example. ``start``: where the ``init_from`` run left the stream (:meth:`end`), so a curriculum's phases
+    read one stream as a single run of both phases would, and a hybrid run of the same length reads the same SFT
+    windows. A run resumed at step ``k`` reads exactly what the uninterrupted run read, with no sampler state to save.
     """
 
-    def __init__(self, n: int, seed: int, batch_size: int, grad_accum: int, world: int = 1, rank: int = 0):
+    STREAMS = ("sft", "jepa")
+
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        batch_size: int,
+        grad_accum: int,
+        world: int = 1,
+        rank: int = 0,
+        *,
+        stream: str = "sft",
+        start: int = 0,
+    ):
         if n <= 0:
             raise ValueError("no training examples")
         self.n, self.seed, self.B, self.A, self.world, self.rank = n, seed, batch_size, grad_accum, world, rank
+        self.stream, self.sid, self.start = stream, self.STREAMS.index(stream), int(start)
         self._perms: dict[int, np.ndarray] = {}
 
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
             if len(self._perms) > 2:
                 self._perms.pop(min(self._perms))
-            self._perms[epoch] = np.random.default_rng([self.seed, 1, epoch]).permutation(self.n)
+            self._perms[epoch] = np.random.default_rng([self.seed, 1, self.sid, epoch]).permutation(self.n)
         return self._perms[epoch]
 
+    def first(self, step: int, micro: int) -> int:
+        """The stream position of the first example of (step, accumulation round) on this process."""
+        return self.start + ((step * self.A + micro) * self.world + self.rank) * self.B
+
     def indices(self, step: int, micro: int) -> list[int]:
-        first = ((step * self.A + micro) * self.world + self.rank) * self.B
+        first = self.first(step, micro)
         return [int(self._perm(g // self.n)[g % self.n]) for g in range(first, first + self.B)]
 
     def rng(self, step: int, micro: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, 2, step, micro, self.rank])
+        return np.random.default_rng([self.seed, 2, self.sid, self.first(step, micro)])
+
+    def end(self, steps: int) -> int:
+        """The stream position after ``steps`` optimizer steps from ``start`` (where a continuing run starts)."""
+        return self.start + steps * self.A * self.world * self.B
 
 
 def data_fingerprint(data: TrainData) -> str:
@@ -210,4 +248,7 @@ def data_fingerprint(data: TrainData) -> str:
         a = np.ascontiguousarray(ids, dtype=np.int64)
         h.update(np.asarray([a.size, int(b)], np.int64).tobytes())
         h.update(a.tobytes())
+    if data.added_token_ids is not None:
+        h.update(b"added")
+        h.update(np.asarray(data.added_token_ids, np.int64).tobytes())
     return h.hexdigest()

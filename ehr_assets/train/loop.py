@@ -2,10 +2,14 @@
 line and step checkpoint, and the final save.
 
 Objectives: ``sft`` -> SFT on random windows of whole timelines; ``jepa`` / ``hybrid`` ->
-``loss_weights.sft * SFT(unmasked example) + loss_weights.jepa * JEPA`` on decision-node examples (the losses are
-:mod:`ehr_assets.model.losses`; the batches :mod:`ehr_assets.model.batches`). Determinism: the backbone is seeded
-with ``training.seed``, the predictor with ``seed + 1``, and every micro-batch is a pure function of (seed, step)
-(:class:`~ehr_assets.train.data.Sampler`), so a resumed run ends with the same bits as an uninterrupted one on CPU.
+``loss_weights.sft * SFT(windows of whole timelines, the same stream ``sft`` reads) + loss_weights.jepa *
+JEPA(decision-node examples)`` (the losses are :mod:`ehr_assets.model.losses`; the batches
+:mod:`ehr_assets.model.batches` and :class:`~ehr_assets.train.setup.Batches`). Every logged step records the losses,
+the normalized JEPA loss (JEPA loss / the targets' variance at the masked positions: 1 = the predictor only learned
+their mean), lr and tau; the result records the tokens each loss read (:mod:`ehr_assets.compute`). Determinism: the
+backbone is seeded with ``training.seed``, the predictor with ``seed + 1``, and every micro-batch is a pure function
+of (seed, step) (:class:`~ehr_assets.train.data.Sampler`), so a resumed run ends with the same bits as an
+uninterrupted one on CPU.
 """
 
 from __future__ import annotations
@@ -17,19 +21,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ..compute import add_tokens
 from ..model.losses import step_losses
 from ..model.precision import autocast, bf16_for
 from ..model.schedules import tau_at
 from ..progress import Progress
 from ..specs import RecipeSpec
-from .checkpoint import latest_step, load_step, prune_steps, run_fingerprint, save_final, save_step
+from .checkpoint import (
+    latest_step,
+    load_step,
+    parent_log,
+    prune_steps,
+    run_fingerprint,
+    save_final,
+    save_step,
+    stream_starts,
+)
 from .data import TrainData
 from .distributed import all_reduce_grads, init_distributed, mean_over_processes
 from .monitor import collapse_stats, monitor_contexts
-from .setup import Batches, Objective, Parts, build_parts
+from .setup import Batches, Objective, Parts, build_parts, validate
 
 NAN = float("nan")
 
@@ -40,72 +53,18 @@ class TrainResult:
     wall_s: float  # the whole call: model build, training loop, saving
     tokens_per_s: float  # non-pad input tokens of the training examples per second of the training loop
     peak_mem_mb: float  # peak RSS on CPU, torch.cuda.max_memory_allocated on GPU
-    loss_curve: list[dict] = field(default_factory=list)  # step, loss, sft_loss, jepa_loss, lr, tau (NaN if unused)
+    # step, loss, sft_loss, jepa_loss, jepa_loss_norm, lr, tau (NaN if unused), collapse monitor
+    loss_curve: list[dict] = field(default_factory=list)
     trainable_params: int = 0
     total_params: int = 0
-    tokens_seen: int = 0  # non-pad input tokens read by all processes over the whole run (a resumed run included)
+    finetune: str = "lora"
+    init_from: str | None = None
+    tokens_seen: dict = field(default_factory=dict)  # real tokens each loss read in this run: {"sft": n, "jepa": m}
+    tokens_seen_total: dict = field(default_factory=dict)  # the same with the init_from chain's runs
+    stream_ends: dict = field(default_factory=dict)  # where the run left each data stream (a continuing run's start)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-# ================================================================================================ validation
-def _check_ids(name: str, V: int, ids: np.ndarray, what: str) -> None:
-    a = np.asarray(ids)
-    if a.ndim != 1:
-        raise ValueError(f"recipe {name!r}: {what} must be a 1-d array of token ids, got shape {a.shape}")
-    if a.size and (int(a.min()) < 0 or int(a.max()) >= V):
-        raise ValueError(
-            f"recipe {name!r}: {what} has token ids outside [0, {V}) (min {int(a.min())}, max {int(a.max())})"
-        )
-
-
-def _validate_examples(recipe: RecipeSpec, data: TrainData, V: int) -> None:
-    """The examples the objective reads: sft_sequences for ``sft``, jepa_examples (boundaries inside) otherwise."""
-    name = recipe.name
-    if recipe.objective == "sft":
-        if not data.sft_sequences:
-            raise ValueError(f"recipe {name!r} (objective sft): no sft_sequences to train on (empty train split?)")
-        for i, s in enumerate(data.sft_sequences):
-            _check_ids(name, V, s, f"sft_sequences[{i}]")
-        if not any(len(s) >= 2 for s in data.sft_sequences):
-            raise ValueError(f"recipe {name!r} (objective sft): every sft sequence has fewer than 2 tokens")
-        return
-    if not data.jepa_examples:
-        raise ValueError(
-            f"recipe {name!r} (objective {recipe.objective}): no jepa_examples (decision nodes with a future) "
-            "to train on"
-        )
-    for i, (ids, b) in enumerate(data.jepa_examples):
-        _check_ids(name, V, ids, f"jepa_examples[{i}]")
-        n = len(ids)
-        if not isinstance(b, (int, np.integer)) or not 1 <= int(b) < n:
-            raise ValueError(
-                f"recipe {name!r}: jepa_examples[{i}] has boundary {b!r} out of range: it must satisfy "
-                f"1 <= boundary < len(ids) = {n} (at least one context and one future token)"
-            )
-
-
-def validate(recipe: RecipeSpec, data: TrainData) -> None:
-    """A ValueError naming the recipe when ``data`` cannot train it: special ids outside the vocabulary, loss weights
-    that train nothing, no usable example, token ids outside the vocabulary, a sequence longer than the backbone."""
-    name = recipe.name
-    V = int(data.vocab_size)
-    if V <= 0:
-        raise ValueError(f"recipe {name!r}: vocab_size must be positive, got {V}")
-    for k in ("pad_id", "mask_id", "bos_id", "eos_id"):
-        v = int(getattr(data, k))
-        if not 0 <= v < V:
-            raise ValueError(f"recipe {name!r}: {k}={v} is outside the vocabulary [0, {V})")
-    lw = recipe.loss_weights
-    if (recipe.objective == "sft" and lw.sft <= 0) or (recipe.objective != "sft" and lw.sft + lw.jepa <= 0):
-        raise ValueError(f"recipe {name!r}: loss_weights give nothing to train ({lw.model_dump()})")
-    _validate_examples(recipe, data, V)
-    if recipe.backbone.config is not None and recipe.training.seq_len > recipe.backbone.config.max_position_embeddings:
-        raise ValueError(
-            f"recipe {name!r}: training.seq_len {recipe.training.seq_len} exceeds the backbone's "
-            f"max_position_embeddings {recipe.backbone.config.max_position_embeddings}"
-        )
 
 
 def _peak_mem_mb(device: torch.device) -> float:
@@ -127,9 +86,11 @@ def _start_line(recipe: RecipeSpec, parts: Parts, device: torch.device, world: i
         + (f" ({threads} thread{'s' if threads != 1 else ''})" if device.type == "cpu" else "")
         + (f" x {world} processes" if world > 1 else "")
         + (f" from {init_dir}" if init_dir is not None else "")
-        + f", {parts.n_trainable:,} trainable / {parts.n_total:,} params, {tr.steps} steps x {tr.batch_size}"
+        + f", finetune {recipe.finetune}: {parts.n_trainable:,} trainable / {parts.n_total:,} params, "
+        + f"{tr.steps} steps x {tr.batch_size}"
         + (f" x {tr.grad_accum}" if tr.grad_accum > 1 else "")
         + f" x <= {tr.seq_len} tokens"
+        + (" (SFT windows + decision-node examples)" if recipe.objective != "sft" and parts.momentum else "")
     )
 
 
@@ -141,15 +102,15 @@ def resume_state(
     fingerprint: str,
     device: torch.device,
     log: Callable[[str], None],
-) -> tuple[int, list[dict], int]:
-    """(first step, loss curve so far, tokens read so far): restored from the newest step checkpoint of this run's
-    fingerprint in ``resume_dir`` when resuming is on, else a fresh start."""
+) -> tuple[int, list[dict], dict[str, int]]:
+    """(first step, loss curve so far, tokens read so far per stream): restored from the newest step checkpoint of
+    this run's fingerprint in ``resume_dir`` when resuming is on, else a fresh start."""
     tr = recipe.training
     if not (tr.resume and tr.checkpoint_every):
-        return 0, [], 0
+        return 0, [], add_tokens(None, None)
     found = latest_step(resume_dir, fingerprint, log)
     if found is None:
-        return 0, [], 0
+        return 0, [], add_tokens(None, None)
     start, curve, tokens = load_step(
         found, parts.model, parts.predictor, parts.momentum, parts.optim, parts.sched, device
     )
@@ -164,7 +125,7 @@ def step_checkpoint(
     n: int,
     fingerprint: str,
     curve: list[dict],
-    tokens: int,
+    tokens: dict[str, int],
     device: torch.device,
     log: Callable[[str], None],
 ) -> None:
@@ -198,29 +159,41 @@ def optimizer_step(
     device: torch.device,
     world: int,
     autocast,
-) -> tuple[list[float], int, float]:
+) -> tuple[list[float], dict[str, int], float]:
     """One optimizer step: ``grad_accum`` micro-batches (losses, backward), gradients averaged over processes and
-    clipped, AdamW and the lr schedule, then the EMA update. Returns the (loss, sft, jepa) sums over the
-    micro-batches, the real tokens read by all processes, and the step's tau (NaN without a momentum encoder)."""
+    clipped, AdamW and the lr schedule, then the EMA update. Returns the (loss, sft, jepa, normalized jepa) sums over
+    the micro-batches, the real tokens each loss read over all processes, and the step's tau (NaN without a momentum
+    encoder)."""
     tr, lw, o = recipe.training, recipe.loss_weights, recipe.optimizer
-    tot = s_tot = j_tot = 0.0
-    tokens = 0
+    sums = [0.0, 0.0, 0.0, 0.0]
+    tokens = {"sft": 0, "jepa": 0}
     for micro in range(tr.grad_accum):
-        b, n_real = batches.get(step, micro, device)
-        tokens += n_real * world
+        b = batches.get(step, micro, device)
+        tokens["sft"] += b.sft_tokens * world
+        tokens["jepa"] += b.jepa_tokens * world
+        stats: dict[str, float] = {}
         with autocast():
             ls, lj = step_losses(
-                parts.model, parts.predictor, parts.momentum, b, sft=objective.sft, jepa=objective.jepa
+                parts.model,
+                parts.predictor,
+                parts.momentum,
+                b.jepa if b.jepa is not None else b.sft,
+                sft=objective.sft,
+                jepa=objective.jepa,
+                sft_batch=b.sft,
+                stats=stats,
             )
         loss = torch.zeros((), device=device)
         if ls is not None:
             loss = loss + lw.sft * ls
-            s_tot += float(ls.detach())
+            sums[1] += float(ls.detach())
         if lj is not None:
             loss = loss + lw.jepa * lj
-            j_tot += float(lj.detach())
+            sums[2] += float(lj.detach())
+            var = stats["jepa_target_var"]
+            sums[3] += float(lj.detach()) / var if var > 0 else NAN
         (loss / tr.grad_accum).backward()
-        tot += float(loss.detach())
+        sums[0] += float(loss.detach())
     if world > 1:
         all_reduce_grads(parts.params, world)
     if o.grad_clip is not None:
@@ -232,7 +205,7 @@ def optimizer_step(
     if parts.momentum is not None:
         tau = tau_at(step, tr.steps, recipe.jepa)
         parts.momentum.update(tau)
-    return [tot, s_tot, j_tot], tokens, tau
+    return sums, tokens, tau
 
 
 def step_record(
@@ -245,13 +218,15 @@ def step_record(
     device: torch.device,
     world: int,
 ) -> dict:
-    """The loss-curve entry of step ``n``: the mean losses over micro-batches and processes, lr and tau."""
-    tot, s_tot, j_tot = mean_over_processes(sums, device, world)
+    """The loss-curve entry of step ``n``: the mean losses over micro-batches and processes (the normalized JEPA
+    loss: JEPA loss / the targets' variance at the masked positions), lr and tau."""
+    tot, s_tot, j_tot, n_tot = mean_over_processes(sums, device, world)
     return {
         "step": n,
         "loss": tot / grad_accum,
         "sft_loss": s_tot / grad_accum if objective.sft else NAN,
         "jepa_loss": j_tot / grad_accum if objective.jepa else NAN,
+        "jepa_loss_norm": n_tot / grad_accum if objective.jepa else NAN,
         "lr": lr,
         "tau": tau,
     }
@@ -262,7 +237,11 @@ def progress_line(recipe: RecipeSpec, rec: dict, objective: Objective, has_momen
     mon = f" | emb std {rec['emb_mean_std']:.3g} eff.rank {rec['emb_eff_rank']:.1f}" if "emb_eff_rank" in rec else ""
     return (
         f"{recipe.name} step {rec['step']}/{recipe.training.steps} loss {rec['loss']:.4f}"
-        + (f" (sft {rec['sft_loss']:.4f}, jepa {rec['jepa_loss']:.4f})" if objective.jepa_mode else "")
+        + (
+            f" (sft {rec['sft_loss']:.4f}, jepa {rec['jepa_loss']:.4f}, normalized {rec['jepa_loss_norm']:.3f})"
+            if objective.jepa_mode
+            else ""
+        )
         + f" lr {rec['lr']:.2e}"
         + (f" tau {rec['tau']:.4f}" if has_momentum else "")
         + f" | {tok_per_s:,.0f} tok/s"
@@ -322,7 +301,7 @@ def train(
     parts = build_parts(
         recipe, data, device, objective, init_dir=init_dir, save_base_to=save_base_to, use_bf16=use_bf16, log=log
     )
-    batches = Batches(recipe, data, objective, world, rank)
+    batches = Batches(recipe, data, objective, world, rank, stream_starts(init_dir, log))
     monitor_every = tr.monitor_every or tr.log_every
     mon_ctx = monitor_contexts(data, tr.seq_len, tr.monitor_nodes) if main else []
 
@@ -331,14 +310,14 @@ def train(
     log(_start_line(recipe, parts, device, world, init_dir))
 
     t_loop = time.perf_counter()
-    tokens0 = tokens
+    tokens0 = sum(tokens.values())
     beat = Progress(recipe.name, tr.steps, log, unit="steps", start=start)  # a line at least every 15 s
     for step in range(start, tr.steps):
         lr_now = parts.optim.param_groups[0]["lr"]
         sums, n_tokens, tau = optimizer_step(recipe, parts, batches, objective, step, device, world, autocast)
-        tokens += n_tokens
+        tokens = add_tokens(tokens, n_tokens)
         n = step + 1
-        tok_s = (tokens - tokens0) / max(time.perf_counter() - t_loop, 1e-9)
+        tok_s = (sum(tokens.values()) - tokens0) / max(time.perf_counter() - t_loop, 1e-9)
         if n == 1 or n % tr.log_every == 0 or n == tr.steps:
             rec = step_record(n, sums, lr_now, tau, objective, tr.grad_accum, device, world)
             if main and (n == 1 or n % monitor_every == 0 or n == tr.steps):
@@ -354,16 +333,29 @@ def train(
     res = TrainResult(
         steps=tr.steps,
         wall_s=time.perf_counter() - t_start,
-        tokens_per_s=(tokens - tokens0) / max(loop_s, 1e-9),
+        tokens_per_s=(sum(tokens.values()) - tokens0) / max(loop_s, 1e-9),
         peak_mem_mb=_peak_mem_mb(device),
         loss_curve=curve,
         trainable_params=int(parts.n_trainable),
         total_params=int(parts.n_total),
-        tokens_seen=int(tokens),
+        **_accounting(recipe, init_dir, tokens, batches),
     )
     if main:
         _publish(out_dir, recipe, parts, res, tokenizer_dir, start, log)
     return res
+
+
+def _accounting(recipe: RecipeSpec, init_dir: Path | None, tokens: dict[str, int], batches: Batches) -> dict:
+    """The run's compute fields of :class:`TrainResult`: finetune, parent, tokens seen (this run and with the
+    ``init_from`` chain) and where the data streams were left."""
+    parent = parent_log(init_dir)
+    return {
+        "finetune": recipe.finetune,
+        "init_from": recipe.init_from,
+        "tokens_seen": dict(tokens),
+        "tokens_seen_total": add_tokens(parent.get("tokens_seen_total"), tokens),
+        "stream_ends": batches.ends(recipe.training.steps),
+    }
 
 
 def _publish(
@@ -377,7 +369,9 @@ def _publish(
 ) -> None:
     """Write the final checkpoint (process 0) and log the run's figures."""
     save_final(out_dir, parts.model, parts.predictor, parts.momentum, parts.info, recipe, res.to_dict(), tokenizer_dir)
+    seen = res.tokens_seen
     log(
-        f"{recipe.name}: done in {res.wall_s:.1f}s, {res.tokens_per_s:,.0f} tok/s, peak {res.peak_mem_mb:,.0f} MiB"
+        f"{recipe.name}: done in {res.wall_s:.1f}s, {res.tokens_per_s:,.0f} tok/s, peak {res.peak_mem_mb:,.0f} MiB, "
+        f"tokens seen: {seen['sft']:,} SFT + {seen['jepa']:,} JEPA"
         + (f" (resumed at step {resumed_at})" if resumed_at else "")
     )

@@ -123,8 +123,12 @@ def test_every_asset_and_check_succeeds(built):
         ("sft_embeddings", "not_collapsed"),
         ("jepa_embeddings", "not_collapsed"),
         ("paired_differences", "recipes_beat_chance"),
+        ("jepa_embeddings", "effective_rank_floor"),
+        ("jepa_checkpoint", "jepa_beats_mean_predictor"),
     } <= names
-    assert all(e.passed for e in evaluations), [(e.check_name, e.metadata) for e in evaluations if not e.passed]
+    # every check passes, but the training-health ones may warn after the tiny project's 6 steps
+    errors = [e for e in evaluations if not e.passed and e.severity != dg.AssetCheckSeverity.WARN]
+    assert not errors, [(e.check_name, e.metadata) for e in errors]
 
 
 def test_tables_have_rows_and_schemas(built):
@@ -175,8 +179,8 @@ def test_checkpoints_are_peft_safetensors_and_curriculum_links(built):
     _, _, _, tmp, _ = built
     for recipe in ("sft", "jepa"):
         ck = tmp / "artifacts" / f"{recipe}_checkpoint" / PARTITION
-        assert (ck / "adapter" / "adapter_config.json").exists()
-        assert (ck / "adapter" / "adapter_model.safetensors").exists()
+        assert (ck / "model" / "config.json").exists()  # the shipped recipes train the tiny backbone fully
+        assert (ck / "model" / "model.safetensors").exists()
         assert not list(ck.rglob("*.bin")) and not list(ck.rglob("*.pt"))
     assert (tmp / "artifacts" / "jepa_checkpoint" / PARTITION / "predictor.safetensors").exists()
 
@@ -239,7 +243,7 @@ def test_training_in_a_pipes_subprocess(built):
 
     defs, _, db, tmp, instance = built
     ck = tmp / "artifacts" / "sft_checkpoint" / PARTITION
-    before = load_file(str(ck / "adapter" / "adapter_model.safetensors"))
+    before = load_file(str(ck / "model" / "model.safetensors"))
     sub = build_definitions(
         tmp / "project", warehouse_path=db, artifact_root=tmp / "artifacts", trainer=Trainer(launcher="subprocess")
     )
@@ -250,7 +254,7 @@ def test_training_in_a_pipes_subprocess(built):
     assert mat.metadata["launcher"].value == "subprocess" and mat.metadata["steps"].value == 6
     logs = [e.user_message for e in instance.all_logs(res.run_id)]
     assert any("sft step 6/6" in m for m in logs), "training logs did not stream back through Pipes"
-    after = load_file(str(ck / "adapter" / "adapter_model.safetensors"))
+    after = load_file(str(ck / "model" / "model.safetensors"))
     assert before.keys() == after.keys()
     import torch
 
@@ -290,7 +294,7 @@ def test_interrupted_checkpoint_asset_resumes_on_the_next_materialization(built,
 
     defs, _, db, tmp, instance = built
     ck = tmp / "artifacts" / "sft_checkpoint" / PARTITION
-    reference = load_file(str(ck / "adapter" / "adapter_model.safetensors"))
+    reference = load_file(str(ck / "model" / "model.safetensors"))
     real_prune = loop.prune_steps
 
     def die_after_first_step_checkpoint(folder, keep):
@@ -304,7 +308,7 @@ def test_interrupted_checkpoint_asset_resumes_on_the_next_materialization(built,
     rdir = tmp / "artifacts" / ".resume" / "sft_checkpoint" / PARTITION
     assert [p.name for p in rdir.glob("step_*")] == ["step_000002"]
     assert torch.equal(
-        load_file(str(ck / "adapter" / "adapter_model.safetensors"))[next(iter(reference))],
+        load_file(str(ck / "model" / "model.safetensors"))[next(iter(reference))],
         reference[next(iter(reference))],
     )  # the published checkpoint is still the last good one
 
@@ -313,7 +317,7 @@ def test_interrupted_checkpoint_asset_resumes_on_the_next_materialization(built,
     assert res.success
     logs = [e.user_message for e in instance.all_logs(res.run_id)]
     assert any("resuming from" in m and "step_000002" in m for m in logs)
-    after = load_file(str(ck / "adapter" / "adapter_model.safetensors"))
+    after = load_file(str(ck / "model" / "model.safetensors"))
     assert after.keys() == reference.keys() and all(torch.equal(after[k], reference[k]) for k in reference)
     assert not rdir.exists()
 

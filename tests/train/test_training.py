@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from ehr_assets.model import losses as L
 from ehr_assets.model.backbone import build_model
-from ehr_assets.model.batches import make_jepa_batch, n_masked
+from ehr_assets.model.batches import make_jepa_batch, make_sft_batch, n_masked
 from ehr_assets.model.jepa import MomentumEncoder, Predictor
 from ehr_assets.model.schedules import tau_at
 from ehr_assets.specs import RecipeSpec
@@ -87,7 +87,7 @@ def test_ema_update_touches_only_trainable_tensors(data):
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert set(mom.ema) == trainable
-    assert any(".lora_A." in n for n in trainable) and any("modules_to_save" in n for n in trainable)
+    assert any(".lora_A." in n for n in trainable) and any("trainable_tokens_delta" in n for n in trainable)
     assert not any("base_layer" in n or "original_module" in n for n in mom.ema)
 
     # the momentum encoder equals the online one before any step (the swap really uses the EMA tensors)
@@ -128,7 +128,7 @@ def test_ema_update_touches_only_trainable_tensors(data):
     assert not torch.allclose(tgt, online_h)
     assert model.training is False
     # the EMA is saved with the adapter's keys
-    sd = mom.adapter_state_dict()
+    sd = mom.state_dict_to_save()
     assert sd and all(".default." not in k for k in sd)
 
 
@@ -189,7 +189,7 @@ def test_jepa_target_has_no_grad_and_online_learns(data):
     assert lora_b
     for n in lora_b:  # lora_A gets a zero gradient at init (lora_B starts at 0), lora_B must not
         assert named[n].grad is not None and named[n].grad.abs().sum() > 0, f"{n} has no gradient"
-    emb = [n for n in named if "embed_tokens.modules_to_save" in n]
+    emb = [n for n in named if "embed_tokens.token_adapter.trainable_tokens_delta" in n]
     assert emb and named[emb[0]].grad.abs().sum() > 0
     for n, q in named.items():
         if not q.requires_grad:
@@ -253,11 +253,12 @@ def test_curriculum_starts_from_sft_weights(tmp_path, data, monkeypatch):
     state = seen["state"]
 
     n_checked = 0
-    for k, v in saved.items():  # adapter file keys drop the adapter name and the modules_to_save wrapper
+    for k, v in saved.items():  # adapter file keys drop the adapter name
         if ".lora_" in k:
             name = k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.")
         else:
-            name = k.removesuffix(".weight") + ".modules_to_save.default.weight"
+            assert k.endswith("token_adapter.trainable_tokens_delta"), k
+            name = k + ".default"
         assert torch.equal(state[name], v), name
         n_checked += 1
     assert n_checked == len(saved)
@@ -266,12 +267,12 @@ def test_curriculum_starts_from_sft_weights(tmp_path, data, monkeypatch):
             n
             for n in state
             if n.endswith(k.replace(".weight", ".base_layer.weight"))
-            or n.endswith(k.replace(".weight", ".original_module.weight"))
+            or n.endswith(k.replace(".weight", ".token_adapter.base_layer.weight"))
             or n == f"base_model.model.{k}"
         ]
         assert len(cands) == 1, (k, cands)
         assert torch.equal(state[cands[0]], v), k
-    assert seen["trainable"] == {n for n in state if "lora_" in n or ".modules_to_save." in n}
+    assert seen["trainable"] == {n for n in state if "lora_" in n or ".trainable_tokens_delta." in n}
     # the EMA starts there too: after the run the JEPA checkpoint holds its own EMA adapter with the same keys
     ema = load_file(str(tmp_path / "jepa" / "ema_adapter.safetensors"))
     assert set(ema) == set(saved)
@@ -375,15 +376,21 @@ def test_bad_data_raises(tmp_path, data):
 
 
 # ------------------------------------------------------------------------------------- 8. the optimized step
+TOKEN_SETUPS = {
+    "token_rows": {},  # the default: embed_tokens and lm_head rows of the added tokens (all, config-built)
+    "whole_matrices": {"modules_to_save": ["embed_tokens", "lm_head"], "trainable_tokens": []},
+    "no_tokens": {"trainable_tokens": []},
+}
+
+
 @pytest.mark.parametrize("stack,fused", [(True, True), (False, False), (True, False)])
-@pytest.mark.parametrize("modules_to_save", [["embed_tokens", "lm_head"], []])
+@pytest.mark.parametrize("tokens", list(TOKEN_SETUPS))
 @pytest.mark.parametrize("sft_w,jepa_w", [(1.0, 1.0), (1.0, 0.0), (0.0, 1.0)])
-def test_optimized_step_matches_the_plain_three_pass_step(data, modules_to_save, sft_w, jepa_w, stack, fused):
+def test_optimized_step_matches_the_plain_three_pass_step(data, tokens, sft_w, jepa_w, stack, fused):
     """step_losses (stacked SFT + online rows, chunked linear cross-entropy without full logits, no lm_head in the
-    JEPA rows) gives the losses and gradients of sft_loss + jepa_loss, in fp32 to rtol 1e-5 / atol 1e-6."""
-    r = recipe(
-        "hyb", "hybrid", lora={"rank": 4, "alpha": 8, "modules_to_save": modules_to_save}, jepa={"mask_ratio": 0.5}
-    )
+    JEPA rows) gives the losses and gradients of sft_loss + jepa_loss, in fp32 to rtol 1e-5 / atol 1e-6; the SFT
+    rows are windows of other sequences than the JEPA rows, of another length (as in training)."""
+    r = recipe("hyb", "hybrid", lora={"rank": 4, "alpha": 8, **TOKEN_SETUPS[tokens]}, jepa={"mask_ratio": 0.5})
     torch.manual_seed(0)
     model, _ = build_model(r, data, log=quiet)
     model.train()
@@ -397,6 +404,9 @@ def test_optimized_step_matches_the_plain_three_pass_step(data, modules_to_save,
         for t in mom.ema.values():  # a target encoder that differs from the online one
             t.add_(0.01 * torch.randn_like(t))
     b = make_jepa_batch(data.jepa_examples[:6], 32, r.jepa, MASK, PAD, np.random.default_rng(0)).tensors("cpu")
+    inp, am = make_sft_batch(data.sft_sequences[6:11], 40, PAD, np.random.default_rng(1))
+    sb = {"input_ids": torch.from_numpy(inp), "attention_mask": torch.from_numpy(am)}
+    assert sb["input_ids"].shape[1] != b["input_ids"].shape[1]
     params = [p for p in model.parameters() if p.requires_grad] + list(pred.parameters())
 
     def grads_of(loss):
@@ -406,7 +416,7 @@ def test_optimized_step_matches_the_plain_three_pass_step(data, modules_to_save,
         return [None if p.grad is None else p.grad.clone() for p in params]
 
     ref = torch.zeros(())
-    ref_s = L.sft_loss(model, b["input_ids"], b["attention_mask"]) if sft_w else None
+    ref_s = L.sft_loss(model, sb["input_ids"], sb["attention_mask"]) if sft_w else None
     ref_j = L.jepa_loss(model, pred, mom, b) if jepa_w else None
     ref = (sft_w * ref_s if ref_s is not None else 0) + (jepa_w * ref_j if ref_j is not None else 0)
     g_ref = grads_of(ref)
@@ -418,6 +428,7 @@ def test_optimized_step_matches_the_plain_three_pass_step(data, modules_to_save,
         b,
         sft=bool(sft_w),
         jepa=bool(jepa_w),
+        sft_batch=sb,
         chunk=7,  # several chunks
         stack=stack,
         fused=fused,
@@ -450,6 +461,19 @@ def test_linear_cross_entropy_matches_full_logits():
     torch.testing.assert_close(fast, ref)
     torch.testing.assert_close(fh, gh)
     torch.testing.assert_close(fw, gw)
+
+    # trained token rows (PEFT trainable tokens) replacing w[idx]: as if the merged matrix were used, without it
+    idx = torch.tensor([3, 17, 49])
+    rows = torch.randn(3, 16, requires_grad=True)
+    merged = w.detach().index_copy(0, idx, rows)
+    ref = F.cross_entropy(h @ merged.t(), y)
+    gh, grows = torch.autograd.grad(ref, (h, rows))
+    fast = L.LinearCrossEntropy.apply(h, w.detach(), y, 8, idx, rows)
+    fh, frows = torch.autograd.grad(fast, (h, rows))
+    torch.testing.assert_close(fast, ref)
+    torch.testing.assert_close(fh, gh)
+    torch.testing.assert_close(frows, grows)
+    assert not torch.allclose(fast, L.LinearCrossEntropy.apply(h, w, y, 8))  # the rows do change the loss
 
 
 def test_train_applies_the_ema_update_after_each_step(tmp_path, data):
