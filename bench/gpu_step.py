@@ -12,29 +12,93 @@ Random weights, random tokens (a future of 50 % of the sequence after a random b
 MFU (the convention of the measured peer baseline): forward F = 2 * matmul params * tokens + 2 * layers * seq * hidden
 * tokens; a LoRA pass with grad = 2F; the SMB step = 5F; divided by the bf16 matmul peak (``--peak-tflops``, 772 on
 an H100 as measured there). Prints a table and writes ``bench/results/gpu_step_<device>.json``.
+
+Runs as plain Python on a GPU image without the orchestration stack (see :data:`NEEDED`); a missing package such as
+pydantic is installed from local wheels (``--wheels``, default ``.whl/``), never downloaded there::
+
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+        pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import importlib
+import importlib.util
 import json
+import subprocess
 import sys
+import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
-
-import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ehr_assets.model.backbone import build_model, decoder_of, enable_checkpointing, pick_device  # noqa: E402
-from ehr_assets.model.batches import make_jepa_batch  # noqa: E402
-from ehr_assets.model.jepa import MomentumEncoder, Predictor  # noqa: E402
-from ehr_assets.model.losses import jepa_loss, sft_loss, step_losses  # noqa: E402
-from ehr_assets.specs import RecipeSpec, load_project  # noqa: E402
-from ehr_assets.train.data import TrainData  # noqa: E402
+# What this script imports, as module -> distribution. A GPU image usually has torch, transformers, peft, safetensors,
+# numpy and pyyaml but not pydantic (the project's declaration models): those travel as wheels (see WHEELS_HELP).
+NEEDED = {
+    "torch": "torch",
+    "transformers": "transformers",
+    "peft": "peft",
+    "safetensors": "safetensors",
+    "numpy": "numpy",
+    "yaml": "pyyaml",
+    "pydantic": "pydantic",
+    "pydantic_core": "pydantic-core",
+    "annotated_types": "annotated-types",
+    "typing_inspection": "typing-inspection",
+}
+WHEELS_HELP = (
+    "On a machine with pip access, download them for the GPU machine's Python (here 3.12, x86-64 Linux) into the "
+    "repository's .whl/ folder and bring that folder along:\n"
+    "  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "
+    "--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "
+    "pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5\n"
+    "(versions: the ones the project is tested with; pydantic-core must be the one that pydantic pins). "
+    "This script then installs them from --wheels (default .whl) into a temporary folder; nothing is downloaded there."
+)
+
+
+def importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken install or an import hook that refuses the module
+        return False
+
+
+def missing_packages() -> list[str]:
+    """Distributions of :data:`NEEDED` whose module cannot be imported here."""
+    return [dist for mod, dist in NEEDED.items() if not importable(mod)]
+
+
+def ensure_packages(wheels: Path) -> None:
+    """Make every package of :data:`NEEDED` importable, installing missing ones from the local wheel folder
+    ``wheels`` (no index, no network) into a temporary site folder; exit with what to do when that is not enough."""
+    missing = missing_packages()
+    if not missing:
+        return
+    found = sorted(Path(wheels).glob("*.whl")) if Path(wheels).is_dir() else []
+    if found:
+        site = Path(tempfile.gettempdir()) / "ehr_assets_bench_site"
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+               "--upgrade", "--target", str(site), *map(str, found)]  # fmt: skip
+        subprocess.run(cmd, check=True)
+        sys.path.insert(0, str(site))
+        importlib.invalidate_caches()
+        missing = missing_packages()
+        if not missing:
+            print(f"installed {len(found)} wheel(s) from {wheels} into {site}", flush=True)
+            return
+    raise SystemExit(
+        f"bench/gpu_step.py: missing Python package(s) {missing}"
+        + (f" (not among the wheels in {wheels})" if found else f" and no wheels in {wheels}")
+        + ".\n"
+        + WHEELS_HELP
+    )
+
 
 LLAMA_8B = {
     "hidden_size": 4096,
@@ -47,10 +111,29 @@ LLAMA_8B = {
 LLAMA_8B_VOCAB = 128256
 
 
+def load_project_modules() -> None:
+    """Import numpy, torch and the project's model code (after :func:`ensure_packages`) into this module."""
+    global np, torch, build_model, decoder_of, enable_checkpointing, pick_device, make_jepa_batch
+    global MomentumEncoder, Predictor, jepa_loss, sft_loss, step_losses, autocast, bf16_for
+    global RecipeSpec, load_project, TrainData
+    import numpy as np
+    import torch
+
+    from ehr_assets.model.backbone import build_model, decoder_of, enable_checkpointing, pick_device
+    from ehr_assets.model.batches import make_jepa_batch
+    from ehr_assets.model.jepa import MomentumEncoder, Predictor
+    from ehr_assets.model.losses import jepa_loss, sft_loss, step_losses
+    from ehr_assets.model.precision import autocast, bf16_for
+    from ehr_assets.specs import RecipeSpec, load_project
+    from ehr_assets.train.data import TrainData
+
+
 def make_recipe(args) -> tuple[RecipeSpec, int]:
     if args.shape == "demo":
         base = load_project(ROOT).recipes["jepa"].model_dump()
         base.update(name="bench", init_from=None)
+        sizes = {"batch_size": args.batch, "seq_len": args.seq}
+        base["training"].update({k: v for k, v in sizes.items() if v is not None})
         vocab = args.vocab or 2000
         r = RecipeSpec.model_validate(base)
         return r, vocab
@@ -91,6 +174,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--peak-tflops", type=float, default=772.0)
     ap.add_argument("--skip-plain", action="store_true", help="do not time the plain three-pass step")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="local wheels for missing packages")
     return ap.parse_args()
 
 
@@ -98,7 +182,7 @@ def build(recipe: RecipeSpec, vocab: int, device: torch.device, use_bf16: bool):
     """(model, predictor, momentum encoder, optimizer) of the recipe's shape, random weights, on ``device``."""
     tr = recipe.training
     data = TrainData([np.array([1, 5, 2])], [], vocab, 0, 3, 1, 2)
-    with torch.device(device) if device.type == "cuda" else contextlib.nullcontext():
+    with torch.device(device) if device.type == "cuda" else nullcontext():
         model, _ = build_model(recipe, data, log=lambda m: None, base_dtype=torch.bfloat16 if use_bf16 else None)
     model.to(device)
     model.train()
@@ -254,12 +338,13 @@ def report(
 
 def main() -> int:
     args = parse_args()
+    ensure_packages(args.wheels)
+    load_project_modules()
     device = pick_device()
     recipe, vocab = make_recipe(args)
     tr = recipe.training
     B, L = tr.batch_size, tr.seq_len
-    use_bf16 = tr.precision == "bf16" and device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    use_bf16 = bf16_for(tr.precision, device)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     parts = build(recipe, vocab, device, use_bf16)
@@ -271,7 +356,7 @@ def main() -> int:
     tokens = B * L
     F_ = flops_per_forward(parts[0], tokens, L)
 
-    rows, peak = measure(args, parts, jb, autocast, device, tokens, F_)
+    rows, peak = measure(args, parts, jb, lambda: autocast(device, use_bf16), device, tokens, F_)
     out = report(args, recipe, vocab, device, use_bf16, build_s, rows, peak)
     print(f"wrote {out}")
     return 0

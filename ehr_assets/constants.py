@@ -11,6 +11,8 @@ MEDS_COLUMNS: tuple[str, ...] = tuple(meds.DataSchema.schema().names)
 EXTRA_COLUMNS: tuple[str, ...] = ("table", "unit")
 EVENT_COLUMNS: tuple[str, ...] = (*MEDS_COLUMNS, *EXTRA_COLUMNS)
 SPLITS: tuple[str, ...] = (meds.train_split, meds.tuning_split, meds.held_out_split)
+# the code suffix of an interval's end event (a cBioPortal row's STOP_DATE): ``<code>/STOP``
+STOP_SUFFIX = "/STOP"
 
 DAYS_PER_YEAR = 365.25  # a Julian year: ages, follow-up in years, cBioPortal's OS_MONTHS
 DAYS_PER_MONTH = DAYS_PER_YEAR / 12

@@ -9,7 +9,6 @@ non-pad token (``pool='last'``) or its mean over the non-pad tokens (``pool='mea
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from .model.backbone import decoder_of, from_pretrained, load_base, pick_device, quiet, require_safetensors
+from .model.precision import autocast, bf16_for
 
 __all__ = ["load_encoder", "embed", "embed_frozen", "load_frozen", "pool_hidden"]
 
@@ -80,12 +80,13 @@ def embed(
     """float32 ``[N, H]`` embeddings of ``contexts`` (token id arrays, already cropped), rows in input order.
 
     Batches are formed by length (longest first) and right-padded with an attention mask, so a row's embedding does
-    not depend on its batch. On CUDA with a bf16 recipe the forward runs under bf16 autocast.
+    not depend on its batch. A bf16 recipe runs under bf16 autocast where :func:`ehr_assets.model.precision.bf16_for`
+    says so (CUDA).
     """
     ctxs = _checked_contexts(contexts, pool, batch_size)
     model, recipe = load_encoder(ckpt_dir)
-    bf16 = recipe.get("training", {}).get("precision") == "bf16"
-    return _embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
+    bf16 = bf16_for(recipe.get("training", {}).get("precision", "fp32"), next(model.parameters()).device)
+    return embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
 
 
 def load_frozen(model_dir: Path, vocab_size: int | None = None, *, seed: int = 0, device=None):
@@ -118,13 +119,16 @@ def embed_frozen(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> np.ndarray:
-    """Like :func:`embed`, with a model folder used as it is (a base model or a released SMB-v1 checkpoint)."""
+    """Like :func:`embed`, with a model folder used as it is (a base model or a released SMB-v1 checkpoint); ``bf16``:
+    the recipe asks for bf16 (applied under the device policy of :func:`~ehr_assets.model.precision.bf16_for`)."""
     ctxs = _checked_contexts(contexts, pool, batch_size)
     model = load_frozen(model_dir, vocab_size, seed=seed)
-    return _embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
+    bf16 = bf16_for("bf16" if bf16 else "fp32", next(model.parameters()).device)
+    return embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
 
 
-def _embed_with(
+@torch.no_grad()
+def embed_with(
     model,
     ctxs: list[np.ndarray],
     *,
@@ -134,6 +138,8 @@ def _embed_with(
     bf16: bool,
     log: Callable[[str], None] | None,
 ) -> np.ndarray:
+    """Embeddings of checked ``ctxs`` with a loaded ``model`` (on its device); under bf16 autocast when ``bf16``, on
+    whichever device the model is (the callers decide with the device policy)."""
     dec, _ = decoder_of(model)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     H = base.config.hidden_size
@@ -145,8 +151,6 @@ def _embed_with(
     if bad:
         raise ValueError(f"contexts {bad[:5]} have token ids outside the model's vocabulary [0, {V})")
     device = next(model.parameters()).device
-    bf16 = device.type == "cuda" and bf16
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     lengths = np.array([len(c) for c in ctxs])
     order = np.argsort(-lengths, kind="stable")
@@ -160,7 +164,7 @@ def _embed_with(
             inp[r, : lengths[i]] = ctxs[i]
             am[r, : lengths[i]] = 1
         inp_t, am_t = torch.from_numpy(inp).to(device), torch.from_numpy(am).to(device)
-        with autocast:
+        with autocast(device, bf16):
             h = dec(input_ids=inp_t, attention_mask=am_t, use_cache=False).last_hidden_state
         out[idx] = pool_hidden(h.float(), am_t, pool).cpu().numpy()
         if log is not None and ((bi + 1) % 10 == 0 or bi + 1 == n_batches):

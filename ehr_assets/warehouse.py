@@ -21,6 +21,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from .warehouse_schema import declared
+
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -43,8 +45,8 @@ def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
 def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, where: dict[str, object]) -> int:
     """Replace the rows of ``table`` matching ``where`` (e.g. ``{"cohort": "msk"}``) by ``df``, in one transaction.
 
-    The table is created from ``df``'s schema on first write; ``df`` must carry the ``where`` columns with those
-    values. Returns the number of rows written.
+    The table's columns and types are its declaration's (:mod:`ehr_assets.warehouse_schema`), created on first write;
+    ``df`` must carry the ``where`` columns with those values. Returns the number of rows written.
     """
     return replace_partitions(conn, [(table, df, where)])[0]
 
@@ -52,7 +54,10 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFr
 def replace_partitions(
     conn: duckdb.DuckDBPyConnection, writes: Sequence[tuple[str, pd.DataFrame, dict[str, object]]]
 ) -> list[int]:
-    """Several :func:`replace_partition` writes (table, frame, partition) in ONE transaction: all land or none."""
+    """Several :func:`replace_partition` writes (table, frame, partition) in ONE transaction: all land or none.
+
+    Column types come from :mod:`ehr_assets.warehouse_schema`: a new table is created with its declared columns, a
+    write is cast to them, and an existing table is brought to them first (:func:`align_table`)."""
     for table, df, where in writes:
         ident(table)
         for col, val in where.items():
@@ -65,15 +70,13 @@ def replace_partitions(
     conn.execute("BEGIN TRANSACTION")
     try:
         for name, (table, df, where) in zip(names, writes):
-            cols = ", ".join(ident(c) for c in df.columns)
             conn.register(name, df)
-            if not table_exists(conn, table):
-                conn.execute(f"CREATE TABLE {ident(table)} AS SELECT {cols} FROM {name} LIMIT 0")
-            else:
-                _add_missing_columns(conn, table, df, name)
+            types = align_table(conn, table, name, list(df.columns))
+            cols = ", ".join(ident(c) for c in df.columns)
+            cast = ", ".join(f"CAST({ident(c)} AS {types[c]})" for c in df.columns)
             cond = " AND ".join(f"{ident(c)} = ?" for c in where)
             conn.execute(f"DELETE FROM {ident(table)} WHERE {cond}", list(where.values()))
-            conn.execute(f"INSERT INTO {ident(table)} ({cols}) SELECT {cols} FROM {name}")
+            conn.execute(f"INSERT INTO {ident(table)} ({cols}) SELECT {cast} FROM {name}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")  # before anything else touches the connection: the original error surfaces
@@ -87,15 +90,58 @@ def replace_partitions(
     return [len(df) for _, df, _ in writes]
 
 
-def _add_missing_columns(
-    conn: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, incoming: str = "__incoming"
-) -> None:
-    existing = {r[0] for r in conn.execute(f"DESCRIBE {ident(table)}").fetchall()}
-    missing = [c for c in df.columns if c not in existing]
-    if missing:
-        types = {r[0]: r[1] for r in conn.execute(f"DESCRIBE SELECT * FROM {incoming}").fetchall()}
-        for c in missing:
-            conn.execute(f"ALTER TABLE {ident(table)} ADD COLUMN {ident(c)} {types[c]}")
+class WarehouseSchemaError(ValueError):
+    """A warehouse table disagrees with its declaration and cannot be repaired without losing data; the message
+    names the table, the column and what to do."""
+
+
+NULL_TYPE = '"NULL"'  # DuckDB's type of a column created from values that were all null
+
+
+def column_types(conn: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
+    """``column -> DuckDB type`` of a table (quoted name) or a registered frame."""
+    return {r[0]: r[1] for r in conn.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+
+
+def _target_types(table: str, incoming: dict[str, str], columns: list[str]) -> dict[str, str]:
+    """The type of every column the table should have after this write: the declared ones, then each incoming
+    column no declaration covers (the table's declared extra type, else its data's type; never NULL)."""
+    spec = declared(table)
+    want = dict(spec.columns) if spec else {}
+    extra = spec.extras if spec and spec.extras not in (None, "source") else None
+    for c in columns:
+        if c not in want:
+            want[c] = extra or (incoming[c] if incoming[c] != NULL_TYPE else "VARCHAR")
+    return want
+
+
+def align_table(conn: duckdb.DuckDBPyConnection, table: str, incoming: str, columns: list[str]) -> dict[str, str]:
+    """Create ``table`` with its declared columns, or bring an existing one to them: add the missing columns,
+    repair a column of type NULL (its values are all null, so retyping it loses nothing), keep the type of an
+    undeclared column. A declared column of another type is refused (:class:`WarehouseSchemaError`, saying what to
+    do). Returns the type each column of the write is cast to."""
+    want = _target_types(table, column_types(conn, incoming), columns)
+    if not table_exists(conn, table):
+        body = ", ".join(f"{ident(c)} {t}" for c, t in want.items())
+        conn.execute(f"CREATE TABLE {ident(table)} ({body})")
+        return want
+    have = column_types(conn, ident(table))
+    spec = declared(table)
+    for c, t in want.items():
+        if c not in have:
+            conn.execute(f"ALTER TABLE {ident(table)} ADD COLUMN {ident(c)} {t}")
+        elif have[c] == NULL_TYPE:
+            conn.execute(f"ALTER TABLE {ident(table)} ALTER COLUMN {ident(c)} TYPE {t}")
+        elif have[c] != t and spec is not None and c in spec.columns:
+            raise WarehouseSchemaError(
+                f"warehouse table {table!r}: column {c!r} has type {have[c]}, but ehr_assets/warehouse_schema.py "
+                f"declares {t} (the table was written by an older version). Re-create it: run "
+                f"`DROP TABLE {table}` on the warehouse file, then re-materialize the asset that writes {table!r} "
+                "for every partition"
+            )
+        elif have[c] != t:
+            want[c] = have[c]  # an undeclared column keeps the type it was created with; the write is cast to it
+    return want
 
 
 def read_partition(

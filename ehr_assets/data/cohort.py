@@ -3,6 +3,13 @@
 ``cohort_events`` holds the events as the source delivers them (MEDS DataSchema plus the optional ``table`` and
 ``unit`` columns). ``cohort_table`` is the validated copy every later stage reads (pandera schema below), and
 ``subjects`` has one row per subject with its split and follow-up window.
+
+**Repeated rows** (identical in every column, extras included: the same code with the same value at the same time
+twice, which MEDS allows and real extracts contain) are collapsed into one row when the source is read
+(:func:`collapse_repeated_rows`); the number collapsed is the ``repeated_rows_collapsed`` entry of the member's
+``source[...]`` report. A repeat carries no information the text or a label could use, and counting it twice
+would double a value in the serialized text. Rows that differ in any column (e.g. two values of one lab at one
+time) are all kept.
 """
 
 from __future__ import annotations
@@ -44,10 +51,11 @@ def cohort_source(project: Project, cohort: str) -> tuple[pd.DataFrame, pd.DataF
                 f"(e.g. subject_id {clash[0]}); give the members disjoint id ranges"
             )
         seen.update(dict.fromkeys(ids.tolist(), member))
+        ev, n_repeated = collapse_repeated_rows(ev)
         frames.append(ev.assign(source_cohort=member))
         if data.splits is not None:
             split_frames.append(data.splits[["subject_id", "split"]].assign(source_cohort=member))
-        reports[member] = data.report
+        reports[member] = {**data.report, "repeated_rows_collapsed": n_repeated}
     events = pd.concat(frames, ignore_index=True)
     for col in EXTRA_COLUMNS:
         if col not in events.columns:
@@ -67,6 +75,24 @@ def cohort_source(project: Project, cohort: str) -> tuple[pd.DataFrame, pd.DataF
     return events, splits, reports
 
 
+def collapse_repeated_rows(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """(events with each set of identical rows kept once, first in order; the number of rows dropped). Values that
+    pandas cannot hash (lists, dicts in an extra column) are compared by their text."""
+    key = events
+    unhashable = [c for c in events.columns if events[c].dtype == object and _unhashable(events[c])]
+    if unhashable:
+        key = events.assign(**{c: events[c].map(repr) for c in unhashable})
+    repeated = key.duplicated(keep="first").to_numpy()
+    if not repeated.any():
+        return events, 0
+    return events[~repeated].reset_index(drop=True), int(repeated.sum())
+
+
+def _unhashable(col: pd.Series) -> bool:
+    v = col.dropna()
+    return len(v) > 0 and isinstance(v.iloc[0], list | dict | set | np.ndarray)
+
+
 # ------------------------------------------------------------------------------------------------------ validation
 def meds_violations(events: pd.DataFrame) -> list[str]:
     """Problems with the MEDS DataSchema, from the ``meds`` package's own validator (empty list: valid)."""
@@ -82,9 +108,15 @@ def meds_violations(events: pd.DataFrame) -> list[str]:
     return []
 
 
+def death_times(events: pd.DataFrame) -> pd.Series:
+    """Each row's subject's first ``MEDS_DEATH`` time (NaT without one; a cohort without any death is fine)."""
+    death = events.loc[events["code"] == death_code].groupby("subject_id")["time"].min()
+    limit = death.reindex(events["subject_id"].to_numpy()).to_numpy(dtype="datetime64[us]")
+    return pd.Series(limit, index=events.index)
+
+
 def _no_event_after_death(df: pd.DataFrame) -> pd.Series:
-    death = df.loc[df["code"] == death_code].groupby("subject_id")["time"].min()
-    limit = df["subject_id"].map(death)
+    limit = death_times(df)
     return ~(limit.notna() & (df["time"] > limit))
 
 
@@ -123,7 +155,7 @@ def format_failures(
         .agg(
             columns=("column", lambda c: ", ".join(sorted(set(c)))),
             rows=("index", "nunique"),
-            index=("index", lambda i: sorted({int(x) for x in i if x == x})),
+            index=("index", lambda i: sorted({int(x) for x in i if x is not None and x == x})),
         )
         .reset_index()
         .head(limit)
@@ -136,11 +168,19 @@ def format_failures(
     for r in summary.itertuples():
         line = f"| {r.check} | {r.columns} | {r.rows} |"
         if with_ids:
-            rows = [i for i in r.index if i in df.index]
-            ids = list(dict.fromkeys(int(x) for x in df.loc[rows, "subject_id"]))[:examples]
-            line += f" subject_id {', '.join(map(str, ids))} |" if ids else " |"
+            line += f" {subjects_named(df.loc[[i for i in r.index if i in df.index]], examples)} |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def subjects_named(rows: pd.DataFrame, examples: int = 5) -> str:
+    """The first few subjects of ``rows`` as a user knows them: ``PATIENT_ID ...`` for a cBioPortal source (the
+    ``subject_id`` is only a hash of it), else ``subject_id ...``; empty for no rows."""
+    if "patient_id" in rows.columns and rows["patient_id"].notna().any():
+        names = list(dict.fromkeys(str(x) for x in rows["patient_id"].dropna()))[:examples]
+        return f"PATIENT_ID {', '.join(names)}"
+    ids = list(dict.fromkeys(int(x) for x in rows["subject_id"]))[:examples]
+    return f"subject_id {', '.join(map(str, ids))}" if ids else ""
 
 
 def validate_events(events: pd.DataFrame, cohort: str) -> pd.DataFrame:

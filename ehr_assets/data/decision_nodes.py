@@ -3,7 +3,9 @@
 A node is an event whose code full-matches one of the cohort's declared patterns (for a union cohort, each member's
 own rule applies to its subjects). Its ``prediction_time`` is the event's time and, as in MEDS, the inclusive end of
 the data a model may use. A node needs at least ``min_context_events`` events at or before it and must precede the
-subject's death; at most ``max_per_subject`` nodes (the earliest) are kept per subject.
+subject's death; at most ``max_per_subject`` nodes (the earliest) are kept per subject. An end-of-interval event
+(a code ending in ``/STOP``, e.g. a cBioPortal treatment's stop day) is a node only when a pattern that contains
+``STOP`` matches it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 from meds import death_code
 
+from ..constants import STOP_SUFFIX
 from ..specs import DecisionNodeRule, Project
 
 NODE_COLUMNS = ["subject_id", "prediction_time", "node_code", "node_index", "split", "source_cohort"]
@@ -37,7 +40,16 @@ def find_nodes(events: pd.DataFrame, rule: DecisionNodeRule) -> pd.DataFrame:
     """Nodes of one member cohort's events (sorted by subject, time) under ``rule``."""
     pattern = re.compile("|".join(f"(?:{p})" for p in rule.codes))
     code_idx, codes = pd.factorize(events["code"])
-    matches = np.fromiter((pattern.fullmatch(str(c)) is not None for c in codes), dtype=bool, count=len(codes))
+    # an end-of-interval event (``<code>/STOP``) is a node only when a pattern that spells STOP asks for it
+    asked = re.compile("|".join(f"(?:{p})" for p in rule.codes if STOP_SUFFIX.strip("/") in p) or "(?!)")
+    matches = np.fromiter(
+        (
+            pattern.fullmatch(c) is not None and (not c.endswith(STOP_SUFFIX) or asked.fullmatch(c) is not None)
+            for c in map(str, codes)
+        ),
+        dtype=bool,
+        count=len(codes),
+    )
     hit = np.append(matches, False)[code_idx]
     ev = events[["subject_id", "time", "code"]].reset_index(drop=True)  # index = row position
     hits = ev[hit]
@@ -54,8 +66,9 @@ def find_nodes(events: pd.DataFrame, rule: DecisionNodeRule) -> pd.DataFrame:
     order = np.lexsort((t, sid))
     n_context = _events_up_to(sid, t, order)[hits.index.to_numpy()]
     hits = hits.assign(n_context=n_context)
-    death = ev.loc[ev["code"] == death_code].groupby("subject_id")["time"].min()
-    alive = ~(hits["subject_id"].map(death) <= hits["time"])
+    death = ev.loc[ev["code"] == death_code].groupby("subject_id")["time"].min()  # empty when nobody died
+    death_at = death.reindex(hits["subject_id"].to_numpy()).to_numpy(dtype="datetime64[us]")
+    alive = ~(death_at <= hits["time"].to_numpy(dtype="datetime64[us]"))
     hits = hits[(hits["n_context"] >= rule.min_context_events) & alive]
     hits = hits.sort_values(["subject_id", "time"], kind="stable").groupby("subject_id").head(rule.max_per_subject)
     return hits.rename(columns={"time": "prediction_time", "code": "node_code"})[

@@ -88,8 +88,8 @@ def _first_outcome_after(outcomes: pd.DataFrame, nodes: pd.DataFrame, blanking_d
 
 def _outcome_at_or_before(outcomes: pd.DataFrame, nodes: pd.DataFrame) -> pd.Series:
     """True where the subject has an outcome event at or before the node's prediction_time (in its context)."""
-    first = outcomes.groupby("subject_id")["time"].min()
-    t_first = nodes["subject_id"].map(first)
+    first = outcomes.groupby("subject_id")["time"].min()  # empty when no subject has the outcome
+    t_first = pd.Series(first.reindex(nodes["subject_id"].to_numpy()).to_numpy(), index=nodes.index)  # NaT: none
     return t_first.notna() & (t_first <= nodes["prediction_time"].astype("datetime64[us]"))
 
 

@@ -39,6 +39,12 @@ def cohort_events_asset(project: Project, partitions: dg.PartitionsDefinition) -
         t0 = time.perf_counter()
         key = context.partition_key
         ev, shipped_splits, reports = cohort_stage.cohort_source(project, key)  # raises before anything is written
+        for member, rep in reports.items():  # the PATIENT_IDs go to the run log, not to the published metadata
+            for r in rep.get("malformed_rows", []):
+                context.log.warning(
+                    f"source[{member}]: {r['rows']} malformed row(s) skipped in {r['file']}: {r['reason']} "
+                    f"(first: line {r['first_line']}, PATIENT_ID {r.get('patient_id')})"
+                )
         if ev.empty:
             raise cohort_stage.CohortDataError(
                 f"cohort {key!r}: the source yielded no events ({source_names(project, key)}); nothing was written"

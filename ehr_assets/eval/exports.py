@@ -16,10 +16,14 @@ Subjects' splits are in ``<dest>/subject_splits.parquet`` (:class:`meds.SubjectS
 
 **Predictions** (:func:`write_prediction_files`): for every recipe (the count baseline and the oracles included) and
 every binary task, ``<dest>/<recipe>/<task_name>.parquet`` with the MEDS label columns of the held-out rows plus
-``predicted_boolean_probability`` (float64) -- the columns of meds-evaluation's ``PredictionSchema``, validated with
-:class:`PredictionSchema` below (LabelSchema extended with the two prediction columns). An independent scorer
-recomputes our AUROC from these files alone (``roc_auc_score(boolean_value, predicted_boolean_probability)``).
-Nothing here imports Dagster.
+meds-evaluation's two prediction columns: ``predicted_boolean_probability`` (float32, the probe's probability) and
+``predicted_boolean_value`` (probability > 0.5, the rule of scikit-learn's ``LogisticRegression.predict``). The
+types are those of meds-evaluation's own ``PredictionSchema`` (mirrored by :class:`PredictionSchema` below, which
+validates every file; the test suite validates them with meds-evaluation's and scores them with
+``meds-evaluation-cli``). The probes round their probabilities to float32 before scoring
+(:func:`ehr_assets.eval.probes.binary_probe`), so the AUROC in ``probe_metrics`` is computed from exactly the values
+written here and any scorer reading the files agrees with it. meds-evaluation scores binary tasks only: survival
+tasks are exported as label files. Nothing here imports Dagster.
 """
 
 import json  # no `from __future__ import annotations`: flexible_schema reads PredictionSchema's annotations
@@ -45,11 +49,15 @@ BINARY_ENCODING = (
 
 
 class PredictionSchema(meds.LabelSchema):
-    """meds-evaluation's prediction file: :class:`meds.LabelSchema` plus ``predicted_boolean_value`` and
-    ``predicted_boolean_probability`` (closed: no other column)."""
+    """meds-evaluation's prediction file (``meds_evaluation.schema.PredictionSchema``, a test dependency only):
+    :class:`meds.LabelSchema` plus ``predicted_boolean_value`` (bool) and ``predicted_boolean_probability``
+    (float32); closed (no other column). Stricter than meds-evaluation's in one way: no nulls."""
 
     predicted_boolean_value: Optional(pa.bool_(), nullable=False)
-    predicted_boolean_probability: Optional(pa.float64(), nullable=False)
+    predicted_boolean_probability: Optional(pa.float32(), nullable=False)
+
+
+PREDICTED_TRUE_ABOVE = 0.5  # predicted_boolean_value = probability > 0.5, as LogisticRegression.predict decides
 
 
 def task_file_name(task: str, horizon_days: int, kind: str) -> str:
@@ -127,9 +135,11 @@ def write_prediction_files(preds: pd.DataFrame, dest: Path) -> pd.DataFrame:
     written = []
     for (recipe, task, horizon), rows in binary.groupby(["recipe", "task", "horizon_days"], sort=True):
         rows = rows.sort_values(["subject_id", "prediction_time"], kind="stable")
-        table = _label_table(rows, "binary").append_column(
-            "predicted_boolean_probability",
-            pa.array(rows["predicted_boolean_probability"].to_numpy(dtype=np.float64), pa.float64()),
+        prob = rows["predicted_boolean_probability"].to_numpy(dtype=np.float32)
+        table = (
+            _label_table(rows, "binary")
+            .append_column("predicted_boolean_value", pa.array(prob > PREDICTED_TRUE_ABOVE, pa.bool_()))
+            .append_column("predicted_boolean_probability", pa.array(prob, pa.float32()))
         )
         PredictionSchema.validate(table)
         name = task_file_name(task, horizon, "binary")

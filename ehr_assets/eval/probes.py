@@ -196,7 +196,10 @@ def binary_probe(
 
     if n_te == 0:
         return ProbeResult(nan_metrics(BINARY_METRICS, 0, 0, "held_out split is empty"), scores, params)
-    scores = model.predict_proba(scaler.transform(feature_matrix(test.X, n_te)))[:, 1].astype(np.float64)
+    # float32, as the exported prediction files hold them (eval.exports): every metric is computed from the values
+    # another tool reads back, so a MEDS scorer reproduces the AUROC exactly
+    scores = model.predict_proba(scaler.transform(feature_matrix(test.X, n_te)))[:, 1].astype(np.float32)
+    scores = scores.astype(np.float64)
     if np.unique(y_te).size < 2:
         note = f"held_out split has a single class (n_pos={n_pos} of {n_te}); metrics undefined"
         return ProbeResult(nan_metrics(BINARY_METRICS, n_te, n_pos, note), scores, params)

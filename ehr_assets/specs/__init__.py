@@ -21,6 +21,7 @@ from .cohort import (
     Source,
     Splits,
     SyntheticSource,
+    TableRule,
     TimelineRule,
 )
 from .probe import ProbeSpec
@@ -67,6 +68,7 @@ __all__ = [
     "Splits",
     "StrictModel",
     "SyntheticSource",
+    "TableRule",
     "TimelineRule",
     "TinyBackboneConfig",
     "Training",

@@ -26,6 +26,17 @@ class MedsSource(StrictModel):
     max_subjects: int | None = Field(default=None, gt=0, description="keep the N smallest subject_ids (dev runs)")
 
 
+class TableRule(StrictModel):
+    """A row whose ``column`` full-matches ``pattern`` (case-insensitive) gets ``table`` (e.g. radiation rows of a
+    TREATMENT file are procedures)."""
+
+    column: str = Field(min_length=1)
+    pattern: str = Field(min_length=1)
+    table: str = Field(min_length=1)
+
+    _p = field_validator("pattern")(lambda v: check_regexes([v])[0])
+
+
 class TimelineRule(StrictModel):
     """How rows of one cBioPortal timeline EVENT_TYPE become MEDS events (``ehr_assets.data.sources.cbioportal``)."""
 
@@ -33,11 +44,13 @@ class TimelineRule(StrictModel):
     value_column: str | None = Field(default=None, description="number -> numeric_value, else text_value")
     unit_column: str | None = None
     table: str = Field(default="observation", min_length=1, description="the event's category (SMB-v1 table)")
+    table_by: list[TableRule] = Field(default_factory=list, description="first matching rule sets the table")
     stop_event: bool = Field(default=False, description="also emit CODE/STOP at STOP_DATE when it is after START_DATE")
 
 
 class CbioportalSource(StrictModel):
-    """A cBioPortal study folder: ``data_clinical_patient.txt`` and ``data_timeline_*.txt`` (e.g. MSK-CHORD)."""
+    """A cBioPortal study folder (e.g. MSK-CHORD): patient and timeline files found through its meta files, else by
+    name (``data_clinical_patient.txt``, ``data_timeline*.txt``)."""
 
     kind: Literal["cbioportal"]
     path: str = Field(min_length=1, description="study folder; a relative path resolves against the project root")

@@ -21,8 +21,16 @@ out (its day still gets its date line). The text is:
    unit is the last shown value's (the line has no parentheses when it is empty). A line identical to an earlier
    line of the same category and day is dropped (e.g. two birth codes on one date).
 
-Without a ``table`` column there are no categories and no demographics section: each day lists all its codes in
-first-seen order. ``end_time`` keeps events at or before it (what a model may read at a decision node);
+**Without a ``table`` column** the text is what the released formatter prints for such data (``format_patient_history``
+in ``standardmodelbio/smb-utils``, ``smb_utils/ehr_process.py``, which groups by category only when the category
+column exists): no categories and no demographics section -- every event, ``MEDS_BIRTH`` and static rows
+included, sits in its day's block, and each day lists all its codes in first-seen order (so ``Birth: YYYY-MM-DD``
+is a line of the birth day's block, not a header). Events are sorted by time alone, ties kept in input order (the
+released formatter's single-key quicksort leaves their order unspecified). A subject whose ``table`` is null on
+every row is laid out the same way: the warehouse stores a null ``table`` for a source that has no such column, and
+reading it as "no event in any category" would leave only date lines.
+
+``end_time`` keeps events at or before it (what a model may read at a decision node);
 ``time_bins`` (the optional binned mode, with ``end_time``) replaces day blocks by ``YYYY-MM-DD - YYYY-MM-DD`` blocks,
 each ``(days_back_start, days_back_end)`` covering ``(end_time - start, end_time - end]``, printed in the reverse of the
 listed order (list the most recent bin first to print the oldest first); empty bins are left out.
@@ -131,12 +139,18 @@ def _category_lines(rows: list[tuple], tables: list, has_table: bool) -> str:
     return "\n".join(parts)
 
 
-def _sorted(events: pd.DataFrame) -> pd.DataFrame:
-    # pandas' defaults, as the released formatter sorts: two keys sort stably (lexsort); one key uses quicksort,
-    # whose order of equal times is pandas' own (kept for fidelity; every project event table has ``table``)
-    if "table" in events.columns:
+def has_categories(events: pd.DataFrame) -> bool:
+    """Whether ``events`` are laid out by category: they have a ``table`` column with at least one value (module
+    docstring: a subject whose ``table`` is all null reads as one without the column)."""
+    return "table" in events.columns and bool(events["table"].notna().any())
+
+
+def _sorted(events: pd.DataFrame, has_table: bool) -> pd.DataFrame:
+    # as the released formatter sorts: by (time, table) with pandas' defaults (two keys sort stably, a null table
+    # last); by time alone without categories, stably (see the module docstring)
+    if has_table:
         return events.sort_values(["time", "table"], na_position="last")
-    return events.sort_values("time")
+    return events.sort_values("time", kind="stable")
 
 
 def _rows(df: pd.DataFrame) -> list[tuple]:
@@ -192,8 +206,8 @@ def smb_v1_text(
     """One subject's events in the SMB-v1 layout (module docstring)."""
     if events.empty:
         return ""
-    has_table = "table" in events.columns
-    df = _sorted(events)
+    has_table = has_categories(events)
+    df = _sorted(events, has_table)
     if start_time is not None:
         df = df[df["time"] >= pd.Timestamp(start_time)]
     if end_time is not None:
@@ -243,9 +257,10 @@ def _day_segments(times: np.ndarray, split_times: Sequence) -> tuple[np.ndarray,
 def smb_v1_blocks(events: pd.DataFrame, split_times: Sequence = ()) -> TextBlocks:
     """The SMB-v1 text of one subject (day blocks) with block offsets; days holding one of ``split_times`` are split
     there (events at or before the split time, then the rest), see the module docstring."""
+    has_table = has_categories(events)
     if "table" not in events.columns:
         events = events.assign(table=None)
-    df = _sorted(events)
+    df = _sorted(events, has_table)
     person = df["table"].isin(DEMOGRAPHIC_TABLES).to_numpy()
     demo_df = df[person]
     demo = _category_lines(_rows(demo_df), demo_df["table"].tolist(), True) if len(demo_df) else ""
@@ -269,7 +284,7 @@ def smb_v1_blocks(events: pd.DataFrame, split_times: Sequence = ()) -> TextBlock
     text = demo + ("\n\n" if demo else "")
     for i, ((day, _), g) in enumerate(keys.groupby(["day", "seg"], sort=True)):
         idx = g.index.to_numpy()
-        body = _category_lines([rows[j] for j in idx], [tables[j] for j in idx], True)
+        body = _category_lines([rows[j] for j in idx], [tables[j] for j in idx], has_table)
         text += ("\n" if i else "") + f"\n[{pd.Timestamp(day).strftime('%Y-%m-%d')}]" + (f"\n{body}" if body else "")
         block_times.append(times_np[idx].max())
         char_ends.append(len(text))

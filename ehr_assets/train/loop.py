@@ -10,7 +10,6 @@ with ``training.seed``, the predictor with ``seed + 1``, and every micro-batch i
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import resource
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from ..model.losses import step_losses
+from ..model.precision import autocast, bf16_for
 from ..model.schedules import tau_at
 from ..specs import RecipeSpec
 from .checkpoint import latest_step, load_step, prune_steps, run_fingerprint, save_final, save_step
@@ -269,15 +269,15 @@ def progress_line(recipe: RecipeSpec, rec: dict, objective: Objective, has_momen
 
 # ====================================================================================================== train
 def _precision(recipe: RecipeSpec, device: torch.device, log: Callable[[str], None]):
-    """(use_bf16, autocast context factory): bf16 autocast on CUDA when the recipe asks for it, else fp32 (the CPU
-    runs bf16 recipes in fp32 and says so). Resets CUDA's peak-memory counter for the run's figure."""
+    """(use_bf16, autocast context factory) under the device policy of :func:`ehr_assets.model.precision.bf16_for`
+    (a CPU runs a bf16 recipe in fp32 and says so). Resets CUDA's peak-memory counter for the run's figure."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     precision = recipe.training.precision
-    use_bf16 = precision == "bf16" and device.type == "cuda"
+    use_bf16 = bf16_for(precision, device)
     if precision == "bf16" and not use_bf16:
         log("note: precision bf16 requested but no CUDA device; training in fp32 on CPU")
-    return use_bf16, ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext)
+    return use_bf16, lambda: autocast(device, use_bf16)
 
 
 def train(

@@ -46,3 +46,28 @@ def test_assign_splits_deterministic_disjoint_and_sized():
     assert cohort.split_violations(a) == []
     dup = pd.concat([a, a.iloc[:3].assign(split="held_out")])
     assert "in two splits" in cohort.split_violations(dup)[0]
+
+
+def test_a_cohort_without_any_death_validates_and_failures_name_the_patient(tiny_events):
+    """No MEDS_DEATH anywhere is a valid cohort (the death lookup is empty, not a crash); a cBioPortal cohort's
+    failures name the PATIENT_ID a user knows, not the hashed subject_id."""
+    alive = tiny_events[tiny_events["code"] != "MEDS_DEATH"].assign(source_cohort="msk")
+    assert len(cohort.validate_events(alive, "msk")) == len(alive)
+    assert cohort.death_times(alive).isna().all()
+    bad = pd.concat([tiny_events, ev([(1, "2016-01-01", "Visit/OP", None, "observation")])], ignore_index=True)
+    bad = bad.assign(source_cohort="msk", patient_id=bad["subject_id"].map({1: "P-0000001", 2: "P-0000002"}))
+    bad["subject_id"] = bad["subject_id"] + 281474976710000  # hashed-looking ids
+    with pytest.raises(cohort.CohortDataError) as e:
+        cohort.validate_events(bad, "msk")
+    assert str(e.value).endswith(
+        "| no_event_after_death | code, patient_id, source_cohort, subject_id, table, time | 1 | PATIENT_ID P-0000001 |"
+    )
+    assert "281474976710001" not in str(e.value)
+
+
+def test_repeated_rows_are_collapsed_once_and_counted(tiny_events):
+    rep = pd.concat([tiny_events, tiny_events.iloc[[3, 3, 5]]], ignore_index=True).assign(extra=[[1]] * 18)
+    out, n = cohort.collapse_repeated_rows(rep)
+    assert n == 3 and len(out) == len(tiny_events) and not out.drop(columns="extra").duplicated().any()
+    differ = pd.concat([tiny_events, tiny_events.iloc[[3]].assign(numeric_value=np.float32(9))], ignore_index=True)
+    assert cohort.collapse_repeated_rows(differ)[1] == 0  # a different value is another measurement: kept

@@ -182,13 +182,15 @@ def test_cbioportal_study_to_meds_events(study):
     # per-file counts; malformed rows counted per file and reason with their first line
     files = {f["file"]: f for f in rep["timeline_files"]}
     assert len(files) == 6 and files["data_timeline_genetic_counseling.txt"]["event_types"] == "GENETIC_COUNSELING"
-    assert rep["unknown_event_types"] == {"GENETIC_COUNSELING": 20}
+    assert rep["unknown_event_types"] == {
+        "GENETIC_COUNSELING": {"rows": 20, "columns": ["ANOTHER", "SOME_EXTRA", "SUBTYPE"]}
+    }
     bad = {(r["file"], r["reason"]): (r["rows"], r["first_line"]) for r in rep["malformed_rows"]}
     lab_lines = (study / "data_timeline_cea_labs.txt").read_text().splitlines()
     assert bad == {
         ("data_timeline_cea_labs.txt", "START_DATE is not an integer day"): (1, len(lab_lines) - 1),
-        ("data_timeline_cea_labs.txt", "PATIENT_ID not in data_clinical_patient.txt"): (1, len(lab_lines)),
-        ("data_timeline_treatment.txt", "2 fields, header has 8"): (
+        ("data_timeline_cea_labs.txt", "PATIENT_ID not in the patient or sample files"): (1, len(lab_lines)),
+        ("data_timeline_treatment.txt", "2 fields: the row ends before EVENT_TYPE"): (
             1,
             files["data_timeline_treatment.txt"]["rows"] + 0,
         ),
@@ -278,7 +280,7 @@ def test_cbioportal_errors_name_file_and_line(study, tmp_path):
     ):
         read_cbioportal(cbio_src(s))
     (s / "data_clinical_patient.txt").unlink()
-    with pytest.raises(SourceError, match=r"data_clinical_patient\.txt: patient file missing"):
+    with pytest.raises(SourceError, match=r"/s: no patient attributes: .*PATIENT_ATTRIBUTES.*data_clinical_patient"):
         read_cbioportal(cbio_src(s))
     with pytest.raises(SourceError, match="study folder not found"):
         read_cbioportal(cbio_src(tmp_path / "nope"))
@@ -335,3 +337,26 @@ def test_meds_shards_disagreeing_on_an_extra_column(tmp_path):
     _shard(tmp_path / "ds" / "data" / "1.parquet", subject_id=pa.array([2, 2], pa.int64()), visit=pa.array(["a", "b"]))
     with pytest.raises(SourceError, match=r"data: the shards disagree on a column's type"):
         read_meds(meds_src(tmp_path / "ds"))
+
+
+def test_static_rows_sit_at_birth_not_at_the_first_event_and_without_birth_at_the_first():
+    from ehr_assets.data.sources import place_static_rows
+
+    t = pd.to_datetime(["2019-12-01", "2020-01-01", None, "2021-01-01", None]).astype("datetime64[us]")
+    ev = pd.DataFrame(
+        {
+            "subject_id": [1, 1, 1, 2, 2],
+            "time": t,
+            "code": ["PRENATAL/ULTRASOUND", "MEDS_BIRTH", "GENDER/F", "VISIT", "GENDER/M"],
+        }
+    )
+    out, placed, dropped = place_static_rows(ev)
+    at = out.set_index("code")["time"]
+    assert at["GENDER/F"] == pd.Timestamp("2020-01-01") and at["GENDER/M"] == pd.Timestamp("2021-01-01")
+    assert (placed, dropped) == (2, 0) and list(out["code"]) == [
+        "PRENATAL/ULTRASOUND",
+        "MEDS_BIRTH",
+        "GENDER/F",
+        "VISIT",
+        "GENDER/M",
+    ]

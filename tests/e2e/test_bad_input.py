@@ -220,9 +220,17 @@ def _event_after_death(p):
     return int(dead["subject_id"])
 
 
-def _duplicate_rows(p):
+def _infinite_value(p):
+    """MEDS allows any float32; an infinite value is refused (repeated identical rows, once refused here, are now
+    collapsed and counted: tests/data/test_meds_shapes.py)."""
     f = shards(p)[2]
-    rewrite(f, lambda t: pa.concat_tables([t, t.slice(5, 3)]).sort_by([("subject_id", "ascending")]))
+    t = pq.read_table(f)
+    i = next(k for k, v in enumerate(t.column("numeric_value").to_pylist()) if v is not None)
+    values = t.column("numeric_value").to_pylist()
+    values[i] = float("inf")
+    i_col = t.schema.get_field_index("numeric_value")
+    pq.write_table(t.set_column(i_col, "numeric_value", pa.array(values, t.schema.field(i_col).type)), f)
+    return int(t.column("subject_id")[i].as_py())
 
 
 def _subject_in_two_splits(p):
@@ -253,7 +261,7 @@ DATA_CASES = {
     "time_wrong_type": (_time_as_string, ["'time'", "held_out/0.parquet"]),
     "numbers_as_strings": (_numbers_as_strings, ["'numeric_value'", "train/0.parquet"]),
     "event_after_death": (_event_after_death, ["no_event_after_death", "subject"]),
-    "duplicate_rows": (_duplicate_rows, ["no_duplicate_rows", "subject"]),
+    "infinite_value": (_infinite_value, ["finite", "numeric_value", "subject"]),
     "subject_in_two_splits": (_subject_in_two_splits, ["subject_splits.parquet", "subject"]),
     "empty_cohort": (_empty_cohort, [f"cohort {COHORT!r}", "no events"]),
     "outcome_never_occurs": (_outcome_never_occurs, ["probes/relapse.yaml", "outcome_codes", "SNOMED/0000000"]),

@@ -406,8 +406,14 @@ def test_exported_files_let_an_independent_scorer_recompute_our_auroc(built):
     checked = 0
     for path in files:
         table = pq.read_table(path)
-        assert table.column_names == ["subject_id", "prediction_time", "boolean_value", "predicted_boolean_probability"]
-        meds.LabelSchema.validate(table.drop(["predicted_boolean_probability"]))
+        assert table.column_names == [
+            "subject_id",
+            "prediction_time",
+            "boolean_value",
+            "predicted_boolean_value",
+            "predicted_boolean_probability",
+        ]
+        meds.LabelSchema.validate(table.drop(["predicted_boolean_value", "predicted_boolean_probability"]))
         df = table.to_pandas()
         task, horizon = path.stem.rsplit("_", 1)
         ours = metrics[(path.parent.name, task, int(horizon.rstrip("d")))]

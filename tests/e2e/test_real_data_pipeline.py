@@ -346,3 +346,52 @@ def test_context_ids_holding_later_tokens_fail_the_recipe_leakage_check(run):
     finally:
         with duckdb.connect(str(db)) as c:
             replace_partition(c, "recipe_node_contexts", ctx, where)
+
+
+def test_exported_predictions_are_read_and_scored_by_meds_evaluation(run, tmp_path):
+    """Every prediction file passes meds-evaluation's own PredictionSchema with nothing to cast, and its CLI
+    (``meds-evaluation-cli``) scores one file per recipe kind (a trained LoRA recipe, a frozen released-layout
+    model, the count baseline) to exactly the AUROC in ``probe_metrics``. Survival tasks have no meds-evaluation
+    scorer; their label files pass ``meds.LabelSchema``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import meds
+    from meds_evaluation.schema import PredictionSchema
+
+    root = run["art"] / "prediction_files" / "inspect"
+    files = sorted(root.glob("*/*.parquet"))
+    assert {p.parent.name for p in files} == {"frozen_smb", "sft_local", "count_baseline"}
+    for path in files:
+        table = pq.read_table(path)
+        PredictionSchema.validate(table)
+        assert PredictionSchema.align(table).schema == table.schema
+    auroc = q(
+        run["db"], "SELECT recipe, value FROM probe_metrics WHERE cohort = 'inspect' AND metric = 'auroc'"
+    ).set_index("recipe")["value"]
+    cli = Path(sys.executable).parent / "meds-evaluation-cli"
+    for recipe in ("sft_local", "frozen_smb", "count_baseline"):
+        out = tmp_path / f"{recipe}.json"
+        pred = root / recipe / "mortality_365d.parquet"
+        done = subprocess.run(
+            [str(cli), f"predictions_path={pred}", f"output_file={out}"], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        scored = json.loads(out.read_text())["samples_equally_weighted"]
+        assert scored["roc_auc_score"] == pytest.approx(auroc[recipe], abs=1e-12), recipe
+        assert {"binary_accuracy", "f1_score", "brier_score", "calibration_error"} <= set(scored)
+    meds.LabelSchema.validate(pq.read_table(run["art"] / "label_files" / "inspect" / "survival.parquet"))
+
+
+def test_every_warehouse_table_and_column_is_declared(run):
+    """The column types of every table the graph wrote come from ehr_assets/warehouse_schema.py."""
+    from ehr_assets.warehouse_schema import TABLES, undeclared
+
+    with duckdb.connect(str(run["db"]), read_only=True) as c:
+        tables = [r[0] for r in c.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+        described = {t: {r[0]: r[1] for r in c.execute(f'DESCRIBE "{t}"').fetchall()} for t in tables}
+    assert len(tables) >= 12
+    for t, cols in described.items():
+        assert undeclared(t, cols) == [], t
+        assert {c: cols[c] for c in TABLES[t].columns} == TABLES[t].columns, t

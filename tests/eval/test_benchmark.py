@@ -146,8 +146,8 @@ def test_latent_rows_belong_to_the_cohort_and_hold_the_true_state(msk):
 def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_path):
     """A real source (stand-in: a cohort spec whose source kind is 'meds') gets no latent rows and no oracle
     metrics; the assets succeed, record why, and clear rows an earlier materialization left behind."""
-    from ehr_assets.assets import ArtifactStore
-    from ehr_assets.benchmark_assets import build_latent_asset, build_oracle_asset
+    from ehr_assets.defs.evaluation import latent_asset, oracle_asset
+    from ehr_assets.defs.resources import ArtifactStore
 
     real = CohortSpec.model_construct(
         name="real", source=SimpleNamespace(kind="meds"), union=None, decision_nodes=None, splits=None
@@ -162,7 +162,7 @@ def test_a_non_synthetic_cohort_has_no_oracle_and_its_assets_write_no_rows(tmp_p
         c.execute("CREATE TABLE probe_metrics AS SELECT 'real' AS cohort, 'oracle' AS recipe, 0.9 AS value")
         c.execute("INSERT INTO probe_metrics VALUES ('real', 'sft', 0.7)")
     parts = dg.StaticPartitionsDefinition(["real"])
-    assets = [build_latent_asset(project, parts), build_oracle_asset(project, "oracle", parts)]
+    assets = [latent_asset(project, parts), oracle_asset(project, "oracle", parts)]
     with dg.instance_for_test() as instance:
         res = dg.materialize(
             assets,
@@ -312,12 +312,14 @@ def test_export_files_schemas_encoding_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"task\(s\) \['frailty'\] that no probes/\*\.yaml declares"):
         exports.write_label_files(labels.assign(task="frailty"), {"mortality": "binary"}, tmp_path / "x")
 
-    preds = labels.assign(recipe="sft", predicted_boolean_probability=[0.9, 0.2, 0.7])
+    preds = labels.assign(recipe="sft", predicted_boolean_probability=[0.9, 0.45, 0.7])
     unfit = labels.assign(recipe="jepa", predicted_boolean_probability=np.nan)  # its probe could not be fit
     written = exports.write_prediction_files(pd.concat([preds, unfit]), tmp_path / "preds")
     assert written["file"].tolist() == ["sft/mortality_365d.parquet"]
     p = pq.read_table(tmp_path / "preds" / "sft" / "mortality_365d.parquet")
     exports.PredictionSchema.validate(p)
-    assert p.schema.field("predicted_boolean_probability").type == "double"
+    assert p.schema.field("predicted_boolean_probability").type == "float"  # meds-evaluation's float32
+    assert p.column("predicted_boolean_probability").to_pylist() == np.float32([0.45, 0.7, 0.9]).tolist()  # sorted
+    assert p.column("predicted_boolean_value").to_pylist() == [False, True, True]  # probability > 0.5
     with pytest.raises(Exception, match="Disallowed extra columns: split"):
         exports.PredictionSchema.validate(p.append_column("split", p.column("subject_id").cast("string")))

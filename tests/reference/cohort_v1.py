@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from meds import death_code
 
-from ehr_assets.constants import US_PER_DAY
+from ehr_assets.constants import STOP_SUFFIX, US_PER_DAY
 from ehr_assets.data.labels import DAY, LABEL_COLUMNS
 from ehr_assets.specs import DecisionNodeRule, ProbeSpec
 
@@ -18,6 +18,9 @@ def find_nodes(events: pd.DataFrame, rule: DecisionNodeRule) -> pd.DataFrame:
     pattern = re.compile("|".join(f"(?:{p})" for p in rule.codes))
     codes = pd.Series(events["code"].unique())
     hit_codes = set(codes[codes.map(lambda c: pattern.fullmatch(c) is not None)])
+    # an end-of-interval event (``<code>/STOP``) is a node only when a pattern that spells STOP asks for it
+    asked = re.compile("|".join(f"(?:{p})" for p in rule.codes if STOP_SUFFIX.strip("/") in p) or "(?!)")
+    hit_codes = {c for c in hit_codes if not c.endswith(STOP_SUFFIX) or asked.fullmatch(c)}
     ev = events[["subject_id", "time", "code"]]
     hits = ev[ev["code"].isin(hit_codes)]
     if rule.first_occurrence_only:
@@ -33,8 +36,9 @@ def find_nodes(events: pd.DataFrame, rule: DecisionNodeRule) -> pd.DataFrame:
         int(times[s].searchsorted(t.to_datetime64(), side="right")) for s, t in zip(hits["subject_id"], hits["time"])
     ]
     hits = hits.assign(n_context=n_context)
-    death = ev.loc[ev["code"] == death_code].groupby("subject_id")["time"].min()
-    alive = ~(hits["subject_id"].map(death) <= hits["time"])
+    death = ev.loc[ev["code"] == death_code].groupby("subject_id")["time"].min()  # empty when nobody died
+    death_at = death.reindex(hits["subject_id"].to_numpy()).to_numpy(dtype="datetime64[us]")
+    alive = ~(death_at <= hits["time"].to_numpy(dtype="datetime64[us]"))
     hits = hits[(hits["n_context"] >= rule.min_context_events) & alive]
     hits = hits.sort_values(["subject_id", "time"], kind="stable").groupby("subject_id").head(rule.max_per_subject)
     return hits.rename(columns={"time": "prediction_time", "code": "node_code"})[
@@ -71,7 +75,7 @@ def _first_outcome_after(
 def _outcome_at_or_before(events: pd.DataFrame, nodes: pd.DataFrame, codes: list[str]) -> pd.Series:
     """True where the subject has an outcome event at or before the node's prediction_time (in its context)."""
     first = pd.Series({s: a[0] for s, a in _outcome_times(events, codes).items()}, dtype="datetime64[us]")
-    t_first = nodes["subject_id"].map(first)
+    t_first = pd.Series(first.reindex(nodes["subject_id"].to_numpy()).to_numpy(), index=nodes.index)  # NaT: none
     return t_first.notna() & (t_first <= nodes["prediction_time"].astype("datetime64[us]"))
 
 

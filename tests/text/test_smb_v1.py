@@ -138,3 +138,64 @@ def test_cli_prints_one_subject(tmp_path, edge_events, capsys):
     )
     with pytest.raises(SystemExit, match="subject '3' not found"):
         main(["--format", "smb_v1", "--meds-parquet", str(path), "--subject", "3"])
+
+
+# ------------------------------------------------------------------------------------------- without a table column
+NO_TABLE = """
+[1960-05-06]
+Birth: 1960-05-06
+GENDER/F
+
+[2015-01-02]
+RXNORM/123
+ICD10/I10
+LOINC/718-7 (g/L): 8.12, 13.33, 11.00, 0.38, 10.00
+SMOKING: never
+BP/SYS: 120.00
+CPT/1
+LOINC/2: pos
+Visit/OP
+
+[2015-01-05]
+Visit/OP
+
+[2015-02-01]
+MEDS_DEATH"""
+
+
+def test_without_a_table_column_the_released_formatters_layout(edge_events):
+    """What the released formatter (smb-utils ``format_patient_history`` with no category column) prints: no
+    demographics header, Birth and gender inside the birth day's block, every code of a day in first-seen order
+    (a table that is in no category is no reason to leave an event out), the last five values with the last unit."""
+    bare = edge_events.drop(columns=["table"])
+    assert smb_v1_text(bare) == NO_TABLE
+    # a subject whose table is null on every row (a source without the column, as the warehouse stores it) too
+    assert smb_v1_text(edge_events.assign(table=None)) == NO_TABLE
+    assert smb_v1_blocks(bare).text == smb_v1_blocks(edge_events.assign(table=None)).text == NO_TABLE
+    # one categorized row is enough for the categorized layout
+    some = edge_events.assign(table=[None] * (len(edge_events) - 1) + ["death"])
+    assert smb_v1_text(some) == "\n[1960-05-06]\n\n[2015-01-02]\n\n[2015-01-05]\n\n[2015-02-01]\nMEDS_DEATH"
+    assert smb_v1_text(edge_events) == EXPECTED
+
+
+def test_without_a_table_column_node_contexts_are_exact_prefixes(edge_events):
+    bare = edge_events.drop(columns=["table"])
+    for node in ("2015-01-02 10:31", "1960-05-06", "2015-01-05 08:00"):
+        t = np.datetime64(pd.Timestamp(node), "us")
+        split = smb_v1_blocks(bare, [t])
+        k = int(np.searchsorted(np.asarray(split.times, dtype="datetime64[us]"), t, side="right"))
+        assert split.text[: split.char_ends[k - 1]] == smb_v1_text(bare, end_time=t)
+    assert smb_v1_text(bare, end_time="2015-01-02 10:31").endswith(
+        "[2015-01-02]\nRXNORM/123\nICD10/I10\nLOINC/718-7 (g/dL): 12.00, 8.12"
+    )
+
+
+def test_cli_places_static_rows_without_a_birth(tmp_path, capsys):
+    """``python -m ehr_assets.serialize`` on MEDS rows with a static row and no MEDS_BIRTH anywhere: the static row
+    sits at the first event (after that instant's timed rows), as in the pipeline."""
+    t = pd.to_datetime([None, "2020-01-02 10:00", "2020-01-03 00:00"])
+    pd.DataFrame({"subject_id": [5, 5, 5], "time": t, "code": ["GENDER/F", "A", "B"]}).to_parquet(
+        tmp_path / "x.parquet"
+    )
+    assert main(["--format", "smb_v1", "--meds-parquet", str(tmp_path / "x.parquet"), "--subject", "5"]) == 0
+    assert capsys.readouterr().out == "\n[2020-01-02]\nA\nGENDER/F\n\n[2020-01-03]\nB\n"

@@ -5,8 +5,16 @@
   column or one of the wrong kind, e.g. an integer ``time`` or a string ``subject_id``, is an error naming the
   column and the shard). A subject found in two shards is an error. Extra columns are kept (``table`` and
   ``unit`` feed serialization); the names ``cohort`` and ``source_cohort`` are reserved.
+* optional columns may be absent (``numeric_value``, ``text_value``: filled with nulls; ``table``, ``unit``: null,
+  see :mod:`ehr_assets.text.smb_v1` for a text without categories); the report lists which ones the data had.
+* births and deaths are optional: a subject without ``MEDS_BIRTH`` has no age, one without ``MEDS_DEATH`` is
+  followed up to its last event (the report counts both).
 * static rows (null ``time``, e.g. a gender row) are placed at the subject's ``MEDS_BIRTH`` time, else at its
-  first timed event, so every event has a place on the timeline (counted in the report).
+  first timed event, so every event has a place on the timeline (counted in the report); a subject with static rows
+  only has no place on the timeline and is left out (counted).
+* repeated rows (identical in every column, which MEDS allows) are kept here and collapsed into one by the cohort
+  stage (:func:`ehr_assets.data.cohort.collapse_repeated_rows`, counted in the report); codes are any non-empty
+  strings (spaces, unicode, any length).
 * ``metadata/subject_splits.parquet`` (``meds.SubjectSplitSchema``) gives the splits when present and
   ``subject_splits: true``; it must list every subject of the data with a split in train/tuning/held_out.
 * ``metadata/codes.parquet`` (``meds.CodeMetadataSchema``) and ``metadata/dataset.json``
@@ -25,6 +33,7 @@ import meds
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...constants import MEDS_COLUMNS, SPLITS
@@ -48,13 +57,20 @@ def read_meds(src: MedsSource) -> SourceData:
     root = Path(src.path)
     if not root.is_dir():
         raise SourceError(f"{root}: MEDS dataset folder not found (source.path)")
-    events, n_shards = _read_shards(root / meds.data_subdirectory)
-    report: dict = {"kind": "meds", "path": str(root), "shards": n_shards, "rows_read": len(events)}
-
+    table, n_shards = _read_shards(root / meds.data_subdirectory)
+    report: dict = {"kind": "meds", "path": str(root), "shards": n_shards, "rows_read": table.num_rows}
+    report["optional_columns"] = [
+        c for c in ("numeric_value", "text_value", "table", "unit") if c in table.column_names
+    ]
     if src.max_subjects is not None:
-        keep = np.sort(events["subject_id"].unique())[: src.max_subjects]
-        events = events[events["subject_id"].isin(keep)]
+        keep = np.sort(pc.unique(table.column("subject_id")).to_numpy())[: src.max_subjects]
+        table = table.filter(pc.is_in(table.column("subject_id"), pa.array(keep, pa.int64())))
         report["max_subjects"] = src.max_subjects
+    events = _to_pandas(table)  # the only conversion: filters above stay in Arrow
+    for col in ("numeric_value", "text_value"):
+        if col not in events:
+            events[col] = np.nan if col == "numeric_value" else None
+    events["numeric_value"] = events["numeric_value"].astype("float32")
 
     events, n_static, n_dropped = place_static_rows(events)
     report["static_rows_placed"] = n_static
@@ -62,6 +78,7 @@ def read_meds(src: MedsSource) -> SourceData:
         report["subjects_without_timed_events_dropped"] = n_dropped
     events = events.sort_values(["subject_id", "time"], kind="stable").reset_index(drop=True)
     report["extra_columns"] = [c for c in events.columns if c not in MEDS_COLUMNS]
+    report.update(_life_events(events))
 
     report.update(_dataset_info(root))
     codes_path = root / meds.code_metadata_filepath
@@ -84,10 +101,10 @@ def read_meds(src: MedsSource) -> SourceData:
 
 
 # ---------------------------------------------------------------------------------------------------------- shards
-def _read_shards(data_dir: Path) -> tuple[pd.DataFrame, int]:
-    """(events of every shard under ``data_dir``, number of shards): each shard checked, each subject in one shard,
-    ``numeric_value`` float32 and ``text_value`` present."""
-    shards = sorted(data_dir.glob("**/*.parquet"))
+def _read_shards(data_dir: Path) -> tuple[pa.Table, int]:
+    """(events of every shard under ``data_dir`` as one Arrow table, number of shards): each shard checked against
+    ``meds.DataSchema``, each subject in one shard; shards may differ in their optional and extra columns."""
+    shards = sorted(p for p in data_dir.glob("**/*.parquet") if not p.name.startswith("."))
     if not shards:
         raise SourceError(f"{data_dir}: no parquet shards (a MEDS dataset has data/**/*.parquet)")
 
@@ -105,12 +122,7 @@ def _read_shards(data_dir: Path) -> tuple[pd.DataFrame, int]:
         table = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise SourceError(f"{data_dir}: the shards disagree on a column's type ({e})") from None
-    events = _to_pandas(table)
-    for col in ("numeric_value", "text_value"):
-        if col not in events:
-            events[col] = np.nan if col == "numeric_value" else None
-    events["numeric_value"] = events["numeric_value"].astype("float32")
-    return events, len(shards)
+    return table, len(shards)
 
 
 def _decode_dictionaries(table: pa.Table) -> pa.Table:
@@ -169,9 +181,15 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
 
 def pc_unique(col: pa.ChunkedArray) -> list[int]:
     """The distinct values of an arrow column, as a Python list."""
-    import pyarrow.compute as pc
-
     return pc.unique(col).to_pylist()
+
+
+def _life_events(events: pd.DataFrame) -> dict:
+    """Report entries: subjects without a ``MEDS_BIRTH`` (no age) and with a ``MEDS_DEATH``."""
+    n = events["subject_id"].nunique()
+    born = events.loc[events["code"] == meds.birth_code, "subject_id"].nunique()
+    died = events.loc[events["code"] == meds.death_code, "subject_id"].nunique()
+    return {"subjects_without_birth": int(n - born), "subjects_with_death": int(died)}
 
 
 def place_static_rows(events: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
@@ -182,11 +200,14 @@ def place_static_rows(events: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
     if not static.any():
         return events, 0, 0
     timed = events[~static]
+    sid = events.loc[static, "subject_id"].to_numpy()
+    # lookups by reindexing: a dataset without any MEDS_BIRTH (or any timed row) gives NaT, never a float NaN
     birth = timed.loc[timed["code"] == meds.birth_code].groupby("subject_id")["time"].min()
-    first = timed.groupby("subject_id")["time"].min()
-    anchor = events.loc[static, "subject_id"].map(birth).fillna(events.loc[static, "subject_id"].map(first))
+    at_birth = birth.reindex(sid).to_numpy(dtype="datetime64[us]")
+    at_first = timed.groupby("subject_id")["time"].min().reindex(sid).to_numpy(dtype="datetime64[us]")
     events = events.copy()
-    events.loc[static, "time"] = anchor
+    events["time"] = events["time"].astype("datetime64[us]")
+    events.loc[static, "time"] = np.where(np.isnat(at_birth), at_first, at_birth)
     no_time = events["time"].isna()
     dropped = int(events.loc[no_time, "subject_id"].nunique())
     events = events[~no_time]

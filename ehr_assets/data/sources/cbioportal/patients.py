@@ -1,4 +1,6 @@
-"""cBioPortal patients (``data_clinical_patient.txt``): one row per PATIENT_ID, its stable ``subject_id``, and the
+"""cBioPortal patients: one record per PATIENT_ID from the study's patient attribute files (every one the study
+names, merged: the first non-blank value of a column wins) and the ``PATIENT_ID`` column of its sample files (a
+patient may have no patient-file row: cBioPortal's patient file is optional); its stable ``subject_id``; and the
 patient-level events it gives: ``MEDS_BIRTH`` from an age column, demographic ``COLUMN/value`` rows, ``MEDS_DEATH``
 from ``OS_STATUS`` and ``OS_MONTHS`` (the anchor, age and death rules: :mod:`ehr_assets.data.sources.cbioportal`).
 """
@@ -26,47 +28,72 @@ def subject_id_of(patient_id: str) -> int:
     return int.from_bytes(hashlib.sha256(patient_id.encode("utf-8")).digest()[:6], "big")
 
 
-def read_patients(path: Path, bad: MalformedRows) -> tuple[list[str], list[dict]]:
-    """(header, one dict per patient row) of ``data_clinical_patient.txt``; a PATIENT_ID defined twice is an error."""
-    if not path.is_file():
-        raise SourceError(f"{path}: patient file missing (a cBioPortal study needs data_clinical_patient.txt)")
-    header, rows = read_tsv(path)
-    if "PATIENT_ID" not in header:
-        raise SourceError(f"{path}: missing column 'PATIENT_ID' (header: {header})")
-    out, seen = [], {}
-    for lineno, fields in rows:
-        if len(fields) != len(header):
-            bad(path, lineno, f"{len(fields)} fields, header has {len(header)}")
-            continue
-        rec = dict(zip(header, (x.strip() for x in fields)))
-        pid = rec["PATIENT_ID"]
-        if not pid:
-            bad(path, lineno, "blank PATIENT_ID")
-            continue
-        if pid in seen:
-            raise SourceError(f"{path}:{lineno}: PATIENT_ID {pid!r} already defined on line {seen[pid]}")
-        seen[pid] = lineno
-        out.append(rec)
-    return header, out
+def read_patients(
+    patient_files: list[Path], sample_files: list[Path], bad: MalformedRows
+) -> tuple[list[str], list[dict], dict]:
+    """(the patient files' columns, one record per patient, report entries). A PATIENT_ID defined twice in one
+    patient file is an error naming the file, both lines and the PATIENT_ID."""
+    header: list[str] = []
+    by_id: dict[str, dict] = {}
+    for path in patient_files:
+        cols, rows = read_tsv(path)
+        if "PATIENT_ID" not in cols:
+            raise SourceError(f"{path}: missing column 'PATIENT_ID' (header: {cols})")
+        header += [c for c in cols if c not in header]
+        seen: dict[str, int] = {}
+        for lineno, fields in rows:
+            rec = dict(zip(cols, (x.strip() for x in fields)))
+            pid = rec.get("PATIENT_ID", "")
+            if len(fields) != len(cols):
+                bad(path, lineno, f"{len(fields)} fields, header has {len(cols)}", pid)
+                continue
+            if not pid:
+                bad(path, lineno, "blank PATIENT_ID")
+                continue
+            if pid in seen:
+                raise SourceError(f"{path}:{lineno}: PATIENT_ID {pid!r} already defined on line {seen[pid]}")
+            seen[pid] = lineno
+            merged = by_id.setdefault(pid, {})
+            merged.update({k: v for k, v in rec.items() if is_blank(merged.get(k))})
+    only_in_samples = 0
+    for path in sample_files:
+        cols, rows = read_tsv(path)
+        if "PATIENT_ID" not in cols:
+            raise SourceError(f"{path}: missing column 'PATIENT_ID' (a sample file maps samples to patients)")
+        i = cols.index("PATIENT_ID")
+        for lineno, fields in rows:
+            pid = fields[i].strip() if len(fields) > i else ""
+            if not pid:
+                bad(path, lineno, "blank PATIENT_ID")
+            elif pid not in by_id:
+                by_id[pid] = {"PATIENT_ID": pid}
+                only_in_samples += 1
+    return header, list(by_id.values()), {"patients_only_in_sample_files": only_in_samples}
 
 
-def subject_ids(path: Path, patients: list[dict]) -> dict[str, int]:
-    """PATIENT_ID -> subject_id (:func:`subject_id_of`); two PATIENT_IDs with one hash are an error."""
-    ids = {p["PATIENT_ID"]: subject_id_of(p["PATIENT_ID"]) for p in patients}
-    hashed = pd.Series(list(ids.values()))
-    if hashed.duplicated().any():
-        raise SourceError(f"{path}: two PATIENT_IDs hash to subject_id {int(hashed[hashed.duplicated()].iloc[0])}")
+def subject_ids(root: Path, patients: list[dict]) -> dict[str, int]:
+    """PATIENT_ID -> subject_id (:func:`subject_id_of`); two PATIENT_IDs with one hash are an error naming both."""
+    ids: dict[str, int] = {}
+    owner: dict[int, str] = {}
+    for p in patients:
+        pid = p["PATIENT_ID"]
+        sid = subject_id_of(pid)
+        if sid in owner:
+            raise SourceError(f"{root}: PATIENT_IDs {owner[sid]!r} and {pid!r} hash to the same subject_id")
+        owner[sid] = pid
+        ids[pid] = sid
     return ids
 
 
-def _age_rule(src: CbioportalSource, header: list[str]) -> tuple[str | None, str | None]:
+def _age_rule(src: CbioportalSource, where: str, header: list[str]) -> tuple[str | None, str | None]:
     """(age column, ``anchor`` or ``last_follow_up``): the declared one, else the default; (None, None): no birth."""
     if src.age_column is not None:
         if src.age_column not in header:
-            raise SourceError(f"{src.path}/data_clinical_patient.txt: age_column {src.age_column!r} not in the header")
+            raise SourceError(f"{where}: age_column {src.age_column!r} not in the patient attributes ({header})")
         return src.age_column, src.age_at or "anchor"
-    if "AGE_AT_DIAGNOSIS" in header:
-        return "AGE_AT_DIAGNOSIS", "anchor"
+    for col in ("AGE_AT_DIAGNOSIS", "AGE"):  # cBioPortal's AGE: age when the disease was first diagnosed (day 0)
+        if col in header:
+            return col, "anchor"
     if "CURRENT_AGE_DEID" in header and "OS_MONTHS" in header:
         return "CURRENT_AGE_DEID", "last_follow_up"
     return None, None
@@ -74,21 +101,21 @@ def _age_rule(src: CbioportalSource, header: list[str]) -> tuple[str | None, str
 
 def patient_rows(
     src: CbioportalSource,
-    pat_path: Path,
+    where: str,
     header: list[str],
     patients: list[dict],
     timeline: pd.DataFrame,
     anchor: np.datetime64,
 ) -> tuple[list[tuple], dict]:
     """(birth, demographic and death rows as ``(patient_id, time, code, table)``, their report entries) by the
-    anchor, age and death rules (package docstring)."""
+    anchor, age and death rules (package docstring); ``where`` names the patient files in errors."""
     last_day = timeline.groupby("patient_id")["day"].max()
     first_day = timeline.groupby("patient_id")["day"].min()
-    age_col, age_at = _age_rule(src, header)
+    age_col, age_at = _age_rule(src, where, header)
     demo_cols = src.demographics if src.demographics is not None else [c for c in DEMOGRAPHIC_COLUMNS if c in header]
     for c in demo_cols:
         if c not in header:
-            raise SourceError(f"{pat_path}: demographics column {c!r} not in the header")
+            raise SourceError(f"{where}: demographics column {c!r} not in the patient attributes ({header})")
     static: list[tuple] = []
     n_birth = n_death = n_moved = n_no_os = 0
     for p in patients:

@@ -1,6 +1,7 @@
-"""cBioPortal's tab-separated files, cell by cell: reading a file (``#`` comment lines and blank lines skipped), the
-markers that mean "no value", numbers in cells, and the bookkeeping of malformed rows (counted per file and reason,
-or refused at once with the file and line named). Shared by the patient file and the timeline files."""
+"""cBioPortal's tab-separated files, cell by cell: reading a file (UTF-8 with or without a byte-order mark; ``#``
+comment lines and blank lines skipped), the markers that mean "no value", numbers in cells, and the bookkeeping of
+malformed rows (counted per file and reason with the first line and its ``PATIENT_ID``, or refused at once with the
+file, line and ``PATIENT_ID`` named). Shared by the patient, sample and timeline files."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def read_tsv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     header: list[str] | None = None
     rows: list[tuple[int, list[str]]] = []
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             for lineno, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
                     continue
@@ -50,24 +51,33 @@ def read_tsv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
 
 
 class MalformedRows:
-    """Per-file counts of skipped rows by reason (``mode="report"``) or an immediate error naming file and line
-    (``mode="error"``); call it with ``(path, line number, reason)`` for each malformed row."""
+    """Per-file counts of skipped rows by reason (``mode="report"``) or an immediate error naming file, line and
+    ``PATIENT_ID`` (``mode="error"``); call it with ``(path, line number, reason, PATIENT_ID or None)`` for each
+    malformed row."""
 
     def __init__(self, mode: str):
         self.mode = mode
         self.counts: dict[tuple[str, str], int] = {}
-        self.first_line: dict[tuple[str, str], int] = {}
+        self.first: dict[tuple[str, str], tuple[int, str | None]] = {}
 
-    def __call__(self, path: Path, lineno: int, reason: str) -> None:
+    def __call__(self, path: Path, lineno: int, reason: str, patient_id: str | None = None) -> None:
         if self.mode == "error":
-            raise SourceError(f"{path}:{lineno}: malformed row: {reason}")
+            who = f" (PATIENT_ID {patient_id})" if patient_id else ""
+            raise SourceError(f"{path}:{lineno}: malformed row{who}: {reason}")
         key = (path.name, reason)
         self.counts[key] = self.counts.get(key, 0) + 1
-        self.first_line.setdefault(key, lineno)
+        self.first.setdefault(key, (lineno, patient_id or None))
 
     def table(self) -> list[dict]:
-        """One JSON-able row per (file, reason): rows skipped and the first line, sorted by file and reason."""
+        """One JSON-able row per (file, reason): rows skipped, the first line and its PATIENT_ID (None when blank),
+        sorted by file and reason."""
         return [
-            {"file": f, "reason": r, "rows": n, "first_line": self.first_line[(f, r)]}
+            {
+                "file": f,
+                "reason": r,
+                "rows": n,
+                "first_line": self.first[(f, r)][0],
+                "patient_id": self.first[(f, r)][1],
+            }
             for (f, r), n in sorted(self.counts.items())
         ]
