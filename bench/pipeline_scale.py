@@ -126,13 +126,16 @@ def run_child(args) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------- parent
-def measure_size(n: int, args, work: Path) -> dict:
-    """Every asset at ``n`` subjects, each in its own process, on a fresh warehouse and artifact root."""
+def measure_size(n: int, args, work: Path, runs: list[dict], save) -> dict:
+    """Every asset at ``n`` subjects, each in its own process, on a fresh warehouse and artifact root; the run is
+    appended to ``runs`` at once and ``save()`` called after every asset (an interrupted bench keeps what it
+    measured)."""
     base = work / f"n{n}"
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     project = make_project(base / "project", args.cohort, n, args.recipe, args.steps)
     rows = []
+    runs.append({"subjects": n, "assets": rows})
     for name in asset_list(args.recipe):
         load_before = os.getloadavg()
         cmd = [sys.executable, __file__, "--child", name, "--project", str(project), "--cohort", args.cohort]
@@ -145,6 +148,7 @@ def measure_size(n: int, args, work: Path) -> dict:
         row = json.loads(line[len("BENCH_RESULT ") :])
         row.update(process_s=round(time.perf_counter() - t0, 2), load_before=load_before, load_after=os.getloadavg())
         rows.append(row)
+        save()
         print(
             f"  n={n:>7,} {name:<30} {row['seconds']:>8.1f} s  peak RSS {row['peak_rss_mib']:>7.0f} MiB"
             f"  load {load_before[0]:.1f}" + ("" if row["success"] else f"  FAILED: {row.get('error', '')[:300]}"),
@@ -152,7 +156,7 @@ def measure_size(n: int, args, work: Path) -> dict:
         )
         if not row["success"]:
             break
-    return {"subjects": n, "assets": rows}
+    return runs[-1]
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -172,7 +176,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     for run in runs:
         data = [a["seconds"] for a in run["assets"] if a["asset"] in DATA_LINEAGE]
         run["data_lineage_s"] = round(sum(data), 1)
-        run["peak_rss_mib"] = max(a["peak_rss_mib"] for a in run["assets"])
+        run["peak_rss_mib"] = max((a["peak_rss_mib"] for a in run["assets"]), default=None)
     return table
 
 
@@ -225,28 +229,36 @@ def main(argv=None) -> None:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="pipeline_scale-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    runs: list[dict] = []
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+
+    def save(final: bool = False) -> list[dict]:
+        table = summarize(runs) if runs and runs[0]["assets"] else []
+        result = {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "commit": commit.strip(),
+            "complete": final,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "env": {k: os.environ[k] for k in THREAD_VARS if k in os.environ},
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
+            "wall_s": round(time.time() - t0, 1),
+            "cohort": args.cohort,
+            "recipe": args.recipe,
+            "runs": runs,
+            "table": table,
+        }
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        return table
+
     try:
-        runs = [measure_size(n, args, work) for n in sorted(args.sizes)]
+        for n in sorted(args.sizes):
+            measure_size(n, args, work, runs, save)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    table = summarize(runs)
+    table = save(final=True)
     print_table(runs, table)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
-    result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": commit.strip(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "env": {k: os.environ[k] for k in THREAD_VARS if k in os.environ},
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
-        "wall_s": round(time.time() - t0, 1),
-        "cohort": args.cohort,
-        "recipe": args.recipe,
-        "runs": runs,
-        "table": table,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")
 
 
