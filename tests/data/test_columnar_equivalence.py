@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ehr_assets.data import decision_nodes, labels
+from ehr_assets.specs import DecisionNodeRule
 
 from ..reference import cohort_v1
 from ..reference.cohorts import seeded_cohort
@@ -58,3 +59,19 @@ def test_the_first_outcome_is_strictly_after_the_node_plus_blanking():
     blanked = labels._first_outcome_after(outcomes, nodes, blanking_days=10)
     assert list(blanked.dt.strftime("%m-%d").fillna("-")) == ["01-12", "03-01", "-", "-"]
     assert np.array_equal(plain.index, nodes.index)
+
+
+def test_a_node_counts_every_event_of_its_own_time():
+    """``min_context_events`` counts the events at or before the node, inclusive: rows sharing the node's time count
+    even when they come after the node's row (the node row first at its time, then two more)."""
+    t = pd.to_datetime(["1970-01-01", "2020-01-01", "2020-01-01", "2020-01-01", "2021-01-01"]).astype("datetime64[us]")
+    events = pd.DataFrame(
+        {"subject_id": [7] * 5, "time": t, "code": ["MEDS_BIRTH", "DX/C1", "LAB/A", "LAB/B", "DX/C1"]}
+    )
+    for need, kept in ((4, ["2020-01-01", "2021-01-01"]), (5, ["2021-01-01"]), (6, [])):
+        rule = DecisionNodeRule(codes=["DX/.*"], min_context_events=need, max_per_subject=5)
+        got = decision_nodes.find_nodes(events, rule)
+        assert list(pd.to_datetime(got["prediction_time"]).dt.strftime("%Y-%m-%d")) == kept, need
+        pd.testing.assert_frame_equal(
+            got.reset_index(drop=True), cohort_v1.find_nodes(events, rule).reset_index(drop=True), check_dtype=False
+        )
