@@ -2,20 +2,30 @@
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
+# ACES (probes of kind: aces) in an environment of its own: es-aces pins antlr 4.9 through hydra, Dagster needs 4.13
+ACES_VENV := .venv-aces
+ACES    ?= es-aces==0.7.3
 # The CPU build of torch: on this project's machines pip finds the 2.13.0 CPU wheel on local disk. Elsewhere, PyPI's
 # torch is the multi-GB CUDA build; get the CPU one with TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu".
 TORCH   ?= torch==2.13.0
 TORCH_INDEX ?=
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: demo test lint format ui clean-home
+.PHONY: demo test lint format ui clean-home aces
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)" $(TORCH_INDEX)
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(MAKE) aces
 	touch $@
+
+aces: $(ACES_VENV)/bin/aces-cli
+
+$(ACES_VENV)/bin/aces-cli:
+	$(PY) -m venv $(ACES_VENV)
+	$(ACES_VENV)/bin/pip install --quiet "$(ACES)"
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m ehr_assets.demo

@@ -9,6 +9,8 @@ nodes and the task labels (lineage: sources -> cohort -> decision_nodes -> label
     cohort.py         ``cohort_events`` (members concatenated), the validated ``cohort_table``, subject splits
     decision_nodes.py the prediction moments along each trajectory
     labels.py         task labels at decision nodes, in the MEDS label schema
+    aces_tasks.py     ACES tasks (``kind: aces``): labels and prediction times from an es-aces run on the events
+    aces_runner.py    the script that runs ACES in its own environment (imports only ACES; ``python -I``)
 
 Import rules: this package imports neither torch nor dagster (a test enforces it); it may import
 ``ehr_assets.specs``, ``ehr_assets.constants`` and, lazily for ``kind: synthetic``, ``ehr_assets.synthetic``.

@@ -9,7 +9,9 @@ writes one partition atomically and records metadata. One module per stage of th
 * :mod:`.recipes` -- per recipe: ``<recipe>_checkpoint``, ``<recipe>_embeddings`` (trained or frozen) and its probes;
 * :mod:`.evaluation` -- probe metrics (recipes, ``count_baseline``, oracles), ``cohort_latent``, ``benchmark_summary``;
 * :mod:`.reporting` -- MEDS ``label_files`` / ``prediction_files`` exports and the ``cross_disease_report``;
-* :mod:`.checks` -- asset checks (thin wrappers over pure validators in the stage modules).
+* :mod:`.aces` / :mod:`.aces_checks` -- ACES tasks: ``aces_labels``, ``aces_node_contexts`` and their checks;
+* :mod:`.checks` -- asset checks (thin wrappers over pure validators in the stage modules);
+* :mod:`.k8s` -- a recipe's ``compute:`` as the ``dagster-k8s/config`` tag, and the ``k8s`` trainer's pod.
 
 Shared pieces: :mod:`.resources` (warehouse is dagster-duckdb's; the artifact store; the trainer launcher), :mod:`.io`
 (partition reads/writes, embeddings files), :mod:`.metadata` (tables, plots, small-count suppression).

@@ -73,6 +73,9 @@ def _run(context: AssetCheckExecutionContext, project: Project, one: PartitionCh
     return _result(problems, partitions_checked=", ".join(checked))
 
 
+run_partition_check = _run  # public name for the checks of other modules (ehr_assets.defs.aces_checks)
+
+
 def cohort_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     """The MEDS schema of ``cohort_events`` and the disjoint splits of ``subjects``."""
 

@@ -14,6 +14,8 @@ from .. import keys
 from ..eval.oracle import ORACLES
 from ..specs import Project, default_project_dir, load_project
 from ..warehouse import default_artifact_root, default_warehouse
+from .aces import aces_contexts_asset, aces_labels_asset, has_aces
+from .aces_checks import build_aces_checks
 from .checks import build_checks
 from .cohort import build_cohort_assets
 from .evaluation import count_baseline_asset, latent_asset, oracle_asset, oracle_metric_assets, summary_asset
@@ -32,6 +34,19 @@ EXECUTOR = dg.multiprocess_executor.configured(
 REPORT_JOB = "cross_disease_report_job"
 
 
+def pick_executor():
+    """``EHR_EXECUTOR=k8s``: dagster-k8s's ``k8s_job_executor`` (each step in its own pod; README "Scaling out"),
+    else the local forkserver multiprocess executor."""
+    choice = os.environ.get("EHR_EXECUTOR", "multiprocess")
+    if choice == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    if choice != "multiprocess":
+        raise ValueError(f"EHR_EXECUTOR must be 'multiprocess' or 'k8s', got {choice!r}")
+    return EXECUTOR
+
+
 def build_definitions(
     project: Project | str | Path | None = None,
     *,
@@ -47,6 +62,8 @@ def build_definitions(
 
     partitions = dg.StaticPartitionsDefinition(project.partition_keys)
     assets = build_cohort_assets(project, partitions) + build_sequence_assets(project, partitions)
+    if has_aces(project):  # ACES tasks: their labels and the contexts at their own prediction times
+        assets += [aces_labels_asset(project, partitions), aces_contexts_asset(project, partitions)]
     for recipe in project.recipes.values():
         assets += build_recipe_assets(project, recipe, partitions)
     assets.append(count_baseline_asset(project, partitions))
@@ -73,9 +90,9 @@ def build_definitions(
         jobs.append(dg.define_asset_job(REPORT_JOB, selection=dg.AssetSelection.assets(report)))
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_checks(project),
+        asset_checks=build_checks(project) + (build_aces_checks(project) if has_aces(project) else []),
         jobs=jobs,
-        executor=EXECUTOR,
+        executor=pick_executor(),
         resources={
             "warehouse": DuckDBResource(database=str(warehouse_path)),
             "artifacts": ArtifactStore(root=str(artifact_root)),

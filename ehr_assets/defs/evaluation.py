@@ -21,6 +21,7 @@ from ..eval.baseline import count_features, select_count_vocab
 from ..eval.probe_metrics import evaluate
 from ..specs import Project
 from ..warehouse import replace_partitions
+from .aces import aces_deps, all_labels, prediction_nodes
 from .io import POOL, clear_rows, load_embeddings, read_table, write_table
 from .metadata import meta_table, png_md, utc_now
 from .resources import ArtifactStore
@@ -31,10 +32,10 @@ LATENT_TABLE = "cohort_latent"
 def probe_and_write(context, warehouse: DuckDBResource, project: Project, key: str, recipe: str, features, nodes):
     """Probe every task of cohort ``key`` on ``features`` (one row per row of ``nodes``) and replace ``recipe``'s rows
     of ``probe_metrics`` and ``probe_predictions`` in one transaction."""
-    labels = read_table(warehouse, "task_labels", key)
+    labels = all_labels(warehouse, key)  # task_labels, plus the ACES tasks' labels when the project has some
     labels["prediction_time"] = labels["prediction_time"].astype("datetime64[us]")
     nodes = nodes.assign(prediction_time=nodes["prediction_time"].astype("datetime64[us]"))
-    kinds = {p.name: p.kind for p in project.probes.values()}
+    kinds = {p.name: p.probe_kind for p in project.probes.values()}
     metrics, preds = evaluate(key, recipe, features, nodes, labels, kinds, log=context.log.info)
     metrics["materialized_at"] = utc_now()
     with warehouse.get_connection() as conn:  # metrics and the predictions they come from: one transaction
@@ -65,7 +66,7 @@ def probe_metrics_asset(project: Project, name: str, partitions: dg.PartitionsDe
         name=keys.probe_metrics(name),
         group_name="evaluation",
         kinds={"duckdb", "sklearn"},
-        deps=[emb_key, "task_labels"],
+        deps=[emb_key, "task_labels", *aces_deps(project)],
         partitions_def=partitions,
         pool=POOL,
         description=f"Linear probes on '{name}' embeddings: logistic AUROC/AUPRC, Cox C-index, on held_out.",
@@ -83,7 +84,7 @@ def count_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) 
         name=keys.probe_metrics(keys.COUNT_BASELINE),
         group_name="evaluation",
         kinds={"duckdb", "sklearn"},
-        deps=["task_labels", "decision_nodes"],
+        deps=["task_labels", "decision_nodes", *aces_deps(project)],
         partitions_def=partitions,
         pool=POOL,
     )
@@ -93,13 +94,10 @@ def count_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) 
         ev = read_table(warehouse, "cohort_table", key, columns=["subject_id", "time", "code"])
         ev["time"] = ev["time"].astype("datetime64[us]")
         subj = read_table(warehouse, "subjects", key)
-        nodes = read_table(warehouse, "decision_nodes", key, order_by=["subject_id", "prediction_time"])
-        nodes["prediction_time"] = nodes["prediction_time"].astype("datetime64[us]")
+        nodes = prediction_nodes(warehouse, key)  # decision nodes, plus ACES prediction times
         vocab = select_count_vocab(ev, subj.loc[subj["split"] == train_split, "subject_id"].to_numpy())
         feats = count_features(ev, nodes, vocab)
-        return probe_and_write(
-            context, warehouse, project, key, keys.COUNT_BASELINE, feats, nodes.drop(columns=["cohort"])
-        )
+        return probe_and_write(context, warehouse, project, key, keys.COUNT_BASELINE, feats, nodes)
 
     return count_baseline_probe_metrics
 
@@ -136,7 +134,7 @@ def oracle_asset(project: Project, variant: str, partitions: dg.PartitionsDefini
         name=keys.probe_metrics(variant),
         group_name="oracle",
         kinds={"duckdb", "sklearn"},
-        deps=[LATENT_TABLE, "decision_nodes", "task_labels"],
+        deps=[LATENT_TABLE, "decision_nodes", "task_labels", *aces_deps(project)],
         partitions_def=partitions,
         pool=POOL,
         description=f"The recipes' probes on the true latent state at each decision node ({', '.join(columns)}): "
@@ -150,9 +148,7 @@ def oracle_asset(project: Project, variant: str, partitions: dg.PartitionsDefini
                 clear_rows(warehouse, table, {"cohort": key, "recipe": variant})
             context.log.info(reason)
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "oracle": reason})
-        nodes = read_table(warehouse, "decision_nodes", key, order_by=["subject_id", "prediction_time"])
-        nodes = nodes.drop(columns=["cohort"])
-        nodes["prediction_time"] = nodes["prediction_time"].astype("datetime64[us]")
+        nodes = prediction_nodes(warehouse, key)  # decision nodes, plus ACES prediction times
         latent = read_table(warehouse, LATENT_TABLE, key)
         snap = oracle_stage.latent_at_nodes(latent, nodes)
         feats = oracle_stage.oracle_features(snap, variant)

@@ -22,8 +22,12 @@ from ..specs import Project, RecipeSpec
 from ..text.contexts import crop_context
 from ..text.tokenizers import load_tokenizer, load_tokenizer_folder, special_ids
 from ..warehouse import atomic_dir, resume_dir
+from .aces import CONTEXTS as ACES_CONTEXTS
+from .aces import RECIPE_CONTEXTS as ACES_RECIPE_CONTEXTS
+from .aces import aces_deps, aces_rows, union_nodes
 from .evaluation import probe_metrics_asset
 from .io import read_table, read_tokens_table, save_embeddings
+from .k8s import op_tags
 from .metadata import loss_curve_md
 from .resources import ArtifactStore, Trainer
 
@@ -44,12 +48,13 @@ def load_contexts(warehouse: DuckDBResource, cohort: str, seq_len: int) -> tuple
     seq = read_table(warehouse, "token_sequences", cohort, columns=["subject_id", "input_ids"])
     ids = dict(zip(seq["subject_id"], seq["input_ids"]))
     ctx = read_table(warehouse, "node_contexts", cohort, order_by=["subject_id", "prediction_time"])
+    ctx = union_nodes(ctx.drop(columns=["cohort"]), aces_rows(warehouse, ACES_CONTEXTS, cohort))  # + ACES times
     header = ctx["header_end"].fillna(0) if "header_end" in ctx else np.zeros(len(ctx))  # older tables: no header
     contexts = [
         crop_context(ids[s], e, seq_len, h).astype(np.int64)
         for s, e, h in zip(ctx["subject_id"], ctx["context_end"], header)
     ]
-    return contexts, ctx.drop(columns=["cohort"])
+    return contexts, ctx
 
 
 def load_recipe_contexts(warehouse: DuckDBResource, cohort: str, tokens_key: str, max_tokens: int):
@@ -57,10 +62,11 @@ def load_recipe_contexts(warehouse: DuckDBResource, cohort: str, tokens_key: str
     then the most recent tokens: :func:`ehr_assets.text.contexts.crop_context`)."""
     ctx = read_tokens_table(
         warehouse, "recipe_node_contexts", cohort, tokens_key, order_by=["subject_id", "prediction_time"]
-    )
+    ).drop(columns=["cohort", "tokens_asset"])
+    ctx = union_nodes(ctx, aces_rows(warehouse, ACES_RECIPE_CONTEXTS, cohort, tokens_asset=tokens_key))
     header = ctx["n_header_tokens"].fillna(0) if "n_header_tokens" in ctx else np.zeros(len(ctx))
     contexts = [crop_context(c, len(c), max_tokens, h).astype(np.int64) for c, h in zip(ctx["context_ids"], header)]
-    index = ctx.drop(columns=["cohort", "tokens_asset", "context_ids"])
+    index = ctx.drop(columns=["context_ids"])
     return contexts, index
 
 
@@ -108,6 +114,8 @@ def train_checkpoint(
     rdir = resume_dir(artifacts.root, ckpt_key, key)
     if trainer.launcher == "subprocess":
         trainer.run_subprocess(context, project.root, recipe.name, data, tok_dir, init_dir, dest, rdir)
+    elif trainer.launcher == "k8s":
+        trainer.run_k8s(context, project.root, recipe, data, tok_dir, init_dir, dest, rdir, artifacts.root)
     else:
         from ..train import train
 
@@ -154,6 +162,7 @@ def checkpoint_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         + (f", from {recipe.init_from}" if recipe.init_from else "")
         + f"). {recipe.description}",
         metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
+        op_tags=op_tags(recipe),  # dagster-k8s/config from the recipe's compute: block (ehr_assets.defs.k8s)
     )
     def checkpoint(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, trainer: Trainer
@@ -175,7 +184,7 @@ def embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         name=emb_key,
         group_name="embeddings",
         kinds={"pytorch"},
-        deps=[ckpt_key, tokens_key or "node_contexts"],
+        deps=[ckpt_key, tokens_key or "node_contexts", *aces_deps(project, ACES_CONTEXTS)],
         partitions_def=partitions,
         description=f"Frozen '{name}' embeddings at every decision node "
         f"({recipe.embedding.pool} pooling of the context).",
@@ -217,7 +226,7 @@ def frozen_embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg
         name=emb_key,
         group_name="embeddings",
         kinds={"pytorch"},
-        deps=[tokens_key],
+        deps=[tokens_key, *aces_deps(project, ACES_CONTEXTS)],
         partitions_def=partitions,
         description=f"Embeddings of the frozen model {recipe.backbone.path} ({recipe.format} text, "
         f"{recipe.embedding.pool} pooling) at every decision node; nothing is trained. {recipe.description}",

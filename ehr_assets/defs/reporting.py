@@ -15,7 +15,7 @@ from .resources import ArtifactStore
 
 
 def label_files_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    kinds = {p.name: p.kind for p in project.probes.values()}
+    kinds = {p.name: p.probe_kind for p in project.probes.values()}
 
     @dg.asset(group_name="exports", kinds={"parquet"}, deps=["task_labels", "subjects"], partitions_def=partitions)
     def label_files(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):

@@ -36,6 +36,7 @@ from .project import (
 from .recipe import (
     ALL_LINEAR,
     Backbone,
+    Compute,
     Embedding,
     Jepa,
     Lora,
@@ -53,6 +54,7 @@ __all__ = [
     "Backbone",
     "CbioportalSource",
     "CohortSpec",
+    "Compute",
     "DecisionNodeRule",
     "Embedding",
     "Jepa",

@@ -1,4 +1,5 @@
-"""``probes/*.yaml``: a task family (outcome codes, kind, horizons) and the cohorts it is evaluated on."""
+"""``probes/*.yaml``: a task family (outcome codes, kind, horizons) and the cohorts it is evaluated on; or, with
+``kind: aces``, an ACES task config whose labels and prediction times ACES extracts (:mod:`.data.aces_tasks`)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ class ProbeSpec(StrictModel):
 
     name: str
     description: str = ""
-    kind: Literal["binary", "survival"]
-    outcome_codes: list[str] = Field(min_length=1, description="full-match regexes of the outcome event's code")
+    kind: Literal["binary", "survival", "aces"]
+    outcome_codes: list[str] = Field(default_factory=list, description="full-match regexes of the outcome event's code")
     horizons_days: list[int] = Field(default_factory=list)
     max_followup_days: int | None = Field(default=None, gt=0, description="survival: administrative censoring")
     exclude_prior: bool = Field(
@@ -25,9 +26,28 @@ class ProbeSpec(StrictModel):
         default=0, ge=0, description="ignore outcomes in the first N days after the node (e.g. the index episode's own)"
     )
     cohorts: list[str] = Field(min_length=1)
+    config: str | None = Field(default=None, description="aces: the ACES task config (YAML), relative to the project")
+    predicates: str | None = Field(default=None, description="aces: an ACES predicates file overriding the config's")
 
     _n = field_validator("name")(check_name)
     _v = field_validator("outcome_codes")(check_regexes)
+
+    @model_validator(mode="after")
+    def _aces(self) -> ProbeSpec:
+        if self.kind == "aces":
+            if self.config is None:
+                raise ValueError("config: a task of kind aces needs the path of its ACES task config")
+            given = [
+                k for k in ("outcome_codes", "horizons_days", "exclude_prior", "blanking_days") if getattr(self, k)
+            ]
+            if given:
+                raise ValueError(f"{given[0]}: an ACES task takes its labels and windows from its config")
+        else:
+            if self.config is not None or self.predicates is not None:
+                raise ValueError(f"config: only a task of kind aces reads an ACES config (this one is {self.kind})")
+            if not self.outcome_codes:
+                raise ValueError("outcome_codes: at least one outcome code pattern is needed")
+        return self
 
     @model_validator(mode="after")
     def _horizons(self) -> ProbeSpec:
@@ -44,5 +64,11 @@ class ProbeSpec(StrictModel):
         return self
 
     def horizons(self) -> list[int]:
-        """Binary: the declared horizons. Survival: one pseudo-horizon 0 (time-to-event)."""
+        """Binary: the declared horizons. Survival: one pseudo-horizon 0 (time-to-event). ACES: 0 (the window is
+        the config's)."""
         return list(self.horizons_days) if self.kind == "binary" else [0]
+
+    @property
+    def probe_kind(self) -> str:
+        """How its labels are probed: ``binary`` (an ACES task's label is boolean) or ``survival``."""
+        return "binary" if self.kind == "aces" else self.kind

@@ -193,6 +193,7 @@ def load_project(root: str | Path) -> Project:
         for c in p.cohorts:
             if c not in cohorts:
                 raise SpecError(f"{dirs['probes'] / (name + '.yaml')}: cohorts: unknown cohort {c!r}")
+    probes = {n: _resolve_aces_paths(p, root, dirs["probes"] / f"{n}.yaml") for n, p in probes.items()}
     return Project(root=root, cohorts=cohorts, recipes=_topo_recipes(recipes, dirs["models"]), probes=probes)
 
 
@@ -207,6 +208,15 @@ def _resolve_source_path(spec: CohortSpec, root: Path) -> CohortSpec:
     if src is None or not hasattr(src, "path"):
         return spec
     return spec.model_copy(update={"source": src.model_copy(update={"path": _abs(src.path, root)})})
+
+
+def _resolve_aces_paths(probe: ProbeSpec, root: Path, file: Path) -> ProbeSpec:
+    """An ACES task's ``config`` / ``predicates`` resolved against the project root; a missing file is an error."""
+    upd = {k: _abs(getattr(probe, k), root) for k in ("config", "predicates") if getattr(probe, k) is not None}
+    for k, path in upd.items():
+        if not Path(path).is_file():
+            raise SpecError(f"{file}: {k}: ACES file {path} not found (paths are relative to the project {root})")
+    return probe.model_copy(update=upd) if upd else probe
 
 
 def resolve_backbone_paths(recipe: RecipeSpec, root: Path) -> RecipeSpec:

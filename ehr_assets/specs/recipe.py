@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -111,6 +112,30 @@ class Embedding(StrictModel):
     max_tokens: int | None = Field(default=None, gt=0, description="context tokens embedded; default training.seq_len")
 
 
+class Compute(StrictModel):
+    """What the recipe's training step needs on a cluster (read by ``defs.recipes`` for the ``dagster-k8s/config``
+    tag of ``<recipe>_checkpoint`` and by the ``k8s`` trainer launcher for the training pod). Nothing here changes
+    what is computed: a laptop run ignores it."""
+
+    gpus: int = Field(default=0, ge=0, description="GPUs of the training pod (one process per GPU)")
+    gpu_resource: str = Field(default="nvidia.com/gpu", description="the cluster's extended resource name for a GPU")
+    cpu: str | None = Field(default=None, description="Kubernetes CPU quantity, e.g. '16'")
+    memory: str | None = Field(default=None, description="Kubernetes memory quantity, e.g. '200Gi'")
+    shm: str | None = Field(default=None, description="size of a memory-backed /dev/shm (data loaders, NCCL)")
+    image: str | None = Field(default=None, description="container image with this package and CUDA torch")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="e.g. {gpu-type: h100}")
+    tolerations: list[dict[str, str]] = Field(default_factory=list, description="Kubernetes tolerations")
+
+    @field_validator("cpu", "memory", "shm", mode="before")
+    @classmethod
+    def _quantity(cls, v):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):  # YAML reads `cpu: 16` as a number
+            v = str(v)
+        if isinstance(v, str) and not re.fullmatch(r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?", v):
+            raise ValueError(f"{v!r} is not a Kubernetes quantity (e.g. '16', '500m', '64Gi')")
+        return v
+
+
 class RecipeSpec(StrictModel):
     name: str
     description: str = ""
@@ -125,6 +150,7 @@ class RecipeSpec(StrictModel):
     optimizer: Optimizer = Optimizer()
     training: Training = Training()
     embedding: Embedding = Embedding()
+    compute: Compute = Compute()
 
     _n = field_validator("name")(check_name)
 

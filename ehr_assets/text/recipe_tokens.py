@@ -51,3 +51,29 @@ def recipe_token_tables(texts: pd.DataFrame, nodes: pd.DataFrame, tok, fmt: str)
     ctx["future_start"] = np.asarray([first_token_at(starts_of[s], c) for s, c in cuts], dtype=np.int64)
     ctx["n_tokens"] = np.asarray([n_of[s] for s, _ in cuts], dtype=np.int64)
     return seq, ctx
+
+
+def contexts_at(texts: pd.DataFrame, seq: pd.DataFrame, nodes: pd.DataFrame, tok, fmt: str) -> pd.DataFrame:
+    """Per node of ``nodes`` (e.g. an ACES task's prediction times): the context text's end in characters and its
+    tokens tokenized on their own, from a ``<root>_tokens`` asset's stored blocks (``seq``: subject_id, block_times,
+    block_char_ends) and the subjects' ``texts`` (subject_id, text); nothing is re-tokenized but the contexts. Like
+    :func:`recipe_token_tables`, it records how many of each context's first tokens are the subject's header."""
+    text_of = dict(zip(texts["subject_id"], texts["text"]))
+    by_chars = pd.DataFrame(
+        {
+            "subject_id": seq["subject_id"],
+            "block_times": seq["block_times"],
+            "block_ends": seq["block_char_ends"],
+            "n_tokens": [len(text_of[s]) for s in seq["subject_id"]],
+        }
+    )
+    ctx = node_contexts(by_chars, nodes).rename(columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
+    cuts = list(zip(ctx["subject_id"], ctx["context_char_end"]))
+    enc = encode_with_offsets(tok, [text_of[s][:c] for s, c in cuts], fmt)
+    header_of = {s: int(e[0]) for s, e in zip(seq["subject_id"], seq["block_char_ends"])}
+    ctx["context_ids"] = [ids.tolist() for ids, _, _ in enc]
+    ctx["n_context_tokens"] = np.asarray([len(ids) for ids, _, _ in enc], dtype=np.int64)
+    ctx["n_header_tokens"] = np.asarray(
+        [token_ends([header_of[s]], ends)[0] for (s, _), (_, ends, _) in zip(cuts, enc)], dtype=np.int64
+    )
+    return ctx

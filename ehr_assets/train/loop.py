@@ -42,6 +42,7 @@ class TrainResult:
     loss_curve: list[dict] = field(default_factory=list)  # step, loss, sft_loss, jepa_loss, lr, tau (NaN if unused)
     trainable_params: int = 0
     total_params: int = 0
+    tokens_seen: int = 0  # non-pad input tokens read by all processes over the whole run (a resumed run included)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -353,6 +354,7 @@ def train(
         loss_curve=curve,
         trainable_params=int(parts.n_trainable),
         total_params=int(parts.n_total),
+        tokens_seen=int(tokens),
     )
     if main:
         _publish(out_dir, recipe, parts, res, tokenizer_dir, start, log)

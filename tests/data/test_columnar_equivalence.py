@@ -31,7 +31,7 @@ def test_nodes_equal_the_reference(name):
 @pytest.mark.parametrize("name", ["msk", "inspect"])
 def test_labels_equal_the_reference_for_every_task(name):
     c = seeded_cohort(name, 400)
-    tasks = c.project.tasks_for(name)
+    tasks = [t for t in c.project.tasks_for(name) if t.kind != "aces"]  # ACES tasks are labelled by ACES
     assert {t.kind for t in tasks} == {"binary", "survival"}
     index = labels.OutcomeIndex(c.events)
     for task in tasks:
