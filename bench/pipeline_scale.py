@@ -204,6 +204,19 @@ def print_table(runs: list[dict], table: list[dict]) -> None:
         )
 
 
+def combine(paths: list[str], out: str) -> None:
+    """One table (and JSON) of the sizes measured by separate runs (e.g. the small size with the recipe, the large
+    one without): each source file's command, commit, environment and runs are kept."""
+    sources = [json.loads(Path(p).read_text()) for p in paths]
+    runs = sorted((r for s in sources for r in s["runs"]), key=lambda r: r["subjects"])
+    table = summarize(runs)
+    print_table(runs, table)
+    keep = ("command", "commit", "complete", "env", "machine", "started", "wall_s", "recipe")
+    result = {"combined_from": [{k: s.get(k) for k in keep} for s in sources], "runs": runs, "table": table}
+    Path(out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[2500, 25000], help="cohort sizes, smallest first")
@@ -213,6 +226,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None, help="override the recipe's training steps")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline_scale.json"))
     p.add_argument("--keep", default=None, help="a folder to keep the projects, warehouses and artifacts in")
+    p.add_argument(
+        "--combine", nargs="+", default=None, help="JSON files of earlier runs: one table of all their sizes, no run"
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     for a in ("--project", "--warehouse", "--artifacts"):
         p.add_argument(a, help=argparse.SUPPRESS)
@@ -226,6 +242,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.child:
         return run_child(args)
+    if args.combine:
+        return combine(args.combine, args.out)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="pipeline_scale-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
