@@ -14,8 +14,9 @@ read whole; a longer one keeps its header (at most half the budget) and then the
 In the ``delimited`` format the header is ``<bos> <demographics>``, the person codes (e.g. sex) and the age at the
 first clinical event, and the block that ends the context carries the age at the node, so a cropped context still
 states the subject's sex and age at the node. In ``smb_v1`` the header is the demographics lines (``Birth:
-YYYY-MM-DD``, ``GENDER/F`` ...) and the two empty lines; the age at the node is what the birth date and the day line
-``[YYYY-MM-DD]`` of the most recent block give (the released format has no age line, and it is not changed).
+YYYY-MM-DD``, ``GENDER/F`` ...; none without a ``table`` column); the age at the node is what the birth date and
+the day line ``[YYYY-MM-DD]`` of the most recent block give (the released format has no age line, and it is not
+changed).
 """
 
 from __future__ import annotations
