@@ -36,7 +36,8 @@ def recipe_token_tables(texts: pd.DataFrame, nodes: pd.DataFrame, tok, fmt: str)
             "n_tokens": texts["text"].str.len(),
         }
     )
-    ctx = node_contexts(by_chars, nodes).rename(columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
+    ctx = node_contexts(by_chars, nodes).drop(columns="header_end")  # in characters; n_header_tokens below
+    ctx = ctx.rename(columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
     text_of = dict(zip(texts["subject_id"], texts["text"]))
     starts_of = {s: st for s, (_, _, st) in zip(texts["subject_id"], enc)}
     n_of = dict(zip(seq["subject_id"], seq["n_tokens"]))
@@ -67,7 +68,8 @@ def contexts_at(texts: pd.DataFrame, seq: pd.DataFrame, nodes: pd.DataFrame, tok
             "n_tokens": [len(text_of[s]) for s in seq["subject_id"]],
         }
     )
-    ctx = node_contexts(by_chars, nodes).rename(columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
+    ctx = node_contexts(by_chars, nodes).drop(columns="header_end")  # in characters; n_header_tokens below
+    ctx = ctx.rename(columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
     cuts = list(zip(ctx["subject_id"], ctx["context_char_end"]))
     enc = encode_with_offsets(tok, [text_of[s][:c] for s, c in cuts], fmt)
     header_of = {s: int(e[0]) for s, e in zip(seq["subject_id"], seq["block_char_ends"])}
