@@ -62,16 +62,24 @@ def how_to_embed(fmt: str, pool: str, max_tokens: int) -> str:
         else "`python -m ehr_assets.serialize --format smb_v1 --end-time T ...` (the SMB-v1 text up to T)"
     )
     pooled = "h[0, -1]" if pool == "last" else "h[0].mean(0)"
+    header = " <dt:" if fmt == "delimited" else "\n["  # where the block after the header starts
+    # the crop is the project's (ehr_assets.text.contexts.crop_context): the header, then the most recent tokens
     return "\n".join(
         [
             f"The input is a subject's timeline serialized as {text}.",
             "",
             "```python",
+            "import torch",
             "from transformers import AutoModel, AutoTokenizer",
             "tok = AutoTokenizer.from_pretrained(DIR, local_files_only=True)",
             "model = AutoModel.from_pretrained(DIR, local_files_only=True).eval()",
-            f"ids = tok(text, add_special_tokens={special}, return_tensors='pt')['input_ids'][:, -{max_tokens}:]",
-            "h = model(input_ids=ids).last_hidden_state",
+            f"enc = tok(text, add_special_tokens={special}, return_offsets_mapping=True)",
+            "ids = enc['input_ids']",
+            f"if len(ids) > {max_tokens}:  # keep the header (at most half), then the most recent tokens",
+            f"    header = text.split({header!r})[0]  # the text's first block (demographics)",
+            f"    head = min(sum(end <= len(header) for _, end in enc['offset_mapping']), {max_tokens // 2})",
+            f"    ids = ids[:head] + ids[len(ids) - ({max_tokens} - head):]",
+            "h = model(input_ids=torch.tensor([ids])).last_hidden_state",
             f"embedding = {pooled}  # pool: {pool}",
             "```",
         ]

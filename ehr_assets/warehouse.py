@@ -192,7 +192,7 @@ def read_training_tables(
         "recipe_node_contexts",
         cohort,
         tokens_asset,
-        columns=["subject_id", "split", "context_ids", "future_start"],
+        columns=["subject_id", "split", "context_ids", "future_start", "n_header_tokens"],
         order_by=order,
     )
     return seq, ctx

@@ -127,6 +127,7 @@ TABLES: dict[str, TableSchema] = {
             "context_end": "BIGINT",
             "context_last_time": "TIMESTAMP",
             "n_tokens": "BIGINT",
+            "header_end": "BIGINT",  # the subject's header (block 0) that a cropped context keeps
         }
     ),
     "smb_v1_text": TableSchema(
@@ -167,6 +168,7 @@ TABLES: dict[str, TableSchema] = {
             "n_chars": "BIGINT",
             "context_ids": "INTEGER[]",
             "n_context_tokens": "BIGINT",
+            "n_header_tokens": "BIGINT",  # the subject's header at the start of context_ids
             "future_start": "BIGINT",
             "n_tokens": "BIGINT",
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 from meds import death_code
 
@@ -21,16 +22,37 @@ from ..specs import DecisionNodeRule, Project
 NODE_COLUMNS = ["subject_id", "prediction_time", "node_code", "node_index", "split", "source_cohort"]
 
 
+def _events_up_to(sid: np.ndarray, t: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """For every row: how many events of its subject are at or before its time (rows in ``order`` are sorted by
+    subject and time). The count ends at the last row of the row's (subject, time) run."""
+    s, tt = sid[order], t[order]
+    n = len(s)
+    new_subject = np.r_[True, s[1:] != s[:-1]] if n else np.zeros(0, bool)
+    run_end = np.r_[(s[1:] != s[:-1]) | (tt[1:] != tt[:-1]), True] if n else np.zeros(0, bool)
+    first_row = np.maximum.accumulate(np.where(new_subject, np.arange(n), 0))
+    last_of_run = np.minimum.accumulate(np.where(run_end, np.arange(n), n)[::-1])[::-1]
+    out = np.empty(n, dtype=np.int64)
+    out[order] = last_of_run - first_row + 1
+    return out
+
+
 def find_nodes(events: pd.DataFrame, rule: DecisionNodeRule) -> pd.DataFrame:
     """Nodes of one member cohort's events (sorted by subject, time) under ``rule``."""
     pattern = re.compile("|".join(f"(?:{p})" for p in rule.codes))
-    codes = pd.Series(events["code"].unique())
-    hit_codes = set(codes[codes.map(lambda c: pattern.fullmatch(c) is not None)])
+    code_idx, codes = pd.factorize(events["code"])
     # an end-of-interval event (``<code>/STOP``) is a node only when a pattern that spells STOP asks for it
     asked = re.compile("|".join(f"(?:{p})" for p in rule.codes if STOP_SUFFIX.strip("/") in p) or "(?!)")
-    hit_codes = {c for c in hit_codes if not c.endswith(STOP_SUFFIX) or asked.fullmatch(c)}
-    ev = events[["subject_id", "time", "code"]]
-    hits = ev[ev["code"].isin(hit_codes)]
+    matches = np.fromiter(
+        (
+            pattern.fullmatch(c) is not None and (not c.endswith(STOP_SUFFIX) or asked.fullmatch(c) is not None)
+            for c in map(str, codes)
+        ),
+        dtype=bool,
+        count=len(codes),
+    )
+    hit = np.append(matches, False)[code_idx]
+    ev = events[["subject_id", "time", "code"]].reset_index(drop=True)  # index = row position
+    hits = ev[hit]
     if rule.first_occurrence_only:
         hits = hits.drop_duplicates(["subject_id", "code"], keep="first")
     # one node per (subject, time): the first matching code in row order names it
@@ -38,11 +60,11 @@ def find_nodes(events: pd.DataFrame, rule: DecisionNodeRule) -> pd.DataFrame:
     if hits.empty:
         return pd.DataFrame(columns=["subject_id", "prediction_time", "node_code"])
 
-    # events at or before each node (inclusive), counted with a sorted search per subject
-    times = ev.groupby("subject_id")["time"].apply(lambda s: s.to_numpy())
-    n_context = [
-        int(times[s].searchsorted(t.to_datetime64(), side="right")) for s, t in zip(hits["subject_id"], hits["time"])
-    ]
+    # events at or before each node (inclusive): the end of its (subject, time) run, counted from the subject's start
+    sid = ev["subject_id"].to_numpy(dtype=np.int64)
+    t = ev["time"].to_numpy().astype("datetime64[us]").view(np.int64)
+    order = np.lexsort((t, sid))
+    n_context = _events_up_to(sid, t, order)[hits.index.to_numpy()]
     hits = hits.assign(n_context=n_context)
     death = ev.loc[ev["code"] == death_code].groupby("subject_id")["time"].min()  # empty when nobody died
     death_at = death.reindex(hits["subject_id"].to_numpy()).to_numpy(dtype="datetime64[us]")

@@ -40,49 +40,77 @@ LABEL_COLUMNS = [
 DAY = pd.Timedelta(days=1)
 
 
-def _outcome_times(events: pd.DataFrame, codes: list[str]) -> pd.Series:
-    """Sorted outcome-event times per subject (a numpy datetime64[us] array per subject_id)."""
-    pattern = re.compile("|".join(f"(?:{p})" for p in codes))
-    uniq = pd.Series(events["code"].unique())
-    hit = set(uniq[uniq.map(lambda c: pattern.fullmatch(c) is not None)])
-    out_ev = events.loc[events["code"].isin(hit), ["subject_id", "time"]].sort_values(["subject_id", "time"])
-    return out_ev.groupby("subject_id")["time"].apply(lambda s: s.to_numpy().astype("datetime64[us]"))
+class OutcomeIndex:
+    """The events of a cohort as the label stage searches them: codes factorized once, so that a task's outcome
+    events are one regex match per distinct code and one mask, not a string comparison per event and task."""
+
+    def __init__(self, events: pd.DataFrame):
+        idx, uniq = pd.factorize(events["code"])
+        self.code_idx = np.asarray(idx, dtype=np.int64)
+        self.codes = pd.Index(uniq).astype(str)
+        self.subject_id = events["subject_id"].to_numpy(dtype=np.int64)
+        self.time = events["time"].to_numpy().astype("datetime64[us]")
+
+    def matching(self, patterns: list[str]) -> np.ndarray:
+        """Per distinct code, whether it full-matches one of ``patterns``."""
+        pattern = re.compile("|".join(f"(?:{p})" for p in patterns))
+        return np.fromiter((pattern.fullmatch(c) is not None for c in self.codes), dtype=bool, count=len(self.codes))
+
+    def outcomes(self, patterns: list[str]) -> pd.DataFrame:
+        """``subject_id, time`` of the events whose code matches ``patterns``, sorted by time."""
+        hit = self.matching(patterns)[self.code_idx]
+        out = pd.DataFrame({"subject_id": self.subject_id[hit], "time": self.time[hit]})
+        return out.sort_values("time", kind="stable").reset_index(drop=True)
 
 
-def _first_outcome_after(
-    events: pd.DataFrame, nodes: pd.DataFrame, codes: list[str], blanking_days: int = 0
-) -> pd.Series:
-    """Time of the first outcome event strictly after each node's prediction_time + ``blanking_days`` (NaT if none)."""
-    by_subj = _outcome_times(events, codes)
-    result = np.full(len(nodes), np.datetime64("NaT"), dtype="datetime64[us]")
-    blank = np.timedelta64(int(blanking_days) * US_PER_DAY, "us")
-    starts = nodes["prediction_time"].to_numpy().astype("datetime64[us]") + blank
-    for i, (s, t) in enumerate(zip(nodes["subject_id"].to_numpy(), starts)):
-        arr = by_subj.get(s)
-        if arr is not None:
-            j = arr.searchsorted(t, side="right")
-            if j < len(arr):
-                result[i] = arr[j]
+def _first_outcome_after(outcomes: pd.DataFrame, nodes: pd.DataFrame, blanking_days: int = 0) -> pd.Series:
+    """Time of the first outcome event strictly after each node's prediction_time + ``blanking_days`` (NaT if none):
+    one as-of join (forward, exact matches excluded) of all nodes against all outcome events."""
+    start = nodes["prediction_time"].to_numpy().astype("datetime64[us]")
+    start = start + np.timedelta64(int(blanking_days) * US_PER_DAY, "us")
+    left = pd.DataFrame(
+        {"subject_id": nodes["subject_id"].to_numpy(dtype=np.int64), "start": start, "_row": np.arange(len(nodes))}
+    ).sort_values("start", kind="stable")
+    right = outcomes.rename(columns={"time": "outcome"})
+    joined = pd.merge_asof(
+        left,
+        right,
+        left_on="start",
+        right_on="outcome",
+        by="subject_id",
+        direction="forward",
+        allow_exact_matches=False,
+    )
+    result = np.empty(len(nodes), dtype="datetime64[us]")
+    result[joined["_row"].to_numpy()] = joined["outcome"].to_numpy().astype("datetime64[us]")
     return pd.Series(result, index=nodes.index)
 
 
-def _outcome_at_or_before(events: pd.DataFrame, nodes: pd.DataFrame, codes: list[str]) -> pd.Series:
+def _outcome_at_or_before(outcomes: pd.DataFrame, nodes: pd.DataFrame) -> pd.Series:
     """True where the subject has an outcome event at or before the node's prediction_time (in its context)."""
-    first = pd.Series({s: a[0] for s, a in _outcome_times(events, codes).items()}, dtype="datetime64[us]")
+    first = outcomes.groupby("subject_id")["time"].min()  # empty when no subject has the outcome
     t_first = pd.Series(first.reindex(nodes["subject_id"].to_numpy()).to_numpy(), index=nodes.index)  # NaT: none
     return t_first.notna() & (t_first <= nodes["prediction_time"].astype("datetime64[us]"))
 
 
-def task_labels(task: ProbeSpec, nodes: pd.DataFrame, events: pd.DataFrame, subjects: pd.DataFrame) -> pd.DataFrame:
-    """Labels of one task family (all its horizons) at ``nodes``."""
+def task_labels(
+    task: ProbeSpec,
+    nodes: pd.DataFrame,
+    events: pd.DataFrame,
+    subjects: pd.DataFrame,
+    index: OutcomeIndex | None = None,
+) -> pd.DataFrame:
+    """Labels of one task family (all its horizons) at ``nodes`` (``index``: the events' :class:`OutcomeIndex`,
+    built once per cohort by :func:`cohort_labels`)."""
     if nodes.empty:
         return pd.DataFrame(columns=LABEL_COLUMNS)
+    outcomes = (index or OutcomeIndex(events)).outcomes(task.outcome_codes)
     if task.exclude_prior:
-        nodes = nodes[~_outcome_at_or_before(events, nodes, task.outcome_codes)]
+        nodes = nodes[~_outcome_at_or_before(outcomes, nodes)]
         if nodes.empty:
             return pd.DataFrame(columns=LABEL_COLUMNS)
     end = nodes["subject_id"].map(subjects.set_index("subject_id")["last_time"])
-    outcome = _first_outcome_after(events, nodes, task.outcome_codes, task.blanking_days)
+    outcome = _first_outcome_after(outcomes, nodes, task.blanking_days)
     pt = nodes["prediction_time"]
     base = nodes[["subject_id", "prediction_time", "split", "source_cohort"]].assign(
         task=task.name, outcome_time=outcome
@@ -115,13 +143,17 @@ class LabelError(ValueError):
     """A task cannot be labelled on a cohort; the message names the probe file and the field."""
 
 
-def check_outcomes_occur(project: Project, cohort: str, task: ProbeSpec, events: pd.DataFrame) -> None:
+def check_outcomes_occur(
+    project: Project, cohort: str, task: ProbeSpec, events: pd.DataFrame, index: OutcomeIndex | None = None
+) -> None:
     """A task whose outcome codes match no event of the cohort is a declaration error (a typo, a code system the
     source does not use), not a task with no positives: refuse it, naming the probe file."""
     members = [m for m in project.members(cohort) if m in task.cohorts or cohort in task.cohorts]
-    ev = events[events["source_cohort"].isin(members)] if "source_cohort" in events.columns else events
-    pattern = re.compile("|".join(f"(?:{p})" for p in task.outcome_codes))
-    if not any(pattern.fullmatch(str(c)) for c in pd.unique(ev["code"])):
+    index = index or OutcomeIndex(events)
+    hit = index.matching(task.outcome_codes)[index.code_idx]
+    if "source_cohort" in events.columns:
+        hit &= events["source_cohort"].isin(members).to_numpy()
+    if not hit.any():
         raise LabelError(
             f"{project.root / 'probes' / (task.name + '.yaml')}: outcome_codes: no event of cohort {cohort!r} matches "
             f"{task.outcome_codes}; fix the codes or remove {cohort!r} from the task's cohorts"
@@ -129,17 +161,19 @@ def check_outcomes_occur(project: Project, cohort: str, task: ProbeSpec, events:
 
 
 def cohort_labels(project: Project, cohort: str, nodes: pd.DataFrame, events: pd.DataFrame, subjects: pd.DataFrame):
-    """Labels of every task declared for ``cohort``. In a union cohort a task covers the members that declare it."""
+    """Labels of every task declared for ``cohort``. In a union cohort a task covers the members that declare it.
+    Each task is a few vectorized joins of all its nodes against its outcome events (:class:`OutcomeIndex`)."""
     frames = []
     union = project.cohorts[cohort].is_union
+    index = OutcomeIndex(events)
     for task in project.tasks_for(cohort):
         if task.kind == "aces":  # labelled by ACES (ehr_assets.data.aces_tasks), at the task's own prediction times
             continue
-        check_outcomes_occur(project, cohort, task, events)
+        check_outcomes_occur(project, cohort, task, events, index)
         task_nodes = nodes
         if union:
             task_nodes = nodes[nodes["source_cohort"].isin(task.cohorts)]
-        frames.append(task_labels(task, task_nodes, events, subjects))
+        frames.append(task_labels(task, task_nodes, events, subjects, index))
     if not frames:
         return pd.DataFrame(columns=LABEL_COLUMNS)
     return pd.concat(frames, ignore_index=True)

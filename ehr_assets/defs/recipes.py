@@ -21,6 +21,7 @@ from .. import keys
 from ..compute import COMPUTE_KEYS, compute_record
 from ..specs import Project, RecipeSpec
 from ..stats import curve_tail_mean
+from ..text.contexts import crop_context
 from ..text.tokenizers import load_tokenizer, load_tokenizer_folder, special_ids
 from ..warehouse import atomic_dir, resume_dir
 from .aces import CONTEXTS as ACES_CONTEXTS
@@ -44,25 +45,29 @@ def load_train_data(warehouse: DuckDBResource, cohort: str, tokens_key: str | No
 
 
 def load_contexts(warehouse: DuckDBResource, cohort: str, seq_len: int) -> tuple[list[np.ndarray], pd.DataFrame]:
-    """Every decision node's context tokens (the last ``seq_len`` at or before the node) and the node index."""
+    """Every decision node's context tokens, at most ``seq_len`` (:func:`ehr_assets.text.contexts.crop_context`:
+    the header, then the most recent tokens up to the node), and the node index."""
     seq = read_table(warehouse, "token_sequences", cohort, columns=["subject_id", "input_ids"])
     ids = dict(zip(seq["subject_id"], seq["input_ids"]))
     ctx = read_table(warehouse, "node_contexts", cohort, order_by=["subject_id", "prediction_time"])
     ctx = union_nodes(ctx.drop(columns=["cohort"]), aces_rows(warehouse, ACES_CONTEXTS, cohort))  # + ACES times
+    header = ctx["header_end"].fillna(0) if "header_end" in ctx else np.zeros(len(ctx))  # older tables: no header
     contexts = [
-        np.asarray(ids[s][max(0, e - seq_len) : e], dtype=np.int64)
-        for s, e in zip(ctx["subject_id"], ctx["context_end"])
+        crop_context(ids[s], e, seq_len, h).astype(np.int64)
+        for s, e, h in zip(ctx["subject_id"], ctx["context_end"], header)
     ]
     return contexts, ctx
 
 
 def load_recipe_contexts(warehouse: DuckDBResource, cohort: str, tokens_key: str, max_tokens: int):
-    """Every decision node's context tokens from a ``<recipe>_tokens`` asset (the last ``max_tokens``)."""
+    """Every decision node's context tokens from a ``<recipe>_tokens`` asset, at most ``max_tokens`` (the header,
+    then the most recent tokens: :func:`ehr_assets.text.contexts.crop_context`)."""
     ctx = read_tokens_table(
         warehouse, "recipe_node_contexts", cohort, tokens_key, order_by=["subject_id", "prediction_time"]
     ).drop(columns=["cohort", "tokens_asset"])
     ctx = union_nodes(ctx, aces_rows(warehouse, ACES_RECIPE_CONTEXTS, cohort, tokens_asset=tokens_key))
-    contexts = [np.asarray(c, dtype=np.int64)[-max_tokens:] for c in ctx["context_ids"]]
+    header = ctx["n_header_tokens"].fillna(0) if "n_header_tokens" in ctx else np.zeros(len(ctx))
+    contexts = [crop_context(c, len(c), max_tokens, h).astype(np.int64) for c, h in zip(ctx["context_ids"], header)]
     index = ctx.drop(columns=["context_ids"])
     return contexts, index
 

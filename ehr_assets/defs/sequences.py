@@ -18,11 +18,13 @@ from dagster import AssetExecutionContext
 from dagster_duckdb import DuckDBResource
 
 from ..specs import Project, RecipeSpec
-from ..text import contexts, delimited, smb_v1, tokenizers
+from ..text import contexts, sequence_tables, smb_v1, timelines, tokenizers
 from ..text.recipe_tokens import recipe_token_tables
 from ..warehouse import atomic_dir, replace_partitions
 from .io import POOL, read_table, tag_partition, write_table
 from .resources import ArtifactStore, Compute
+
+SERIALIZED_COLUMNS = ["subject_id", "time", "code", "numeric_value", "text_value", "table"]  # what the format reads
 
 
 def text_table_of(fmt: str) -> str:
@@ -35,9 +37,10 @@ def tokenizer_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     def tokenizer(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute
     ):
-        """Offline word-level tokenizer: vocabulary and numeric-value bins fitted on the train split."""
+        """Offline word-level tokenizer: vocabulary and numeric-value bins fitted on the train split (the
+        vocabulary is counted from the events' columns; nothing is serialized here)."""
         key = context.partition_key
-        ev = read_table(warehouse, "cohort_table", key).drop(columns=["cohort"])
+        ev = read_table(warehouse, "cohort_table", key, columns=SERIALIZED_COLUMNS)
         subj = read_table(warehouse, "subjects", key)
         fast, edges = tokenizers.tokenizer_from_events(ev, subj)
         dest = artifacts.path("tokenizer", key)
@@ -51,22 +54,30 @@ def tokenizer_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
 
 
 def token_sequences_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=["tokenizer"], partitions_def=partitions, pool=POOL)
+    @dg.asset(
+        group_name="sequences",
+        kinds={"duckdb"},
+        deps=["tokenizer", "decision_nodes"],
+        partitions_def=partitions,
+        pool=POOL,
+    )
     def token_sequences(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore
     ) -> dg.MaterializeResult:
-        """Each subject's serialized timeline (delimited format), its token ids and its time-block offsets."""
+        """Each subject's serialized timeline (delimited format; the block ending each decision node's context
+        carries the age at the node), its token ids and its time-block offsets, for the whole cohort at once."""
         key = context.partition_key
-        ev = read_table(warehouse, "cohort_table", key).drop(columns=["cohort"])
+        t0 = time.perf_counter()
+        ev = read_table(warehouse, "cohort_table", key, columns=SERIALIZED_COLUMNS)
+        nodes = read_table(warehouse, "decision_nodes", key, columns=["subject_id", "prediction_time"])
         subj = read_table(warehouse, "subjects", key, columns=["subject_id", "split", "source_cohort"])
         fast, edges = tokenizers.load_tokenizer(artifacts.path("tokenizer", key))
-        ser = delimited.serialize_cohort(ev, edges, log=context.log.info)
-        ids = tokenizers.encode_words(fast, ser["text"].tolist())
-        ser["input_ids"] = [x.tolist() for x in ids]
-        ser["n_tokens"] = np.asarray([len(x) for x in ids], dtype=np.int64)
-        ser["n_unk"] = np.asarray([(x == fast.unk_token_id).sum() for x in ids], dtype=np.int64)
-        ser["block_times"] = [list(np.asarray(b, dtype="datetime64[us]")) for b in ser["block_times"]]
+        context.log.info(f"serializing {len(ev):,} events of {len(subj):,} subjects ({time.perf_counter() - t0:.1f} s)")
+        tl = timelines.build_timelines(ev, edges, nodes)
+        del ev
+        ser = sequence_tables.sequence_table(tl, fast.get_vocab(), fast.unk_token_id)
         ser = ser.merge(subj, on="subject_id", how="left")
+        context.log.info(f"serialized {int(tl.n_words.sum()):,} tokens; writing ({time.perf_counter() - t0:.1f} s)")
         n = write_table(warehouse, "token_sequences", key, ser)
         lengths = ser["n_tokens"]
         return dg.MaterializeResult(
@@ -76,6 +87,7 @@ def token_sequences_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
                 "tokens_per_subject_median": float(lengths.median()),
                 "tokens_per_subject_p90": float(lengths.quantile(0.9)),
                 "unk_rate": round(float(ser["n_unk"].sum() / max(lengths.sum(), 1)), 5),
+                "wall_s": round(time.perf_counter() - t0, 2),
             }
         )
 

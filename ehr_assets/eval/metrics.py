@@ -31,6 +31,7 @@ __all__ = [
     "bootstrap_ci",
     "brier",
     "brier_fast",
+    "group_codes",
     "harrell",
     "harrell_fast",
     "ibs",
@@ -42,10 +43,16 @@ __all__ = [
 
 
 # ================================================================================================== bootstrap
-def _group_index(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(order, starts, counts): the rows of group g are ``order[starts[g] : starts[g] + counts[g]]``."""
+def group_codes(groups) -> tuple[np.ndarray, np.ndarray]:
+    """(group of every row, numbered by the sorted distinct groups; rows per group): the unit the bootstrap draws."""
     _, inv = np.unique(np.asarray(groups), return_inverse=True)
     inv = inv.ravel()
+    return inv, np.bincount(inv)
+
+
+def _group_index(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, starts, counts): the rows of group g are ``order[starts[g] : starts[g] + counts[g]]``."""
+    inv, _ = group_codes(groups)
     order = np.argsort(inv, kind="stable")
     counts = np.bincount(inv)
     starts = np.cumsum(counts) - counts

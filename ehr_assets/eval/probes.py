@@ -26,7 +26,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from .metrics import auprc, auprc_fast, auroc, auroc_fast, bootstrap_ci, brier, brier_fast
+from .bootstrap import auprc_w, auroc_w, bootstrap_cis, brier_w
+from .metrics import auprc, auroc, brier
 
 __all__ = [
     "BINARY_METRICS",
@@ -136,10 +137,18 @@ def _choose_c(Z_tr, y_tr, Z_tu, y_tu, c_grid: Sequence[float]) -> tuple[Logistic
 
 
 def _binary_metrics(y, scores, groups, n: int, n_pos: int, *, seed: int, n_bootstrap: int) -> list[Metric]:
-    """AUROC, AUPRC and Brier of ``scores`` with subject-bootstrap CIs (the fast replicas resample)."""
+    """AUROC, AUPRC and Brier of ``scores`` with subject-bootstrap CIs: one bootstrap, every resample scored by all
+    three weighted replicas at once (:mod:`ehr_assets.eval.bootstrap`)."""
+    weighted = {"auroc": auroc_w, "auprc": auprc_w, "brier": brier_w}
+    cis = bootstrap_cis(
+        {name: (lambda W, f=f: f(y, scores, W)) for name, f in weighted.items()},
+        groups,
+        seed=seed,
+        n_bootstrap=n_bootstrap,
+    )
     metrics = []
-    for name, fn, fast in (("auroc", auroc, auroc_fast), ("auprc", auprc, auprc_fast), ("brier", brier, brier_fast)):
-        lo, hi = bootstrap_ci(fast, y, scores, groups=groups, seed=seed, n_bootstrap=n_bootstrap)
+    for name, fn in (("auroc", auroc), ("auprc", auprc), ("brier", brier)):
+        lo, hi = cis[name]
         note = "" if np.isfinite(lo) or n_bootstrap <= 0 else NO_CI_NOTE
         metrics.append(Metric(name, fn(y, scores), lo, hi, n, n_pos, note))
     return metrics

@@ -6,7 +6,9 @@ Same protocol as the binary probe (:mod:`ehr_assets.eval.probes`): fit on ``trai
 
 1. survival arrays of each split (:func:`_surv_arrays`): a time of 0 is clipped to :data:`MIN_SURVIVAL_TIME`;
 2. the projection fit on train (:func:`_fit_projection`: StandardScaler -> PCA);
-3. one ridge Cox fit per alpha of the grid (:func:`_fit_cox_grid`, retrying with a larger alpha on failure);
+3. one ridge Cox fit per alpha of the grid, along a regularization path: numpy Newton steps with warm starts from
+   the strongest penalty down (:func:`ehr_assets.eval.cox.fit_path`, scikit-survival's objective and stopping rule,
+   retrying a failed fit with a larger alpha);
 4. alpha chosen on tuning (:func:`_choose_alpha`);
 5. held-out scores: ``c_index`` (:func:`_c_index_metric`), then the time grid inside the training follow-up
    (:func:`_time_dependent_metrics`) with ``td_auc`` and ``ibs`` on it.
@@ -17,16 +19,16 @@ deliberately imports neither torch nor dagster.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 
-from .metrics import bootstrap_ci, harrell, harrell_fast, ibs, ibs_fast, td_auc, td_auc_fast, to_structured
+from .bootstrap import bootstrap_cis, harrell_w, ibs_w, td_auc_w
+from .cox import CoxFit, fit_path
+from .metrics import harrell, harrell_fast, ibs, td_auc, to_structured
 from .probes import (
     NO_CI_NOTE,
     SURVIVAL_METRICS,
@@ -67,45 +69,15 @@ def _fit_projection(X_tr: np.ndarray, k: int) -> tuple[Callable[[np.ndarray], np
     return project, float(np.sum(pca.explained_variance_ratio_))
 
 
-def _fit_cox(Z, event, time, alpha: float, max_retries: int = 4):
-    """Ridge Cox fit; on non-convergence / numerical failure retry with 10x alpha (0 -> 0.01), up to
-    ``max_retries`` times. Returns (model, alpha actually used) or (None, nan)."""
-    from sksurv.linear_model import CoxPHSurvivalAnalysis
-
-    y = to_structured(event, time)
-    a = float(alpha)
-    for _ in range(max_retries + 1):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                warnings.simplefilter("error", ConvergenceWarning)
-                model = CoxPHSurvivalAnalysis(alpha=a, ties="breslow", n_iter=100).fit(Z, y)
-            if np.all(np.isfinite(model.coef_)):
-                return model, a
-        except (ConvergenceWarning, ValueError, ArithmeticError, np.linalg.LinAlgError):
-            pass
-        a = a * 10.0 if a > 0 else 0.01
-    return None, float("nan")
-
-
-def _fit_cox_grid(Z_tr, e_tr, t_tr, alpha_grid: Sequence[float]) -> dict:
-    """``{alpha: (model, alpha actually used)}`` for every alpha of the grid whose fit succeeded (in grid order)."""
-    fits = {}
-    for a in alpha_grid:
-        m, a_eff = _fit_cox(Z_tr, e_tr, t_tr, a)
-        if m is not None:
-            fits[float(a)] = (m, a_eff)
-    return fits
-
-
 def _choose_alpha(fits: dict, tune: Split, project: Callable[[np.ndarray], np.ndarray], params: dict):
     """The fit whose alpha maximizes Harrell's C on ``tune`` (ties -> smallest alpha); alpha=1 (or the middle of the
-    grid) when C is undefined there. Records the choice in ``params``; returns (model, alpha actually used)."""
+    grid) when C is undefined there. ``fits``: ``{alpha: CoxFit}``. Records the choice in ``params``; returns
+    (model, alpha actually used)."""
     t_tu, e_tu, v_tu = _surv_arrays(tune)
     tune_c = {}
     if v_tu.sum() >= 2 and e_tu.sum() >= 1:
         Z_tu = project(feature_matrix(tune.X, len(tune))[v_tu])
-        for a, (m, _) in fits.items():
+        for a, m in fits.items():
             try:
                 tune_c[a] = harrell_fast(e_tu[v_tu], t_tu[v_tu], m.predict(Z_tu))
             except (ValueError, ZeroDivisionError):
@@ -118,7 +90,8 @@ def _choose_alpha(fits: dict, tune: Split, project: Callable[[np.ndarray], np.nd
         cands = list(fits)
         best = 1.0 if 1.0 in fits else cands[len(cands) // 2]
         params["tune_note"] = f"Harrell's C undefined on tuning split; alpha={best:g}"
-    model, a_eff = fits[best]
+    model = fits[best]
+    a_eff = model.alpha
     params.update(
         alpha=float(best),
         alpha_effective=float(a_eff),
@@ -130,7 +103,10 @@ def _choose_alpha(fits: dict, tune: Split, project: Callable[[np.ndarray], np.nd
 
 def survival_at(model, Z: np.ndarray, times: np.ndarray) -> np.ndarray:
     """S(t | z) = S0(t) ** exp(z @ coef) at ``times`` (same as ``predict_survival_function``, without
-    materializing one step function per row over every training time)."""
+    materializing one step function per row over every training time); ``model``: a :class:`CoxFit` or a fitted
+    scikit-survival ``CoxPHSurvivalAnalysis``."""
+    if isinstance(model, CoxFit):
+        return model.survival_at(Z, times)
     k = Z.shape[1]
     base = model.predict_survival_function(np.zeros((1, k)), return_array=True)[0]
     ut = np.asarray(model.unique_times_, dtype=float)
@@ -153,6 +129,8 @@ class _HeldOut:
     n_events: int  # observed events among these rows before administrative censoring (the metrics' n_pos)
     seed: int
     n_bootstrap: int
+    # metric -> its value on every resample (a weight matrix, ehr_assets.eval.bootstrap): one bootstrap for all three
+    weighted: dict = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -164,25 +142,29 @@ class _HeldOut:
     def undefined(self, name: str, note: str) -> Metric:
         return self.metric(name, float("nan"), float("nan"), float("nan"), note)
 
-    def ci(self, fn: Callable[..., float], *arrays: np.ndarray) -> tuple[float, float]:
-        return bootstrap_ci(fn, *arrays, groups=self.groups, seed=self.seed, n_bootstrap=self.n_bootstrap)
-
-    def no_ci(self, lo: float) -> str:
-        return NO_CI_NOTE if not np.isfinite(lo) and self.n_bootstrap > 0 else ""
+    def bootstrap(self, metrics: list[Metric]) -> list[Metric]:
+        """Every registered metric's CI from one subject bootstrap (the same resamples for all of them); a metric
+        whose CI is undefined (too few valid resamples) says so in its note."""
+        cis = bootstrap_cis(self.weighted, self.groups, seed=self.seed, n_bootstrap=self.n_bootstrap)
+        for m in metrics:
+            if m.metric not in cis:
+                continue
+            m.ci_low, m.ci_high = cis[m.metric]
+            if np.isfinite(m.value) and not np.isfinite(m.ci_low) and self.n_bootstrap > 0:
+                m.note = NO_CI_NOTE if m.metric == "c_index" else join_notes(m.note, NO_CI_NOTE)
+        return metrics
 
 
 def _c_index_metric(h: _HeldOut) -> Metric:
-    """Harrell's C of the risk scores (sksurv), CI from the fast replica."""
+    """Harrell's C of the risk scores (sksurv); its bootstrap is the weighted replica (:func:`harrell_w`)."""
     try:
         c = harrell(h.event, h.time, h.risk)
     except (ValueError, ZeroDivisionError) as exc:
         c, note = float("nan"), f"c_index undefined: {exc}"
     else:
         note = "" if np.isfinite(c) else "c_index undefined (no comparable pairs)"
-    lo, hi = h.ci(harrell_fast, h.event, h.time, h.risk)
-    if np.isfinite(c) and not np.isfinite(lo) and h.n_bootstrap > 0:
-        note = NO_CI_NOTE
-    return h.metric("c_index", c, lo, hi, note)
+    h.weighted["c_index"] = lambda W: harrell_w(h.event, h.time, h.risk, W)
+    return h.metric("c_index", c, np.nan, np.nan, note)
 
 
 def _evaluation_times(ev_times: np.ndarray, t_adm: np.ndarray) -> tuple[np.ndarray, str]:
@@ -198,7 +180,6 @@ def _td_auc_metric(h: _HeldOut, y_train, cens, times: np.ndarray, dropped: str) 
     """Mean cumulative/dynamic AUC at ``times``; the bootstrap reuses the IPCW weights of the train censoring KM."""
     if times.size == 0:
         return h.undefined("td_auc", "no evaluation time inside the follow-up of train and held_out")
-    lo = hi = float("nan")
     try:
         v = td_auc(y_train, h.event, h.time, h.risk, times)
         note = join_notes("" if np.isfinite(v) else "td_auc undefined (no cases or controls)", dropped)
@@ -206,9 +187,8 @@ def _td_auc_metric(h: _HeldOut, y_train, cens, times: np.ndarray, dropped: str) 
     except (ValueError, ZeroDivisionError) as exc:
         v, note, ipcw = float("nan"), f"td_auc undefined: {exc}", None
     if ipcw is not None and np.isfinite(v):
-        lo, hi = h.ci(lambda e, t, r, w: td_auc_fast(e, t, r, w, times), h.event, h.time, h.risk, ipcw)
-        note = join_notes(note, h.no_ci(lo))
-    return h.metric("td_auc", v, lo, hi, note)
+        h.weighted["td_auc"] = lambda W: td_auc_w(h.event, h.time, h.risk, ipcw, times, W)
+    return h.metric("td_auc", v, np.nan, np.nan, note)
 
 
 def _ibs_metric(h: _HeldOut, y_train, cens, model, times: np.ndarray, dropped: str) -> Metric:
@@ -217,7 +197,6 @@ def _ibs_metric(h: _HeldOut, y_train, cens, model, times: np.ndarray, dropped: s
         return h.undefined("ibs", "fewer than 2 distinct evaluation times; ibs undefined")
     # same range [t25, t75] as td_auc, integrated on a 16-point grid (plus the percentile times)
     grid = np.unique(np.concatenate([np.linspace(times[0], times[-1], 16), times]))
-    lo = hi = float("nan")
     try:
         surv = survival_at(model, h.Z, grid)
         v = ibs(y_train, h.event, h.time, surv, grid)
@@ -227,9 +206,8 @@ def _ibs_metric(h: _HeldOut, y_train, cens, model, times: np.ndarray, dropped: s
     except (ValueError, ZeroDivisionError) as exc:
         surv, v, note = None, float("nan"), f"ibs undefined: {exc}"
     if surv is not None and np.isfinite(v):
-        lo, hi = h.ci(lambda e, t, s, g: ibs_fast(e, t, s, g, g_grid, grid), h.event, h.time, surv, g_rows)
-        note = join_notes(note, h.no_ci(lo))
-    return h.metric("ibs", v, lo, hi, note)
+        h.weighted["ibs"] = lambda W: ibs_w(h.event, h.time, surv, g_rows, g_grid, grid, W)
+    return h.metric("ibs", v, np.nan, np.nan, note)
 
 
 def _time_dependent_metrics(h: _HeldOut, model, e_tr, t_tr, params: dict) -> list[Metric]:
@@ -263,8 +241,9 @@ def survival_probe(
     n_components: int = 10,
     alpha_grid: Sequence[float] = (0.01, 0.1, 1, 10, 100),
 ) -> ProbeResult:
-    """Cox PH probe: StandardScaler -> PCA(min(n_components, d, n_train-1)) -> CoxPHSurvivalAnalysis(alpha), all fit
-    on ``train``; alpha maximizes Harrell's C on ``tune`` (alpha=1 if that is undefined). Scored on ``test``:
+    """Cox PH probe: StandardScaler -> PCA(min(n_components, d, n_train-1)) -> ridge Cox PH (Breslow ties; the
+    objective of scikit-survival's CoxPHSurvivalAnalysis(alpha), fit along the alpha path), all fit on ``train``;
+    alpha maximizes Harrell's C on ``tune`` (alpha=1 if that is undefined). Scored on ``test``:
 
     * ``c_index``: Harrell's C of the risk score;
     * ``td_auc``: mean cumulative/dynamic AUC (Uno IPCW, censoring from train) at the 25/50/75th percentiles of the
@@ -304,7 +283,7 @@ def survival_probe(
     project, explained = _fit_projection(X_tr, k)
     params["n_components"] = k
     params["pca_explained_variance"] = explained
-    fits = _fit_cox_grid(project(X_tr), e_tr, t_tr, alpha_grid)
+    fits = fit_path(project(X_tr), e_tr, t_tr, alpha_grid)
     if not fits:
         note = "Cox fit failed for every alpha (even after increasing it)"
         return ProbeResult(nan_metrics(SURVIVAL_METRICS, n_valid, n_ev, note), scores, params)
@@ -329,4 +308,4 @@ def survival_probe(
         n_bootstrap=n_bootstrap,
     )
     metrics = [_c_index_metric(h), *_time_dependent_metrics(h, model, e_tr, t_tr, params)]
-    return ProbeResult(metrics, scores, params)
+    return ProbeResult(h.bootstrap(metrics), scores, params)

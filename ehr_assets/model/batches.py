@@ -4,8 +4,8 @@ Kept apart from the model (as I-JEPA keeps its masks apart): these are numpy fun
 generator, so a batch is a pure function of (examples, settings, rng). Per decision node ``(ids, boundary)``:
 ``ids[:boundary]`` is the context (up to and including the node), ``ids[boundary:]`` the future. The example is
 cropped to ``seq_len`` (:func:`crop_example`: the first ``F`` future tokens, ``F = min(len(future), max_future_tokens
-or seq_len // 2)``, and the last ``seq_len - F`` context tokens); ``round(mask_ratio * F)`` future positions
-(:func:`n_masked`) are replaced by the mask token.
+or seq_len // 2)``, and ``seq_len - F`` context tokens: the header, then the most recent ones); ``round(mask_ratio *
+F)`` future positions (:func:`n_masked`) are replaced by the mask token.
 """
 
 from __future__ import annotations
@@ -17,18 +17,20 @@ import numpy as np
 import torch
 
 from ..specs import Jepa
+from ..text.contexts import crop_context
 
 
-def crop_example(ids: np.ndarray, boundary: int, seq_len: int, max_future: int | None = None):
-    """(tokens, C, F): the last C context tokens and the first F future tokens, C + F <= seq_len.
+def crop_example(ids: np.ndarray, boundary: int, seq_len: int, max_future: int | None = None, header_len: int = 0):
+    """(tokens, C, F): C context tokens and the first F future tokens, C + F <= seq_len.
 
     ``F = min(len(future), max_future or seq_len // 2, seq_len - 1)`` (at least one context token stays),
-    ``C = min(boundary, seq_len - F)``.
+    ``C = min(boundary, seq_len - F)``: the context cropped as every reader crops it
+    (:func:`ehr_assets.text.contexts.crop_context`: the ``header_len`` header tokens, then the most recent ones).
     """
     ids = np.asarray(ids, dtype=np.int64)
     Fn = min(len(ids) - boundary, max_future or seq_len // 2, seq_len - 1)
-    C = min(boundary, seq_len - Fn)
-    return ids[boundary - C : boundary + Fn], C, Fn
+    ctx = crop_context(ids, boundary, seq_len - Fn, header_len)
+    return np.concatenate([ctx, ids[boundary : boundary + Fn]]), len(ctx), Fn
 
 
 def n_masked(n_future: int, mask_ratio: float) -> int:
@@ -64,8 +66,8 @@ def make_jepa_batch(
 ) -> JepaBatch:
     """The cropped, right-padded examples with ``n_masked`` future positions per row drawn from ``rng``."""
     rows, Cs, Fs = [], [], []
-    for ids, b in examples:
-        toks, C, Fn = crop_example(ids, int(b), seq_len, jepa.max_future_tokens)
+    for ids, b, *h in examples:  # (ids, boundary[, header_len])
+        toks, C, Fn = crop_example(ids, int(b), seq_len, jepa.max_future_tokens, *h[:1])
         rows.append(toks)
         Cs.append(C)
         Fs.append(Fn)

@@ -18,7 +18,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ..data.sources import place_static_rows
-from .delimited import serialize_subject, value_bin_edges
+from .delimited import value_bin_edges
+from .sequence_tables import serialize_subject
 from .smb_v1 import smb_v1_text
 from .tokenizers import load_tokenizer
 
@@ -69,7 +70,10 @@ def subject_text(
     else:
         allv = events.assign(**{c: v for c, v in defaults.items() if c not in events.columns})
         edges = value_bin_edges(allv)
-    return serialize_subject(ev, edges).text
+    node = None  # at a decision node, the block that ends the context carries the age at the node
+    if end_time is not None:
+        node = pd.DataFrame({"subject_id": ev["subject_id"].iloc[:1], "prediction_time": [pd.Timestamp(end_time)]})
+    return serialize_subject(ev, edges, node).text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Token tables of a recipe tokenizer (``<root>_tokens`` assets): each subject's text tokenized with a local Hugging
 Face tokenizer, its time blocks mapped from characters to tokens, and per decision node the context tokenized on its
-own (exactly what the model reads) and where the future starts in the subject's tokens."""
+own (exactly what the model reads), how many of its first tokens are the subject's header (block 0, what
+:func:`ehr_assets.text.contexts.crop_context` keeps) and where the future starts in the subject's tokens."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 
 from .contexts import node_contexts
 from .delimited import delimited_char_ends
-from .tokenizers import encode, encode_with_offsets, first_token_at, token_ends
+from .tokenizers import encode_with_offsets, first_token_at, token_ends
 
 
 def recipe_token_tables(texts: pd.DataFrame, nodes: pd.DataFrame, tok, fmt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -35,14 +36,19 @@ def recipe_token_tables(texts: pd.DataFrame, nodes: pd.DataFrame, tok, fmt: str)
             "n_tokens": texts["text"].str.len(),
         }
     )
-    ctx = node_contexts(by_chars, nodes).rename(columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
+    ctx = node_contexts(by_chars, nodes).drop(columns="header_end")  # in characters; n_header_tokens below
+    ctx = ctx.rename(columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
     text_of = dict(zip(texts["subject_id"], texts["text"]))
     starts_of = {s: st for s, (_, _, st) in zip(texts["subject_id"], enc)}
     n_of = dict(zip(seq["subject_id"], seq["n_tokens"]))
     cuts = list(zip(ctx["subject_id"], ctx["context_char_end"]))
-    ctx_ids = encode(tok, [text_of[s][:c] for s, c in cuts], fmt)
-    ctx["context_ids"] = [x.tolist() for x in ctx_ids]
-    ctx["n_context_tokens"] = np.asarray([len(x) for x in ctx_ids], dtype=np.int64)
+    ctx_enc = encode_with_offsets(tok, [text_of[s][:c] for s, c in cuts], fmt)
+    header_of = {s: int(e[0]) for s, e in zip(texts["subject_id"], char_ends)}
+    ctx["context_ids"] = [ids.tolist() for ids, _, _ in ctx_enc]
+    ctx["n_context_tokens"] = np.asarray([len(ids) for ids, _, _ in ctx_enc], dtype=np.int64)
+    ctx["n_header_tokens"] = np.asarray(
+        [token_ends([header_of[s]], ends)[0] for (s, _), (_, ends, _) in zip(cuts, ctx_enc)], dtype=np.int64
+    )
     ctx["future_start"] = np.asarray([first_token_at(starts_of[s], c) for s, c in cuts], dtype=np.int64)
     ctx["n_tokens"] = np.asarray([n_of[s] for s, _ in cuts], dtype=np.int64)
     return seq, ctx
@@ -51,7 +57,8 @@ def recipe_token_tables(texts: pd.DataFrame, nodes: pd.DataFrame, tok, fmt: str)
 def contexts_at(texts: pd.DataFrame, seq: pd.DataFrame, nodes: pd.DataFrame, tok, fmt: str) -> pd.DataFrame:
     """Per node of ``nodes`` (e.g. an ACES task's prediction times): the context text's end in characters and its
     tokens tokenized on their own, from a ``<root>_tokens`` asset's stored blocks (``seq``: subject_id, block_times,
-    block_char_ends) and the subjects' ``texts`` (subject_id, text); nothing is re-tokenized but the contexts."""
+    block_char_ends) and the subjects' ``texts`` (subject_id, text); nothing is re-tokenized but the contexts. Like
+    :func:`recipe_token_tables`, it records how many of each context's first tokens are the subject's header."""
     text_of = dict(zip(texts["subject_id"], texts["text"]))
     by_chars = pd.DataFrame(
         {
@@ -61,8 +68,14 @@ def contexts_at(texts: pd.DataFrame, seq: pd.DataFrame, nodes: pd.DataFrame, tok
             "n_tokens": [len(text_of[s]) for s in seq["subject_id"]],
         }
     )
-    ctx = node_contexts(by_chars, nodes).rename(columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
-    ids = encode(tok, [text_of[s][:c] for s, c in zip(ctx["subject_id"], ctx["context_char_end"])], fmt)
-    ctx["context_ids"] = [x.tolist() for x in ids]
-    ctx["n_context_tokens"] = np.asarray([len(x) for x in ids], dtype=np.int64)
+    ctx = node_contexts(by_chars, nodes).drop(columns="header_end")  # in characters; n_header_tokens below
+    ctx = ctx.rename(columns={"context_end": "context_char_end", "n_tokens": "n_chars"})
+    cuts = list(zip(ctx["subject_id"], ctx["context_char_end"]))
+    enc = encode_with_offsets(tok, [text_of[s][:c] for s, c in cuts], fmt)
+    header_of = {s: int(e[0]) for s, e in zip(seq["subject_id"], seq["block_char_ends"])}
+    ctx["context_ids"] = [ids.tolist() for ids, _, _ in enc]
+    ctx["n_context_tokens"] = np.asarray([len(ids) for ids, _, _ in enc], dtype=np.int64)
+    ctx["n_header_tokens"] = np.asarray(
+        [token_ends([header_of[s]], ends)[0] for (s, _), (_, ends, _) in zip(cuts, enc)], dtype=np.int64
+    )
     return ctx

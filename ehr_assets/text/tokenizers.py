@@ -37,18 +37,16 @@ import numpy as np
 import pandas as pd
 from meds import train_split
 
-from .delimited import BOS, DELIMITERS, EOS, FIXED_VOCAB, MASK, N_BINS, PAD, UNK, serialize_cohort, value_bin_edges
+from .delimited import BOS, DELIMITERS, EOS, FIXED_VOCAB, MASK, N_BINS, PAD, UNK, value_bin_edges
+from .timelines import vocabulary_counts
 
 MASK_TOKEN, PAD_TOKEN = MASK, PAD  # the words the delimited format uses, added to a recipe's tokenizer too
 
 
 # ------------------------------------------------------------------------------------------ word-level (delimited)
-def build_vocab(train_texts: list[str], min_count: int = 1) -> list[str]:
-    """Fixed tokens first, then every other word of the train texts seen at least ``min_count`` times (sorted)."""
-    counts: dict[str, int] = {}
-    for t in train_texts:
-        for w in t.split():
-            counts[w] = counts.get(w, 0) + 1
+def build_vocab(counts: dict[str, int], min_count: int = 1) -> list[str]:
+    """Fixed tokens first, then every other word of the train serialization seen at least ``min_count`` times
+    (``counts``: :func:`ehr_assets.text.timelines.vocabulary_counts`), sorted."""
     fixed = set(FIXED_VOCAB)
     rest = sorted(w for w, c in counts.items() if c >= min_count and w not in fixed)
     return FIXED_VOCAB + rest
@@ -84,12 +82,12 @@ def load_tokenizer(path: Path):
 
 
 def tokenizer_from_events(events: pd.DataFrame, subjects: pd.DataFrame, min_count: int = 1):
-    """Fit value bins and vocabulary on the train split's events; returns (tokenizer, edges)."""
+    """Fit value bins and vocabulary on the train split's events; returns (tokenizer, edges). The vocabulary is
+    counted from the event columns (the words the serialization writes), without serializing."""
     train_ids = subjects.loc[subjects["split"] == train_split, "subject_id"]
     train_ev = events[events["subject_id"].isin(train_ids)]
     edges = value_bin_edges(train_ev)
-    texts = serialize_cohort(train_ev, edges)["text"].tolist()
-    return build_tokenizer(build_vocab(texts, min_count)), edges
+    return build_tokenizer(build_vocab(vocabulary_counts(train_ev), min_count)), edges
 
 
 def encode_words(fast, texts: list[str]) -> list[np.ndarray]:

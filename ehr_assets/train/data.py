@@ -23,7 +23,9 @@ import numpy as np
 @dataclass
 class TrainData:
     sft_sequences: list[np.ndarray]  # int64 ids of whole train timelines (each starts with bos)
-    jepa_examples: list[tuple[np.ndarray, int]]  # (ids, boundary): boundary = index of the first future token
+    # (ids, boundary[, header_len]): boundary = index of the first future token; header_len = the subject's header
+    # at the start of ids, which a cropped context keeps (ehr_assets.text.contexts.crop_context)
+    jepa_examples: list[tuple]
     vocab_size: int
     pad_id: int
     mask_id: int
@@ -46,13 +48,13 @@ class TrainData:
         seqs = [np.asarray(s, dtype=np.int64) for s in self.sft_sequences]
         row = {id(s): i for i, s in enumerate(self.sft_sequences)}
         extra, ex_rows = [], []
-        for ids, b in self.jepa_examples:  # examples normally point at a timeline of sft_sequences
+        for ids, b, *h in self.jepa_examples:  # examples normally point at a timeline of sft_sequences
             i = row.get(id(ids))
             if i is None:
                 i = len(seqs) + len(extra)
                 extra.append(np.asarray(ids, dtype=np.int64))
                 row[id(ids)] = i
-            ex_rows.append((i, int(b)))
+            ex_rows.append((i, int(b), *h[:1]))
         all_seqs = seqs + extra
         pq.write_table(
             pa.table(
@@ -63,15 +65,13 @@ class TrainData:
             ),
             folder / "sequences.parquet",
         )
-        pq.write_table(
-            pa.table(
-                {
-                    "sequence": pa.array([r[0] for r in ex_rows], pa.int64()),
-                    "boundary": pa.array([r[1] for r in ex_rows], pa.int64()),
-                }
-            ),
-            folder / "examples.parquet",
-        )
+        cols = {
+            "sequence": pa.array([r[0] for r in ex_rows], pa.int64()),
+            "boundary": pa.array([r[1] for r in ex_rows], pa.int64()),
+        }
+        if any(len(r) > 2 for r in ex_rows):  # examples that carry their header length
+            cols["header"] = pa.array([int((*r[2:], 0)[0]) for r in ex_rows], pa.int64())
+        pq.write_table(pa.table(cols), folder / "examples.parquet")
         special = {k: int(getattr(self, k)) for k in self.SPECIAL}
         if self.added_token_ids is not None:
             special["added_token_ids"] = [int(i) for i in self.added_token_ids]
@@ -90,9 +90,10 @@ class TrainData:
         seqs = [np.asarray(x, dtype=np.int64) for x in st.column("input_ids").to_pylist()]
         is_sft = st.column("is_sft").to_pylist()
         ex = pq.read_table(folder / "examples.parquet")
-        examples = [
-            (seqs[i], int(b)) for i, b in zip(ex.column("sequence").to_pylist(), ex.column("boundary").to_pylist())
-        ]
+        rows = zip(ex.column("sequence").to_pylist(), ex.column("boundary").to_pylist())
+        examples = [(seqs[i], int(b)) for i, b in rows]
+        if "header" in ex.column_names:
+            examples = [(s, b, int(h)) for (s, b), h in zip(examples, ex.column("header").to_pylist())]
         special = json.loads((folder / "special.json").read_text())
         return cls(
             [s for s, f in zip(seqs, is_sft) if f],
@@ -137,14 +138,17 @@ def _train_split_ids(sequences):
 def train_data_from_tables(sequences, contexts, special: dict) -> TrainData:
     """The train split's timelines and decision-node (context, future) examples of one cohort, from its token
     sequences (``subject_id``, ``split``, ``input_ids``) and node contexts (``subject_id``, ``split``,
-    ``context_end``, ``n_tokens``, ordered by subject and prediction time), with the tokenizer's ids
-    (:func:`tokenizer_special_ids`)."""
+    ``context_end``, ``n_tokens``, ``header_end``, ordered by subject and prediction time), with the tokenizer's
+    ids (:func:`tokenizer_special_ids`)."""
     from meds import train_split
 
     ids = _train_split_ids(sequences)
     ctx = contexts[contexts["split"] == train_split]
+    head = ctx["header_end"].fillna(0) if "header_end" in ctx else [0] * len(ctx)
     examples = [
-        (ids[s], int(e)) for s, e, n in zip(ctx["subject_id"], ctx["context_end"], ctx["n_tokens"]) if e < n
+        (ids[s], int(e), int(h))
+        for s, e, n, h in zip(ctx["subject_id"], ctx["context_end"], ctx["n_tokens"], head)
+        if e < n
     ]  # a node with no future token teaches JEPA nothing
     return TrainData(sft_sequences=list(ids.values()), jepa_examples=examples, **special)
 
@@ -159,11 +163,12 @@ def recipe_train_data_from_tables(sequences, contexts, special: dict) -> TrainDa
     ids = _train_split_ids(sequences)
     ctx = contexts[contexts["split"] == train_split]
     examples = []
-    for s, c, fs in zip(ctx["subject_id"], ctx["context_ids"], ctx["future_start"]):
+    head = ctx["n_header_tokens"].fillna(0) if "n_header_tokens" in ctx else [0] * len(ctx)
+    for s, c, fs, h in zip(ctx["subject_id"], ctx["context_ids"], ctx["future_start"], head):
         c = np.asarray(c, dtype=np.int64)
         future = ids[s][int(fs) :]
         if len(c) and len(future):  # a node with no future token teaches JEPA nothing
-            examples.append((np.concatenate([c, future]), len(c)))
+            examples.append((np.concatenate([c, future]), len(c), int(h)))
     return TrainData(sft_sequences=list(ids.values()), jepa_examples=examples, **special)
 
 
@@ -244,9 +249,9 @@ def data_fingerprint(data: TrainData) -> str:
         a = np.ascontiguousarray(s, dtype=np.int64)
         h.update(np.int64(a.size).tobytes())
         h.update(a.tobytes())
-    for ids, b in data.jepa_examples:
+    for ids, b, *head in data.jepa_examples:
         a = np.ascontiguousarray(ids, dtype=np.int64)
-        h.update(np.asarray([a.size, int(b)], np.int64).tobytes())
+        h.update(np.asarray([a.size, int(b), *head], np.int64).tobytes())
         h.update(a.tobytes())
     if data.added_token_ids is not None:
         h.update(b"added")

@@ -10,19 +10,20 @@ import torch
 
 from ..model.backbone import decoder_of
 from ..stats import embedding_stats
+from ..text.contexts import crop_context
 from .data import TrainData
 
 
 def monitor_contexts(data: TrainData, seq_len: int, n: int) -> list[np.ndarray]:
-    """A fixed set of up to ``n`` contexts the collapse monitor embeds: decision-node contexts (the last ``seq_len``
-    tokens up to each node), evenly spread over the examples; SFT-only data: the first ``seq_len`` tokens."""
+    """A fixed set of up to ``n`` contexts the collapse monitor embeds: decision-node contexts (at most ``seq_len``
+    tokens up to each node, cropped as everywhere: :func:`ehr_assets.text.contexts.crop_context`), evenly spread over
+    the examples; SFT-only data: the first ``seq_len`` tokens."""
     if n <= 0:
         return []
     if data.jepa_examples:
         pick = np.unique(np.linspace(0, len(data.jepa_examples) - 1, min(n, len(data.jepa_examples))).astype(int))
-        return [
-            np.asarray(ids[max(0, b - seq_len) : b], dtype=np.int64) for ids, b in (data.jepa_examples[i] for i in pick)
-        ]
+        examples = [data.jepa_examples[i] for i in pick]
+        return [np.asarray(crop_context(ids, b, seq_len, (*h, 0)[0]), dtype=np.int64) for ids, b, *h in examples]
     seqs = [s for s in data.sft_sequences if len(s)]
     pick = np.unique(np.linspace(0, len(seqs) - 1, min(n, len(seqs))).astype(int)) if seqs else []
     return [np.asarray(seqs[i][:seq_len], dtype=np.int64) for i in pick]

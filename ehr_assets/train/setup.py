@@ -60,7 +60,7 @@ def _validate_examples(recipe: RecipeSpec, data: TrainData, V: int) -> None:
                 f"recipe {name!r} (objective {recipe.objective}): no jepa_examples (decision nodes with a future) "
                 "to train on"
             )
-        for i, (ids, b) in enumerate(data.jepa_examples):
+        for i, (ids, b, *_) in enumerate(data.jepa_examples):
             _check_ids(name, V, ids, f"jepa_examples[{i}]")
             n = len(ids)
             if not isinstance(b, (int, np.integer)) or not 1 <= int(b) < n:

@@ -85,6 +85,7 @@ def test_exported_encoder_loads_with_plain_transformers_and_gives_the_projects_e
 
     from ehr_assets.defs.io import load_embeddings
     from ehr_assets.export import main
+    from ehr_assets.text.contexts import crop_context
 
     root, db, art, _ = built
     out = tmp_path / "encoder"
@@ -108,13 +109,23 @@ def test_exported_encoder_loads_with_plain_transformers_and_gives_the_projects_e
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert ids == list(by_subject.at[sid, "input_ids"][:end])
         with torch.no_grad():
-            h = model(input_ids=torch.tensor([ids[-64:]])).last_hidden_state[0, -1]
+            cropped = crop_context(ids, len(ids), 64, int(index["header_end"].fillna(0).iloc[i])).tolist()
+            h = model(input_ids=torch.tensor([cropped])).last_hidden_state[0, -1]
         mine.append(h.numpy())
         theirs.append(emb[i])
     np.testing.assert_allclose(np.stack(mine), np.stack(theirs), rtol=1e-4, atol=1e-4)
+    # the model card's usage code, run as written on the longest of these contexts, gives the project's embedding
+    card_code = ModelCard.load(out / "README.md").text.split("```python\n")[1].split("```")[0]
+    longest = max(rows, key=lambda i: int(index["context_end"].iloc[i]))
+    sid, end = index["subject_id"].iloc[longest], int(index["context_end"].iloc[longest])
+    assert end > 64  # cropped: the header rule is exercised
+    scope = {"DIR": str(out), "text": " ".join(by_subject.at[sid, "text"].split()[:end])}
+    with torch.no_grad():
+        exec(card_code, scope)
+    np.testing.assert_allclose(scope["embedding"].numpy(), emb[longest], rtol=1e-4, atol=1e-4)
     base = AutoModel.from_pretrained(str(art / "sft_checkpoint" / PARTITION / "base"), local_files_only=True).eval()
     with torch.no_grad():
-        h0 = base(input_ids=torch.tensor([ids[-64:]])).last_hidden_state[0, -1].numpy()
+        h0 = base(input_ids=torch.tensor([cropped])).last_hidden_state[0, -1].numpy()
     assert np.abs(h0 - theirs[-1]).max() > 1e-2  # the adapter changed what the base computes: merged, not dropped
 
     card = ModelCard.load(out / "README.md")

@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from ehr_assets.definitions import PIPELINE_JOB, build_definitions
+from ehr_assets.text.contexts import crop_context
 from ehr_assets.text.smb_v1 import smb_v1_text
 from ehr_assets.text.tokenizers import encode, load_tokenizer_folder
 from ehr_assets.warehouse import replace_partition
@@ -217,7 +218,8 @@ def test_frozen_contexts_are_exactly_the_released_layout(run):
     model = AutoModelForCausalLM.from_pretrained(str(run["root"] / "backbones" / "tiny_llama"), local_files_only=True)
     with torch.no_grad():
         for i in (0, len(ctx) - 1):
-            ids = torch.tensor(ctx["context_ids"].iloc[i][-256:], dtype=torch.long)[None]  # embedding.max_tokens
+            c = ctx["context_ids"].iloc[i]  # cropped to embedding.max_tokens by the shared rule (header, then recent)
+            ids = torch.tensor(crop_context(c, len(c), 256, ctx["n_header_tokens"].iloc[i]), dtype=torch.long)[None]
             h = model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0, -1].numpy()
             np.testing.assert_allclose(emb[i], h, atol=1e-4, rtol=0)
 

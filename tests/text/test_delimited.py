@@ -3,7 +3,7 @@ cohort."""
 
 import pandas as pd
 
-from ehr_assets.text import contexts, delimited, tokenizers
+from ehr_assets.text import contexts, delimited, sequence_tables, tokenizers
 
 from ..conftest import ev
 from ..data.test_labels import cancer_nodes
@@ -11,7 +11,7 @@ from ..data.test_labels import cancer_nodes
 
 def test_serialize_subject_layout(tiny_events):
     edges = {"LOINC/718-7": [12.0, 12.8, 13.5, 14.5]}
-    s = delimited.serialize_subject(tiny_events[tiny_events.subject_id == 1], edges)
+    s = sequence_tables.serialize_subject(tiny_events[tiny_events.subject_id == 1], edges)
     words = s.text.split()
     assert words[:4] == ["<bos>", "<demographics>", "GENDER/F", "<age:55-59>"]
     assert s.text.split("<dt:0d>", 1)[1].split()[:5] == [
@@ -41,7 +41,7 @@ def test_tokenizer_roundtrip_offline(tmp_path, tiny_events):
     again, edges2 = tokenizers.load_tokenizer(tmp_path)
     assert edges2 == edges and len(again) == len(fast)
     assert again.convert_tokens_to_ids(["<pad>", "<mask>"]) == [0, 4]
-    ser = delimited.serialize_cohort(tiny_events, edges)
+    ser = sequence_tables.serialize_cohort(tiny_events, edges)
     ids = tokenizers.encode_words(again, ser["text"].tolist())
     assert [len(x) for x in ids] == [len(t.split()) for t in ser["text"]]
     # a code seen only in the held_out subject is unknown to the train vocabulary
@@ -52,7 +52,7 @@ def test_tokenizer_roundtrip_offline(tmp_path, tiny_events):
 
 def test_node_contexts_and_leakage_detection(tiny_events):
     edges = {}
-    ser = delimited.serialize_cohort(tiny_events, edges)
+    ser = sequence_tables.serialize_cohort(tiny_events, edges)
     ser["n_tokens"] = [len(t.split()) for t in ser["text"]]
     nodes = cancer_nodes(tiny_events)
     ctx = contexts.node_contexts(ser, nodes)
@@ -71,7 +71,7 @@ def test_a_person_row_recorded_after_a_node_stays_out_of_its_context(tiny_events
     node's context must not read it, and the leakage check agrees."""
     late = ev([(1, "2015-06-15", "ETHNICITY/HISPANIC", None, "person")])
     events = pd.concat([tiny_events, late], ignore_index=True).sort_values(["subject_id", "time"], kind="stable")
-    ser = delimited.serialize_cohort(events, {})
+    ser = sequence_tables.serialize_cohort(events, {})
     ser["n_tokens"] = [len(t.split()) for t in ser["text"]]
     words = ser.set_index("subject_id").at[1, "text"].split()
     assert "ETHNICITY/HISPANIC" in words and "GENDER/F" in words[: words.index("<dt:0d>")]  # demographics block

@@ -131,9 +131,10 @@ def test_cli_prints_one_subject(tmp_path, edge_events, capsys):
     assert main(["--format", "smb_v1", "--meds-parquet", str(path), "--subject", "1"]) == 0
     assert capsys.readouterr().out == EXPECTED + "\n"
     main(["--format", "delimited", "--meds-parquet", str(path), "--subject", "1", "--end-time", "2015-01-02 09:00"])
+    # what a model reads at a node: the block that ends the context carries the age at the node after its gap token
     assert (
         capsys.readouterr().out == "<bos> <demographics> GENDER/F SNOMED/3950001_birth_date <age:50-54> <dt:0d> "
-        "<drugs> RXNORM/123\n"
+        "<age:50-54> <drugs> RXNORM/123\n"
     )
     with pytest.raises(SystemExit, match="subject '3' not found"):
         main(["--format", "smb_v1", "--meds-parquet", str(path), "--subject", "3"])
