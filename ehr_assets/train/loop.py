@@ -302,7 +302,6 @@ def train(
         recipe, data, device, objective, init_dir=init_dir, save_base_to=save_base_to, use_bf16=use_bf16, log=log
     )
     batches = Batches(recipe, data, objective, world, rank, stream_starts(init_dir, log))
-    monitor_every = tr.monitor_every or tr.log_every
     mon_ctx = monitor_contexts(data, tr.seq_len, tr.monitor_nodes) if main else []
 
     fingerprint = run_fingerprint(recipe, data, init_dir)
@@ -320,7 +319,7 @@ def train(
         tok_s = (sum(tokens.values()) - tokens0) / max(time.perf_counter() - t_loop, 1e-9)
         if n == 1 or n % tr.log_every == 0 or n == tr.steps:
             rec = step_record(n, sums, lr_now, tau, objective, tr.grad_accum, device, world)
-            if main and (n == 1 or n % monitor_every == 0 or n == tr.steps):
+            if main and (n == 1 or n % (tr.monitor_every or tr.log_every) == 0 or n == tr.steps):
                 rec.update(collapse_stats(parts.model, mon_ctx, data.pad_id, device, autocast))
             curve.append(rec)
             log(progress_line(recipe, rec, objective, parts.momentum is not None, tok_s))
