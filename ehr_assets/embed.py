@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model.backbone import load_trained
+from .model.backbone import is_peft, load_trained
 from .model.base import decoder_of, from_pretrained, pick_device, quiet
 from .model.precision import autocast, bf16_for
 from .progress import Progress
@@ -82,8 +82,9 @@ def embed(
     ctxs = _checked_contexts(contexts, pool, batch_size)
     with limited(threads):
         model, recipe = load_encoder(ckpt_dir)
-        with quiet():
-            model = model.merge_and_unload()  # W + BA once: a third of the matmuls, none of the adapter overhead
+        if is_peft(model):  # LoRA: W + BA once, a third of the matmuls and none of the adapter overhead
+            with quiet():
+                model = model.merge_and_unload()
         bf16 = bf16_for(recipe.get("training", {}).get("precision", "fp32"), next(model.parameters()).device)
         return embed_with(model, ctxs, pool=pool, batch_size=batch_size, pad_id=pad_id, bf16=bf16, log=log)
 

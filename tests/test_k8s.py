@@ -27,7 +27,7 @@ COMPUTE = {
 
 def project_with_compute(tmp_path, compute=COMPUTE):
     root = make_tiny_project(tmp_path / "project", {"msk": 20, "inspect": 20}, recipes=("sft", "jepa"))
-    p = root / "models" / "sft.yaml"
+    p = root / "models" / "jepa.yaml"  # a recipe others do not extend (the regimes extend sft)
     spec = yaml.safe_load(p.read_text())
     spec["compute"] = compute
     p.write_text(yaml.safe_dump(spec))
@@ -54,10 +54,10 @@ def test_checkpoint_asset_carries_the_dagster_k8s_tag(tmp_path):
     from ehr_assets.definitions import build_definitions
 
     defs = build_definitions(project_with_compute(tmp_path), warehouse_path=tmp_path / "w.duckdb")
-    tags = defs.get_assets_def("sft_checkpoint").op.tags
+    tags = defs.get_assets_def("jepa_checkpoint").op.tags
     assert json.loads(tags["dagster-k8s/config"])["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "4"
-    assert "dagster-k8s/config" not in defs.get_assets_def("jepa_checkpoint").op.tags
-    assert "dagster-k8s/config" not in defs.get_assets_def("sft_embeddings").op.tags
+    assert "dagster-k8s/config" not in defs.get_assets_def("sft_checkpoint").op.tags
+    assert "dagster-k8s/config" not in defs.get_assets_def("jepa_embeddings").op.tags
 
     user = get_user_defined_k8s_config(tags)  # dagster-k8s's own reader of the tag (validates its schema)
     job = construct_dagster_k8s_job(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ehr_assets import keys
 from ehr_assets.compute import compute_record, compute_table, forward_equivalents
 from ehr_assets.specs import load_project
 from ehr_assets.train import TrainData, train
@@ -127,8 +128,11 @@ def test_shipped_regime_recipes_share_backbone_finetune_and_optimizer():
     for r in recipes.values():
         assert r.backbone == sft.backbone and r.finetune == sft.finetune and r.lora == sft.lora, r.name
         assert r.optimizer == sft.optimizer, f"{r.name}: optimizer {r.optimizer} differs from sft's {sft.optimizer}"
-        same = {k: v for k, v in r.training.model_dump().items() if k != "steps"}
-        assert same == {k: v for k, v in sft.training.model_dump().items() if k != "steps"}, r.name
+        seed = keys.parse_replicate(r.name)[1]
+        assert seed is None or r.training.seed == seed, r.name  # a replicate differs in its seed only
+        own = {"steps"} if seed is None else {"steps", "seed"}
+        same = {k: v for k, v in r.training.model_dump().items() if k not in own}
+        assert same == {k: v for k, v in sft.training.model_dump().items() if k not in own}, r.name
     curriculum = sft.training.steps + recipes["jepa"].training.steps
     assert recipes["hybrid"].training.steps == recipes["jepa_only"].training.steps == curriculum
     assert recipes["hybrid"].init_from is None and recipes["jepa"].init_from == "sft"
