@@ -14,13 +14,17 @@ task and horizon of a cohort, so differences can be pooled across tasks within a
 * :func:`weighted_harrell` -- Harrell's C under each row of weights (scikit-survival's comparability rules);
 * :func:`percentile_ci` -- the percentile interval of replicate values, NaN when too few are defined.
 
-Both metrics are tested against ``sklearn.metrics.roc_auc_score`` and ``sksurv.metrics.concordance_index_censored``
-on explicitly resampled rows. numpy only.
+The two metrics are the probes' own weighted ones (:mod:`ehr_assets.eval.bootstrap`, weights ``[B, n]`` there), so a
+paired difference and a probe's CI come from one implementation; both are tested against
+``sklearn.metrics.roc_auc_score`` and ``sksurv.metrics.concordance_index_censored`` on explicitly resampled rows.
+numpy only.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .bootstrap import auroc_w, harrell_w
 
 __all__ = [
     "MIN_VALID_SHARE",
@@ -32,7 +36,6 @@ __all__ = [
 ]
 
 MIN_VALID_SHARE = 0.5  # fewer defined replicates than this share of B: no interval
-_PAIR_BLOCK = 2_000_000  # (event rows x rows) cells of Harrell's comparison matrix per block
 
 
 def subject_draws(subjects, n_bootstrap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,61 +73,24 @@ def _as_weights(weights, n: int) -> np.ndarray:
 
 def weighted_auroc(y, score, weights: np.ndarray | None = None) -> np.ndarray:
     """AUROC of ``score`` against binary ``y`` under each column of ``weights`` (``[n, B]``, non-negative), ``[B]``
-    (``weights`` None: the plain AUROC, ``[1]``).
-
-    With integer weights this is the AUROC of the rows repeated that many times: the weighted share of
-    (positive, negative) pairs ranked correctly, ties counted 1/2. NaN where a class has zero weight. One sort, then
-    a cumulative sum of the negatives' weights: O(n B)."""
-    y = np.asarray(y).astype(bool)
+    (``weights`` None: the plain AUROC, ``[1]``). With integer weights this is the AUROC of the rows repeated that
+    many times (ties count 1/2); NaN where a class has zero weight. The computation is the probes' own
+    (:func:`ehr_assets.eval.bootstrap.auroc_w`), taken column-wise."""
     s = np.asarray(score, dtype=np.float64)
     W = _as_weights(weights, s.shape[0])
     if s.size == 0:
         return np.full(W.shape[1], np.nan)
-    o = np.argsort(s, kind="mergesort")
-    s, y, W = s[o], y[o], W[o]
-    first = np.r_[True, s[1:] != s[:-1]]  # the first row of each run of tied scores
-    group = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], s.size]
-    cum_neg = np.zeros((s.size + 1, W.shape[1]))
-    np.cumsum(W * ~y[:, None], axis=0, out=cum_neg[1:])
-    p = np.flatnonzero(y)
-    below = cum_neg[starts[group[p]]]  # negative weight strictly below each positive's score
-    tied = cum_neg[ends[group[p]]] - below  # ... and at its score
-    Wp = W[p]
-    num = np.sum(Wp * (below + 0.5 * tied), axis=0)
-    den = Wp.sum(axis=0) * cum_neg[-1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return auroc_w(y, s, np.ascontiguousarray(W.T))
 
 
 def weighted_harrell(event, time, risk, weights: np.ndarray | None = None, tied_tol: float = 1e-8) -> np.ndarray:
-    """Harrell's C of ``risk`` under each column of ``weights`` (``[n, B]``; None: the plain C), ``[B]``.
-
-    scikit-survival's rules: an event row ``i`` is comparable with every row of a later time and with censored rows
-    at the same time; the pair is concordant when ``risk_i > risk_j``, tied (1/2) when ``|risk_i - risk_j| <=
-    tied_tol``. A pair's weight is ``w_i * w_j``; a row is never compared with itself (nor with its own duplicate,
-    which has its time and its event). NaN where no comparable pair has weight. The comparison matrix is built in
-    blocks of event rows, so memory stays bounded for large held-out sets."""
-    event = np.asarray(event, dtype=bool)
+    """Harrell's C of ``risk`` under each column of ``weights`` (``[n, B]``; None: the plain C), ``[B]``:
+    scikit-survival's rules (an event row is comparable with every later time and with censored rows at its time;
+    risk ties count 1/2), each pair weighted ``w_i * w_j``; NaN where no comparable pair has weight. The computation
+    is the probes' own (:func:`ehr_assets.eval.bootstrap.harrell_w`), taken column-wise."""
     time = np.asarray(time, dtype=np.float64)
-    risk = np.asarray(risk, dtype=np.float64)
     W = _as_weights(weights, time.shape[0])
-    num = np.zeros(W.shape[1])
-    den = np.zeros(W.shape[1])
-    ev = np.flatnonzero(event)
-    step = max(1, _PAIR_BLOCK // max(time.shape[0], 1))
-    for lo in range(0, ev.shape[0], step):
-        idx = ev[lo : lo + step]
-        ti = time[idx, None]
-        comparable = (time[None, :] > ti) | ((time[None, :] == ti) & ~event[None, :])
-        diff = risk[idx, None] - risk[None, :]
-        concordant = np.where(np.abs(diff) <= tied_tol, 0.5, (diff > 0).astype(np.float64)) * comparable
-        Wi = W[idx]
-        den += np.sum((comparable.T.astype(np.float64) @ Wi) * W, axis=0)
-        num += np.sum((concordant.T @ Wi) * W, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return harrell_w(event, time, risk, np.ascontiguousarray(W.T), tied_tol=tied_tol)
 
 
 def percentile_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float, int]:
