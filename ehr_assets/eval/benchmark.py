@@ -19,6 +19,7 @@ Nothing here imports Dagster.
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -158,7 +159,7 @@ def auroc_by_horizon_png(metrics: pd.DataFrame, cohort: str, dpi: int = 80) -> b
     for ax in axes.ravel()[len(tasks) :]:
         ax.axis("off")
     recipes = recipe_order(m["recipe"].unique())
-    palette = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    palette = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])  # any number of recipes
     colors = {r: _STYLE.get(r, {}).get("color") or next(palette) for r in recipes}
     for ax, task in zip(axes.ravel(), tasks, strict=False):  # unused panels were switched off above
         t = m[m["task"] == task]

@@ -12,6 +12,7 @@ matplotlib (Agg) only; nothing here imports Dagster.
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -97,7 +98,7 @@ def latent_r2_png(table: pd.DataFrame, cohort: str, dpi: int = 80) -> bytes:
     for ax in axes.ravel()[len(variables) :]:
         ax.axis("off")
     recipes = recipe_order(t["recipe"].unique())
-    palette = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3)
+    palette = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])  # any number of recipes
     colors = {r: _STYLE.get(r, {}).get("color") or next(palette) for r in recipes}
     for ax, var in zip(axes.ravel(), variables, strict=False):
         v = t[t["variable"] == var]

@@ -356,3 +356,35 @@ def test_export_files_schemas_encoding_and_errors(tmp_path):
     assert p.column("predicted_boolean_value").to_pylist() == [False, True, True]  # probability > 0.5
     with pytest.raises(Exception, match="Disallowed extra columns: split"):
         exports.PredictionSchema.validate(p.append_column("split", p.column("subject_id").cast("string")))
+
+
+def test_plots_take_more_recipes_than_the_colour_cycle_has_colours():
+    """Seed replicates multiply the recipes (the demo's combined cohort has 13 series): every plot must still draw,
+    one colour per recipe, the cycle reused past its end."""
+    from ehr_assets.eval import plots
+
+    recipes = ["count_baseline", "oracle", *(f"r{i}" for i in range(14))]
+    rows = [
+        {
+            "cohort": "msk",
+            "recipe": r,
+            "task": "mortality",
+            "metric": "auroc",
+            "horizon_days": h,
+            "value": 0.6 + i / 100,
+            "ci_low": 0.5,
+            "ci_high": 0.7,
+        }
+        for i, r in enumerate(recipes)
+        for h in (90, 365)
+    ]
+    png = bench.auroc_by_horizon_png(pd.DataFrame(rows), "msk")
+    assert png.startswith(b"\x89PNG")
+    lat = pd.DataFrame(
+        [
+            {"recipe": r, "variable": "burden", "offset_days": d, "r2": 0.1 + i / 100, "ci_low": 0.0, "ci_high": 0.5}
+            for i, r in enumerate(recipes)
+            for d in (0, 180, 365)
+        ]
+    )
+    assert plots.latent_r2_png(lat, "msk").startswith(b"\x89PNG")
