@@ -143,6 +143,13 @@ def benchmark_wide(metrics: pd.DataFrame, cohort: str | None = None) -> pd.DataF
 _STYLE = {BASELINE: dict(color="0.45", linestyle="--"), ORACLE: dict(color="black", linestyle=":")}
 
 
+def recipe_styles(recipes: list[str], colour_cycle: list[str]) -> dict[str, dict]:
+    """The line style of each recipe in every plot: the baseline grey dashed, the oracle black dotted, the others the
+    colours of ``colour_cycle`` in order, reused past its end (seed replicates make many recipes)."""
+    palette = itertools.cycle(colour_cycle)
+    return {r: dict(_STYLE.get(r, {}), color=_STYLE.get(r, {}).get("color") or next(palette)) for r in recipes}
+
+
 def auroc_by_horizon_png(metrics: pd.DataFrame, cohort: str, dpi: int = 80) -> bytes:
     """A PNG: held-out AUROC against the horizon (days), one panel per binary task of ``cohort``, one line per
     recipe (baseline dashed grey, oracle dotted black), with the 95 % bootstrap CI as a band."""
@@ -159,17 +166,16 @@ def auroc_by_horizon_png(metrics: pd.DataFrame, cohort: str, dpi: int = 80) -> b
     for ax in axes.ravel()[len(tasks) :]:
         ax.axis("off")
     recipes = recipe_order(m["recipe"].unique())
-    palette = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])  # any number of recipes
-    colors = {r: _STYLE.get(r, {}).get("color") or next(palette) for r in recipes}
+    styles = recipe_styles(recipes, plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for ax, task in zip(axes.ravel(), tasks, strict=False):  # unused panels were switched off above
         t = m[m["task"] == task]
         for r in recipes:
             d = t[t["recipe"] == r].sort_values("horizon_days")
             if d.empty:
                 continue
-            style = dict(_STYLE.get(r, {}), color=colors[r])
+            style = styles[r]
             ax.plot(d["horizon_days"], d["value"], marker="o", ms=3, label=r, **style)
-            ax.fill_between(d["horizon_days"], d["ci_low"], d["ci_high"], color=colors[r], alpha=0.08)
+            ax.fill_between(d["horizon_days"], d["ci_low"], d["ci_high"], color=style["color"], alpha=0.08)
         ax.set_title(task, fontsize=9)
         ax.set_xscale("log")
         hs = sorted(t["horizon_days"].unique())

@@ -12,17 +12,14 @@ matplotlib (Agg) only; nothing here imports Dagster.
 from __future__ import annotations
 
 import io
-import itertools
 
 import numpy as np
 import pandas as pd
 
 from .. import keys
-from .benchmark import BASELINE, ORACLE, recipe_order
+from .benchmark import BASELINE, recipe_order, recipe_styles
 
 __all__ = ["latent_r2_png", "paired_forest_png"]
-
-_STYLE = {BASELINE: dict(color="0.45", linestyle="--"), ORACLE: dict(color="black", linestyle=":")}
 
 
 def _pyplot():
@@ -98,16 +95,15 @@ def latent_r2_png(table: pd.DataFrame, cohort: str, dpi: int = 80) -> bytes:
     for ax in axes.ravel()[len(variables) :]:
         ax.axis("off")
     recipes = recipe_order(t["recipe"].unique())
-    palette = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])  # any number of recipes
-    colors = {r: _STYLE.get(r, {}).get("color") or next(palette) for r in recipes}
+    styles = recipe_styles(recipes, plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for ax, var in zip(axes.ravel(), variables, strict=False):
         v = t[t["variable"] == var]
         for r in recipes:
             d = v[v["recipe"] == r].sort_values("offset_days")
             if d.empty:
                 continue
-            ax.plot(d["offset_days"], d["r2"], marker="o", ms=3, label=r, **dict(_STYLE.get(r, {}), color=colors[r]))
-            ax.fill_between(d["offset_days"], d["ci_low"], d["ci_high"], color=colors[r], alpha=0.08)
+            ax.plot(d["offset_days"], d["r2"], marker="o", ms=3, label=r, **styles[r])
+            ax.fill_between(d["offset_days"], d["ci_low"], d["ci_high"], color=styles[r]["color"], alpha=0.08)
         ax.set_title(var, fontsize=9)
         ax.set_xticks(sorted(v["offset_days"].unique()))
         ax.set_ylim(-0.2, 1.05)
