@@ -6,7 +6,8 @@ Protocol (EHRSHOT / INSPECT / MOTOR conventions): one feature row per decision n
 rows along) and report the percentile 95 % interval (:func:`ehr_assets.eval.metrics.bootstrap_ci`).
 
 * :class:`Split` in, :class:`ProbeResult` (a :class:`Metric` per metric, held-out scores, chosen parameters) out;
-* :func:`binary_probe` -- StandardScaler -> L2 logistic regression; C chosen by tuning AUROC;
+* :func:`binary_probe` -- StandardScaler -> L2 logistic regression; C chosen by tuning AUROC along a warm-started
+  regularization path (:func:`logistic_path`);
   metrics ``auroc``, ``auprc``, ``brier``;
 * :func:`ehr_assets.eval.survival.survival_probe` -- the Cox PH probe, in its own module (it has more steps) and
   built on the types and helpers here.
@@ -17,6 +18,7 @@ their ``note`` says why. This module deliberately imports neither torch nor dags
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ __all__ = [
     "binary_probe",
     "feature_matrix",
     "join_notes",
+    "logistic_path",
     "nan_metrics",
 ]
 
@@ -114,26 +117,41 @@ def _labels(s: Split) -> np.ndarray:
     return np.asarray(s.y, dtype=np.int64).ravel() if s.y is not None else np.zeros(0, np.int64)
 
 
-def _fit_logistic(Z: np.ndarray, y: np.ndarray, C: float) -> LogisticRegression:
-    """L2 logistic regression at strength ``C`` (a non-converged fit is kept: the tuning split judges it)."""
+# Newton's method with a Cholesky solve: with a few hundred features at most, each step is one Gram matrix of the
+# rows (no threads needed), it converges in a handful of steps where L-BFGS took tens to hundreds, and to a tighter
+# optimum. Along the C grid each fit starts from the previous C's solution (the path of L2 solutions is smooth).
+SOLVER = "newton-cholesky"
+MAX_ITER = 1000
+
+
+def logistic_path(Z: np.ndarray, y: np.ndarray, c_grid: Sequence[float]) -> dict[float, LogisticRegression]:
+    """One L2 logistic regression per C of ``c_grid``, fit from the smallest C to the largest, each warm-started at
+    the previous solution: the regularization path. The fits are the same optimum as fits from scratch (the L2
+    objective is strictly convex); only the starting points differ. A non-converged fit is kept (the tuning split
+    judges it; its ``n_iter_`` equals ``max_iter``)."""
+    model = LogisticRegression(solver=SOLVER, max_iter=MAX_ITER, warm_start=True)
+    path: dict[float, LogisticRegression] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return LogisticRegression(C=float(C), max_iter=5000).fit(Z, y)
+        for C in sorted({float(c) for c in c_grid}):
+            model.set_params(C=C)
+            model.fit(Z, y)
+            path[C] = copy.deepcopy(model)
+    return path
 
 
 def _choose_c(Z_tr, y_tr, Z_tu, y_tu, c_grid: Sequence[float]) -> tuple[LogisticRegression, float, float, dict]:
-    """One model per C of the grid, scored by AUROC on tuning: (chosen model, C, its tuning AUROC, AUROC by C).
-    Ties (and NaNs) resolve to the first -- most regularized -- C of the grid; C=1 when every AUROC is NaN."""
-    best_c, best_auc, tune_scores, models = 1.0, float("nan"), {}, {}
-    for C in c_grid:
-        models[C] = _fit_logistic(Z_tr, y_tr, C)
-        tune_scores[float(C)] = auroc(y_tu, models[C].predict_proba(Z_tu)[:, 1])
+    """The regularization path over the grid, each C scored by AUROC on tuning: (chosen model, C, its tuning AUROC,
+    AUROC by C). Ties (and NaNs) resolve to the first -- most regularized -- C of the grid; C=1 when every AUROC
+    is NaN."""
+    models = logistic_path(Z_tr, y_tr, [*c_grid, 1.0])
+    tune_scores = {float(C): auroc(y_tu, models[float(C)].predict_proba(Z_tu)[:, 1]) for C in c_grid}
+    best_c, best_auc = 1.0, float("nan")
     finite = {c: a for c, a in tune_scores.items() if np.isfinite(a)}
     if finite:
         best_c = best_on_tuning(finite)
         best_auc = finite[best_c]
-    model = models[best_c] if best_c in models else _fit_logistic(Z_tr, y_tr, best_c)
-    return model, best_c, best_auc, tune_scores
+    return models[best_c], best_c, best_auc, tune_scores
 
 
 def _binary_metrics(y, scores, groups, n: int, n_pos: int, *, seed: int, n_bootstrap: int) -> list[Metric]:
@@ -190,7 +208,7 @@ def binary_probe(
         params["tune_note"] = ""
     else:
         best_c, best_auc, tune_scores = 1.0, float("nan"), {}
-        model = _fit_logistic(Z_tr, y_tr, best_c)
+        model = logistic_path(Z_tr, y_tr, [best_c])[best_c]
         params["tune_note"] = "tuning split empty or single-class; C=1"
     params.update(C=float(best_c), tune_auroc=float(best_auc), tune_auroc_by_C=tune_scores)
     params.update(n_iter=int(np.max(model.n_iter_)), max_iter=int(model.max_iter))  # n_iter == max_iter: not converged
