@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` and `make test` (`make lint`: ruff). All create .venv on first use.
+# The two commands of the README: `make demo` and `make test` (`make lint`: ruff; `make study`: the study, about an
+# hour on two cores, writing bench/results/study.md). All create .venv on first use.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -11,7 +12,7 @@ TORCH   ?= torch==2.13.0
 TORCH_INDEX ?=
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: demo test lint format ui clean-home aces
+.PHONY: demo study test lint format ui clean-home aces
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +30,11 @@ $(ACES_VENV)/bin/aces-cli:
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m ehr_assets.demo
+
+# The study project (study/: its cohorts, recipes and study.yaml) on its own instance and warehouse
+study: export DAGSTER_HOME := $(CURDIR)/study/dagster_home
+study: $(BIN)/.installed
+	$(BIN)/python -m ehr_assets.study --project study --out bench/results
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

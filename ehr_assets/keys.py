@@ -24,6 +24,7 @@ COUNT_BASELINE = "count_baseline"
 ORACLE = "oracle"  # the full-state oracle; its variants are named oracle_<...> (ehr_assets.eval.oracle.ORACLES)
 LATENT = "cohort_latent"  # the synthetic cohorts' hidden state; read by oracle and evaluation assets only
 LATENT_DYNAMICS = "latent_dynamics"  # ridge probes of each recipe's embeddings to the hidden state, now and later
+LATENT_REPLICATES = "latent_replicates"  # the latent probe's held-out R^2 under each shared bootstrap draw
 PAIRED_DIFFERENCES = "paired_differences"  # recipe - reference per task, with paired subject-bootstrap CIs
 
 

@@ -250,6 +250,16 @@ TABLES: dict[str, TableSchema] = {
             "note": "VARCHAR",
         }
     ),
+    "latent_replicates": TableSchema(  # ehr_assets.eval.latent_probe.REPLICATE_COLUMNS: the R^2 under each draw
+        {
+            **COHORT,
+            "recipe": "VARCHAR",
+            "variable": "VARCHAR",
+            "offset_days": "BIGINT",
+            "replicate": "BIGINT",
+            "r2": "DOUBLE",
+        }
+    ),
 }
 
 

@@ -31,7 +31,8 @@ from ..eval.fallbacks import count_fallbacks
 from ..eval.replicates import seed_summary
 from ..eval.resample import subject_draws
 from ..specs import Project
-from .io import POOL, clear_rows, load_embeddings, read_table, read_table_or_none, write_table
+from ..warehouse import replace_partitions
+from .io import POOL, clear_rows, load_embeddings, read_table, read_table_or_none, tag_partition, write_table
 from .metadata import meta_table, png_md
 from .resources import ArtifactStore, Compute
 
@@ -151,6 +152,7 @@ def latent_dynamics_asset(project: Project, partitions: dg.PartitionsDefinition)
         reason = oracle_stage.oracle_unavailable(project, key)
         if reason:
             clear_rows(warehouse, keys.LATENT_DYNAMICS, {"cohort": key})
+            clear_rows(warehouse, keys.LATENT_REPLICATES, {"cohort": key})
             context.log.info(reason)
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "latent": reason})
         nodes = read_table(warehouse, "decision_nodes", key, order_by=["subject_id", "prediction_time"])
@@ -159,12 +161,21 @@ def latent_dynamics_asset(project: Project, partitions: dg.PartitionsDefinition)
         targets = latent_probe.latent_targets(latent, nodes)
         splits, subjects = nodes["split"].to_numpy(), nodes["subject_id"].to_numpy()
         draws = subject_draws(subjects[splits == held_out_split], 200, 0)
-        frames = []
+        frames, reps = [], []
         for name, X in _latent_features(project, warehouse, artifacts, key, nodes, latent).items():
-            frames.append(latent_probe.latent_probe(name, X, splits, subjects, targets, draws=draws))
+            frames.append(latent_probe.latent_probe(name, X, splits, subjects, targets, draws=draws, replicates=reps))
             context.log.info(f"latent probe: {name}")
         table = pd.concat(frames, ignore_index=True)
-        n = write_table(warehouse, keys.LATENT_DYNAMICS, key, table)
+        empty = pd.DataFrame(columns=latent_probe.REPLICATE_COLUMNS)
+        replicates = pd.concat(reps, ignore_index=True) if reps else empty
+        with warehouse.get_connection() as conn:  # the R^2 rows and their replicates: one transaction
+            n, _ = replace_partitions(
+                conn,
+                [
+                    (keys.LATENT_DYNAMICS, tag_partition(table, key), {"cohort": key}),
+                    (keys.LATENT_REPLICATES, tag_partition(replicates, key), {"cohort": key}),
+                ],
+            )
         known = {f"nodes_with_state_at_+{o}d": int(t.notna().all(axis=1).sum()) for o, t in targets.items()}
         return dg.MaterializeResult(
             metadata={

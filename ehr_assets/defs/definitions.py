@@ -25,6 +25,7 @@ from .recipes import build_recipe_assets
 from .reporting import cross_disease_report_asset, label_files_asset, prediction_files_asset
 from .resources import ArtifactStore, Compute, Trainer
 from .sequences import build_sequence_assets
+from .study import study_report_asset
 
 PIPELINE_JOB = "smb_pipeline"
 
@@ -82,7 +83,8 @@ def build_definitions(
     assets += [label_files_asset(project, partitions), prediction_files_asset(partitions, metric_assets)]
     assets += [paired_differences_asset(partitions, metric_assets), latent_dynamics_asset(project, partitions)]
     assets.append(summary_asset(project, partitions, metric_assets))
-    report = cross_disease_report_asset(project, metric_assets)
+    reports = [cross_disease_report_asset(project, metric_assets), study_report_asset(project, metric_assets)]
+    reports = [a for a in reports if a is not None]
 
     partitioned = dg.AssetSelection.assets(*assets)
     jobs = [
@@ -93,9 +95,9 @@ def build_definitions(
             description="Every cohort-partitioned asset: data, training, embeddings, probes.",
         ),
     ]
-    if report is not None:
-        assets.append(report)
-        jobs.append(dg.define_asset_job(REPORT_JOB, selection=dg.AssetSelection.assets(report)))
+    if reports:  # over all partitions: the cross-disease table (a union cohort), the study (study.yaml)
+        assets += reports
+        jobs.append(dg.define_asset_job(REPORT_JOB, selection=dg.AssetSelection.assets(*reports)))
     return dg.Definitions(
         assets=assets,
         asset_checks=build_checks(project) + (build_aces_checks(project) if has_aces(project) else []),

@@ -29,42 +29,51 @@ def _run_config(log_level: str) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ehr_assets.demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--partitions", help="comma-separated cohort keys (default: all)")
-    ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = ap.parse_args(argv)
+def materialize(partitions: list[str] | None, log_level: str = "INFO", tag: str = "demo") -> int:
+    """Run the pipeline job for each partition (all when None), then the report job over all of them (only when
+    every partition ran); 0 on success, 1 on a failed run, 2 on an unknown partition."""
     if not os.environ.get("DAGSTER_HOME"):  # the project's own instance folder (dagster.yaml, run history)
         os.environ["DAGSTER_HOME"] = str(default_home())
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def(PIPELINE_JOB)
     all_keys = job.partitions_def.get_partition_keys()
-    keys = args.partitions.split(",") if args.partitions else all_keys
+    keys = partitions or all_keys
     unknown = [k for k in keys if k not in all_keys]
     if unknown:
-        print(f"[demo] unknown partition(s) {unknown}; declared cohorts: {all_keys}", file=sys.stderr)
+        print(f"[{tag}] unknown partition(s) {unknown}; declared cohorts: {all_keys}", file=sys.stderr)
         return 2
     t_all = time.perf_counter()
     for i, key in enumerate(keys, 1):
         t0 = time.perf_counter()
-        print(f"[demo] ({i}/{len(keys)}) materializing partition {key!r} ...", flush=True)
+        print(f"[{tag}] ({i}/{len(keys)}) materializing partition {key!r} ...", flush=True)
         res = job.execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False, run_config=_run_config(args.log_level)
+            partition_key=key, instance=instance, raise_on_error=False, run_config=_run_config(log_level)
         )
         status = "ok" if res.success else "FAILED"
-        print(f"[demo] partition {key!r}: {status} in {time.perf_counter() - t0:.0f} s (run {res.run_id})", flush=True)
+        print(f"[{tag}] partition {key!r}: {status} in {time.perf_counter() - t0:.0f} s (run {res.run_id})", flush=True)
         if not res.success:
             return 1
     job_names = {j.name for j in defs.resolve_all_job_defs()}
-    if not args.partitions and REPORT_JOB in job_names:  # the report exists when a union cohort is declared
+    if not partitions and REPORT_JOB in job_names:  # the reports exist with a union cohort or a study
+        t0 = time.perf_counter()
         report_job = defs.resolve_job_def(REPORT_JOB)
-        res = report_job.execute_in_process(
-            instance=instance, raise_on_error=False, run_config=_run_config(args.log_level)
-        )
+        res = report_job.execute_in_process(instance=instance, raise_on_error=False, run_config=_run_config(log_level))
         if not res.success:
-            print("[demo] cross_disease_report FAILED", flush=True)
+            print(f"[{tag}] {REPORT_JOB} FAILED", flush=True)
             return 1
-    print(f"[demo] all runs done in {time.perf_counter() - t_all:.0f} s\n")
+        print(f"[{tag}] {REPORT_JOB}: ok in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"[{tag}] all runs done in {time.perf_counter() - t_all:.0f} s\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ehr_assets.demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--partitions", help="comma-separated cohort keys (default: all)")
+    ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = ap.parse_args(argv)
+    rc = materialize(args.partitions.split(",") if args.partitions else None, args.log_level)
+    if rc:
+        return rc
     metrics = load_metrics(default_warehouse())
     print("Held-out AUROC (binary tasks) and Harrell's C (survival) with 95 % bootstrap CIs, per recipe")
     print("(count_baseline = code counts + age; oracle = the same probe on the true latent state; oracle_no_rate =")

@@ -30,11 +30,20 @@ from ..synthetic import LATENT_COLUMNS
 from .probes import best_on_tuning
 from .resample import percentile_ci, row_weights, subject_draws
 
-__all__ = ["ALPHA_GRID", "COLUMNS", "OFFSETS_DAYS", "latent_probe", "latent_targets", "weighted_r2"]
+__all__ = [
+    "ALPHA_GRID",
+    "COLUMNS",
+    "OFFSETS_DAYS",
+    "REPLICATE_COLUMNS",
+    "latent_probe",
+    "latent_targets",
+    "weighted_r2",
+]
 
 OFFSETS_DAYS = (0, 180, 365)
 ALPHA_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 COLUMNS = ["recipe", "variable", "offset_days", "r2", "ci_low", "ci_high", "n", "n_subjects", "alpha", "note"]
+REPLICATE_COLUMNS = ["recipe", "variable", "offset_days", "replicate", "r2"]
 
 
 def latent_targets(latent: pd.DataFrame, nodes: pd.DataFrame, offsets=OFFSETS_DAYS) -> dict[int, pd.DataFrame]:
@@ -99,8 +108,9 @@ def _undefined(base: dict, note: str) -> dict:
     return base | dict(r2=np.nan, ci_low=np.nan, ci_high=np.nan, alpha=np.nan, note=note)
 
 
-def _variable_rows(name, off, Y, P_by_alpha, tune, te_mask, W, n_subj) -> list[dict]:
-    """One row per latent variable: the alpha chosen on tuning, held-out R^2 and its CI."""
+def _variable_rows(name, off, Y, P_by_alpha, tune, te_mask, W, n_subj, reps: list | None = None) -> list[dict]:
+    """One row per latent variable: the alpha chosen on tuning, held-out R^2 and its CI (and, into ``reps``, a
+    frame of its R^2 under each draw)."""
     rows = []
     for j, var in enumerate(Y.columns):
         y_te = Y.iloc[:, j].to_numpy()[te_mask]
@@ -111,7 +121,14 @@ def _variable_rows(name, off, Y, P_by_alpha, tune, te_mask, W, n_subj) -> list[d
             continue
         a = best_on_tuning(finite)
         pred = P_by_alpha[a][:, j]
-        lo, hi, _ = percentile_ci(weighted_r2(y_te, pred, W))
+        boot = weighted_r2(y_te, pred, W)
+        lo, hi, _ = percentile_ci(boot)
+        if reps is not None:
+            reps.append(
+                pd.DataFrame(
+                    {"recipe": name, "variable": var, "offset_days": int(off), "replicate": np.arange(boot.size)}
+                ).assign(r2=boot)
+            )
         note = "" if np.isfinite(lo) else "bootstrap CI undefined (too few valid resamples)"
         r2 = float(weighted_r2(y_te, pred)[0])
         rows.append(base | dict(r2=r2, ci_low=lo, ci_high=hi, alpha=float(a), note=note))
@@ -128,10 +145,13 @@ def latent_probe(
     draws: tuple[np.ndarray, np.ndarray] | None = None,
     n_bootstrap: int = 200,
     seed: int = 0,
+    replicates: list[pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Held-out R^2 of ridge read-outs of ``features`` (one row per node; ``splits`` and ``subjects`` per node) for
     each latent variable at each offset of ``targets`` (:func:`latent_targets`). ``draws``: the subject draws shared
-    by every recipe (default: drawn here from the held-out subjects with ``seed``)."""
+    by every recipe (default: drawn here from the held-out subjects with ``seed``). ``replicates``: a list that
+    receives, per defined row, the :data:`REPLICATE_COLUMNS` frame of its R^2 under each draw (paired across
+    recipes that share ``draws``)."""
     X = np.asarray(features, dtype=np.float64)
     if X.shape[0] != len(splits):
         raise ValueError(f"{name}: {X.shape[0]} feature rows for {len(splits)} decision nodes")
@@ -156,5 +176,5 @@ def latent_probe(
         P_by_alpha = {a: m.predict(Z[te]).reshape(int(te.sum()), -1) for a, m in models.items()}
         W = row_weights(draws, subjects[te])
         n_subj = int(np.unique(subjects[te]).size)
-        rows += _variable_rows(name, off, Y, P_by_alpha, tune, te, W, n_subj)
+        rows += _variable_rows(name, off, Y, P_by_alpha, tune, te, W, n_subj, replicates)
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .. import keys
 from .benchmark import BASELINE, LONG_HORIZON_DAYS, MIN_GAP, ORACLE
-from .resample import percentile_ci, row_weights, subject_draws, weighted_auroc, weighted_harrell
+from .resample import bootstrap_p_value, percentile_ci, row_weights, subject_draws, weighted_auroc, weighted_harrell
 
 __all__ = [
     "COLUMNS",
@@ -137,19 +137,11 @@ def score_task(task, horizon, rows: pd.DataFrame, draws: tuple[np.ndarray, np.nd
     return out
 
 
-def _p_value(reps: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of 'the statistic is 0': twice the smaller share of replicates on either side."""
-    ok = reps[np.isfinite(reps)]
-    if ok.size == 0:
-        return float("nan")
-    return float(min(1.0, 2.0 * min(np.mean(ok <= 0), np.mean(ok >= 0))))
-
-
 def _row(est: float, reps: np.ndarray, **fields) -> dict:
     """One output row: ``fields`` (the :data:`COLUMNS` that describe it), the estimate and its interval, the
     p-value of a delta and the replicates defined."""
     lo, hi, k = percentile_ci(reps)
-    p = _p_value(reps) if fields["statistic"] == "delta" else float("nan")
+    p = bootstrap_p_value(reps) if fields["statistic"] == "delta" else float("nan")
     return {**fields, "estimate": float(est), "ci_low": lo, "ci_high": hi, "p_value": p, "n_boot": k}
 
 

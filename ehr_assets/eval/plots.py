@@ -4,7 +4,8 @@
   from the count baseline and from ``sft``, and its pooled gap closed, as points with their paired 95 % CIs and a
   line at 0 (no difference);
 * :func:`latent_r2_png` -- the latent-dynamics probe: held-out R^2 against the offset (0, 180, 365 days), one panel
-  per latent variable, one line per recipe with its CI band (count baseline dashed grey, oracle dotted black).
+  per latent variable, one line per recipe with its CI band (count baseline dashed grey, oracle dotted black);
+* :func:`sft_loss_png` -- the next-token loss of every SFT run against the step (has it flattened?).
 
 matplotlib (Agg) only; nothing here imports Dagster.
 """
@@ -19,7 +20,7 @@ import pandas as pd
 from .. import keys
 from .benchmark import BASELINE, recipe_order, recipe_styles
 
-__all__ = ["latent_r2_png", "paired_forest_png"]
+__all__ = ["latent_r2_png", "paired_forest_png", "sft_loss_png"]
 
 
 def _pyplot():
@@ -116,4 +117,35 @@ def latent_r2_png(table: pd.DataFrame, cohort: str, dpi: int = 80) -> bytes:
         handles, labels = axes.ravel()[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.08 if variables else 0, 1, 0.95))
+    return _png(fig)
+
+
+def sft_loss_png(curves: dict[tuple[str, str], list[dict]], start: dict[str, int], dpi: int = 80) -> bytes:
+    """A PNG of the SFT (next-token) loss against the optimizer step, one panel per cohort, one line per run;
+    ``start[recipe]`` is the step a continued run starts at (its ``init_from``'s steps), so a continuation
+    extends the curve of the run it continues."""
+    plt = _pyplot()
+    cohorts = sorted({c for c, _ in curves})
+    fig, axes = plt.subplots(1, max(len(cohorts), 1), figsize=(4.2 * max(len(cohorts), 1), 3.0), dpi=dpi, squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    bases = sorted({keys.parse_replicate(r)[0] for _, r in curves})
+    for ax, cohort in zip(axes.ravel(), cohorts, strict=False):
+        for (c, r), curve in sorted(curves.items()):
+            if c != cohort:
+                continue
+            pts = [
+                (p["step"] + start.get(r, 0), p["sft_loss"]) for p in curve if np.isfinite(p.get("sft_loss", np.nan))
+            ]
+            if not pts:
+                continue
+            base = keys.parse_replicate(r)[0]
+            x, y = zip(*pts)
+            ax.plot(x, y, lw=1, color=colours[bases.index(base) % len(colours)], label=base if r == base else None)
+        ax.set_title(cohort, fontsize=9)
+        ax.set_xlabel("optimizer step", fontsize=7)
+        ax.set_ylabel("SFT loss (nats / token)", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle("next-token loss of every SFT run (each seed a line)", fontsize=10)
+    fig.tight_layout()
     return _png(fig)

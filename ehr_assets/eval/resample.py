@@ -12,7 +12,8 @@ task and horizon of a cohort, so differences can be pooled across tasks within a
   :func:`row_weights` -- the ``[n, B]`` weights of ``n`` rows (each row takes its subject's count);
 * :func:`weighted_auroc` -- AUROC under each row of weights (Mann-Whitney with ties counted 1/2), ``[B]`` at once;
 * :func:`weighted_harrell` -- Harrell's C under each row of weights (scikit-survival's comparability rules);
-* :func:`percentile_ci` -- the percentile interval of replicate values, NaN when too few are defined.
+* :func:`percentile_ci` -- the percentile interval of replicate values, NaN when too few are defined, and
+  :func:`bootstrap_p_value` -- the two-sided bootstrap p-value of "the statistic is 0".
 
 The two metrics are the probes' own weighted ones (:mod:`ehr_assets.eval.bootstrap`, weights ``[B, n]`` there), so a
 paired difference and a probe's CI come from one implementation; both are tested against
@@ -28,6 +29,7 @@ from .bootstrap import auroc_w, harrell_w
 
 __all__ = [
     "MIN_VALID_SHARE",
+    "bootstrap_p_value",
     "percentile_ci",
     "row_weights",
     "subject_draws",
@@ -102,3 +104,12 @@ def percentile_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float
         return float("nan"), float("nan"), int(ok.size)
     lo, hi = np.percentile(ok, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(lo), float(hi), int(ok.size)
+
+
+def bootstrap_p_value(reps: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of 'the statistic is 0': twice the smaller share of replicates on either side
+    (at best ``1 / B``); NaN when no replicate is defined."""
+    ok = reps[np.isfinite(reps)]
+    if ok.size == 0:
+        return float("nan")
+    return float(min(1.0, 2.0 * min(np.mean(ok <= 0), np.mean(ok >= 0))))

@@ -9,7 +9,8 @@ Cross-file rules (``init_from`` names an existing recipe and has no cycle, a uni
 a probe names existing cohorts) are checked in :func:`load_project`.
 
 Modules: :mod:`.base` (strict base model, validators, :class:`SpecError`), :mod:`.cohort`, :mod:`.recipe`,
-:mod:`.probe` (one per declaration folder) and :mod:`.project` (reading files, ``extends:``, cross-file rules).
+:mod:`.probe` (one per declaration folder),
+:mod:`.study` (``study.yaml``, optional) and :mod:`.project` (reading files, ``extends:``, cross-file rules).
 """
 
 from .base import NAME_RE, SpecError, StrictModel
@@ -46,6 +47,7 @@ from .recipe import (
     TinyBackboneConfig,
     Training,
 )
+from .study import Comparison, Question, StudySpec
 
 __all__ = [
     "ALL_LINEAR",
@@ -54,6 +56,7 @@ __all__ = [
     "Backbone",
     "CbioportalSource",
     "CohortSpec",
+    "Comparison",
     "Compute",
     "DecisionNodeRule",
     "Embedding",
@@ -63,12 +66,14 @@ __all__ = [
     "MedsSource",
     "Optimizer",
     "ProbeSpec",
+    "Question",
     "Project",
     "RecipeSpec",
     "Source",
     "SpecError",
     "Splits",
     "StrictModel",
+    "StudySpec",
     "SyntheticSource",
     "TableRule",
     "TimelineRule",

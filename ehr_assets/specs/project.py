@@ -14,6 +14,7 @@ from .base import SpecError
 from .cohort import CohortSpec
 from .probe import ProbeSpec
 from .recipe import RecipeSpec
+from .study import StudySpec
 
 
 def _read_yaml(path: Path) -> dict:
@@ -96,6 +97,7 @@ class Project(BaseModel):
     cohorts: dict[str, CohortSpec]
     recipes: dict[str, RecipeSpec]  # in dependency order: a recipe comes after its init_from
     probes: dict[str, ProbeSpec]
+    study: StudySpec | None = None  # study.yaml, when the project declares one
 
     @cached_property
     def partition_keys(self) -> list[str]:
@@ -245,7 +247,36 @@ def load_project(root: str | Path) -> Project:
             if c not in cohorts:
                 raise SpecError(f"{dirs['probes'] / (name + '.yaml')}: cohorts: unknown cohort {c!r}")
     probes = {n: _resolve_aces_paths(p, root, dirs["probes"] / f"{n}.yaml") for n, p in probes.items()}
-    return Project(root=root, cohorts=cohorts, recipes=_topo_recipes(recipes, dirs["models"]), probes=probes)
+    study = _load_study(root / "study.yaml", cohorts, recipes)
+    recipes = _topo_recipes(recipes, dirs["models"])
+    return Project(root=root, cohorts=cohorts, recipes=recipes, probes=probes, study=study)
+
+
+STUDY_REFERENCES = (keys.COUNT_BASELINE, "oracle")  # feature sets a study may compare that are not recipes
+
+
+def _load_study(path: Path, cohorts: dict[str, CohortSpec], recipes: dict[str, RecipeSpec]) -> StudySpec | None:
+    """``study.yaml`` (None when absent), its recipes and cohorts checked against the project's."""
+    if not path.is_file():
+        return None
+    study = load_spec(path, StudySpec)
+    for i, q in enumerate(study.questions):
+        where = f"{path}: questions.{i} ({q.id})"
+        for j, c in enumerate(q.comparisons):
+            for field in ("recipe", "reference"):
+                name = getattr(c, field)
+                if name not in recipes and name not in STUDY_REFERENCES:
+                    raise SpecError(f"{where}: comparisons.{j}.{field}: unknown recipe {name!r}")
+        for c in q.cohorts:
+            if c not in cohorts:
+                raise SpecError(f"{where}: cohorts: unknown cohort {c!r}")
+        if q.kind == "transfer":
+            union = cohorts.get(q.union)
+            if union is None or not union.is_union:
+                raise SpecError(f"{where}: union: {q.union!r} is not a union cohort of this project")
+            if q.member not in union.union:
+                raise SpecError(f"{where}: member: {q.member!r} is not a member of {q.union!r} {list(union.union)}")
+    return study
 
 
 def _abs(path: str, root: Path) -> str:
