@@ -55,7 +55,35 @@ def make_pipeline_project(root):
             spec = yaml.safe_load(p.read_text())
             spec["horizons_days"] = TEST_PROBES[p.stem]
             p.write_text(yaml.safe_dump(spec))
+    (root / "study.yaml").write_text(yaml.safe_dump(TEST_STUDY))  # the report job then answers it too
     return root
+
+
+# A study over the test project (ehr_assets.specs.study): one question of each kind
+TEST_STUDY = {
+    "name": "study",
+    "n_bootstrap": 200,
+    "settings": {"cohorts": "the test project's"},
+    "questions": [
+        {"id": "q1", "question": "jepa vs sft?", "comparisons": [{"recipe": "jepa", "reference": "sft"}]},
+        {
+            "id": "q3",
+            "question": "latent?",
+            "kind": "latent",
+            "cohorts": ["inspect", "msk"],
+            "variables": ["burden", "growth_rate"],
+            "comparisons": [{"recipe": "jepa", "reference": "count_baseline", "expect": "either"}],
+        },
+        {
+            "id": "q4",
+            "question": "transfer?",
+            "kind": "transfer",
+            "member": "inspect",
+            "union": "combined",
+            "comparisons": [{"recipe": "jepa", "reference": "sft"}],
+        },
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -632,3 +660,43 @@ def test_the_demo_prints_the_paired_differences_the_latent_probe_and_the_seeds(b
     assert "recipe - sft per task and horizon" in out
     assert "== python -m ehr_assets.report --format latent" in out and "growth_rate" in out
     assert "Pooled paired rows across training seeds" in out
+
+
+def test_the_report_job_answers_the_declared_study(cross_disease):
+    """study_report over the three partitions: a row per question, cohort and comparison in study_answers (the
+    delta recomputed here with sklearn from probe_predictions), study.md with every question and its plots, and
+    the answers in the asset's metadata."""
+    from sklearn.metrics import roc_auc_score
+
+    _, report, db, root = cross_disease
+    assert report.success
+    a = q(db, "SELECT * FROM study_answers")
+    assert sorted(zip(a["question"], a["cohort"])) == sorted(
+        [("q1", c) for c in ("combined", "inspect", "msk")] + [("q3", "inspect"), ("q3", "msk"), ("q4", "inspect")]
+    )
+    p = q(db, "SELECT * FROM probe_predictions WHERE cohort = 'inspect' AND horizon_days >= 365")
+    p = p[p["predicted_boolean_probability"].notna()]
+
+    def long(recipe):
+        g = p[p["recipe"] == recipe].groupby(["task", "horizon_days"])
+        return [roc_auc_score(d["boolean_value"], d["predicted_boolean_probability"]) for _, d in g]
+
+    # jepa has no replicate here: one seed, jepa - sft
+    q1 = a[(a["question"] == "q1") & (a["cohort"] == "inspect")].iloc[0]
+    assert q1["seeds"] == 1 and q1["estimate"] == pytest.approx(np.mean(long("jepa")) - np.mean(long("sft")), abs=1e-9)
+    assert q1["n_terms"] == len(long("jepa")) > 0
+    q3 = a[a["question"] == "q3"]
+    assert q3["estimate"].notna().all() and (q3["n_terms"] >= 1).all()
+    md = (built_artifacts(root) / "study_report" / "study" / "study.md").read_text()
+    assert all(f"## {k}:" in md for k in ("q1", "q3", "q4")) and "## The SFT loss" in md
+    pngs = {f.name for f in (built_artifacts(root) / "study_report" / "study").glob("*.png")}
+    assert {"study_sft_loss.png", "study_auroc_by_horizon_msk.png", "study_latent_r2_inspect.png"} <= pngs
+    mat = [e for e in report.get_asset_materialization_events() if e.asset_key.path == ["study_report"]]
+    meta = mat[0].materialization.metadata
+    assert {"answers", "q1", "q3", "q4", "recipes", "sft_loss"} <= set(meta)
+    assert "**q1**" in meta["answers"].value
+
+
+def built_artifacts(project_root):
+    """The artifact root of the module's instance (beside the project folder)."""
+    return project_root.parent / "artifacts"
