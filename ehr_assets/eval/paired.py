@@ -37,8 +37,10 @@ __all__ = [
     "COLUMNS",
     "N_BOOTSTRAP",
     "REFERENCES",
+    "PooledDifference",
     "SFT",
     "ScoredTask",
+    "mean_difference",
     "paired_differences",
     "reference_for",
     "score_tasks",
@@ -137,6 +139,28 @@ def score_task(task, horizon, rows: pd.DataFrame, draws: tuple[np.ndarray, np.nd
     return out
 
 
+@dataclass
+class PooledDifference:
+    """A difference averaged over tasks: the point estimate, its bootstrap replicates (the same draw for both
+    sides), the two sides' mean values and how many task x horizon terms were averaged."""
+
+    estimate: float
+    reps: np.ndarray
+    recipe_value: float
+    reference_value: float
+    n_terms: int
+
+
+def mean_difference(pairs: list[tuple[ScoredTask, str]], recipe: str) -> PooledDifference:
+    """``recipe`` minus each task's reference (``pairs``: (scored task, reference name), non-empty), averaged over
+    the tasks, point and replicate by replicate."""
+    est = float(np.mean([g.point[recipe] - g.point[a] for g, a in pairs]))
+    reps = np.mean(np.vstack([g.reps[recipe] - g.reps[a] for g, a in pairs]), axis=0)
+    rv = float(np.mean([g.point[recipe] for g, _ in pairs]))
+    fv = float(np.mean([g.point[a] for g, a in pairs]))
+    return PooledDifference(est, reps, rv, fv, len(pairs))
+
+
 def _row(est: float, reps: np.ndarray, **fields) -> dict:
     """One output row: ``fields`` (the :data:`COLUMNS` that describe it), the estimate and its interval, the
     p-value of a delta and the replicates defined."""
@@ -204,15 +228,13 @@ def _pooled_deltas(groups: list[ScoredTask], references, long_days: int) -> list
             if not pairs:
                 continue
             against = pairs[0][1]
-            est = float(np.mean([g.point[r] - g.point[a] for g, a in pairs]))
-            reps = np.mean(np.vstack([g.reps[r] - g.reps[a] for g, a in pairs]), axis=0)
-            rv = float(np.mean([g.point[r] for g, _ in pairs]))
-            fv = float(np.mean([g.point[a] for g, a in pairs]))
+            d = mean_difference(pairs, r)
             n_subj = max(g.n_subjects for g, _ in pairs)
             fields = dict(scope="pooled_long", task=POOLED_LONG, horizon_days=long_days, metric="auroc")
-            fields |= dict(statistic="delta", recipe=r, reference=against, recipe_value=rv, reference_value=fv)
-            fields |= dict(n=len(pairs), n_subjects=n_subj, note=f"mean over {len(pairs)} task x horizon pairs")
-            rows.append(_row(est, reps, **fields))
+            fields |= dict(statistic="delta", recipe=r, reference=against)
+            fields |= dict(recipe_value=d.recipe_value, reference_value=d.reference_value)
+            fields |= dict(n=d.n_terms, n_subjects=n_subj, note=f"mean over {d.n_terms} task x horizon pairs")
+            rows.append(_row(d.estimate, d.reps, **fields))
     return rows
 
 

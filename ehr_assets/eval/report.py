@@ -141,12 +141,15 @@ def gap_report(df: pd.DataFrame) -> str:
     )
 
 
-def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
-    """A small markdown rendering (no tabulate dependency)."""
-    cols = list(df.columns)
+def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}", nan: str = "nan") -> str:
+    """A small markdown rendering (no tabulate dependency); a NaN float is written as ``nan``."""
+    cols = list(map(str, df.columns))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in df.itertuples(index=False):
-        cells = [floatfmt.format(v) if isinstance(v, float) and v == v else ("" if v is None else str(v)) for v in row]
+        cells = [
+            (floatfmt.format(v) if v == v else nan) if isinstance(v, float) else ("" if v is None else str(v))
+            for v in row
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -23,17 +23,15 @@ Nothing here imports Dagster; :mod:`ehr_assets.eval.study_report` writes the tab
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-from .. import keys
 from ..specs import Comparison, Project, Question, StudySpec
-from .paired import ScoredTask, reference_for, score_tasks
+from .paired import PooledDifference, ScoredTask, mean_difference, reference_for, score_tasks
+from .replicates import seed_groups
 from .resample import bootstrap_p_value, percentile_ci
 
-__all__ = ["COLUMNS", "Paired", "answer_rows", "answer_study", "score_cohorts", "seed_pairs", "verdict"]
+__all__ = ["COLUMNS", "answer_rows", "answer_study", "score_cohorts", "seed_pairs", "verdict"]
 
 COLUMNS = [
     "question",
@@ -58,24 +56,10 @@ COLUMNS = [
 POWER_Z = 2.8  # z(0.975) + z(0.80): a true difference this many standard errors away is detected 80 % of the time
 
 
-@dataclass
-class Paired:
-    """One seed's paired statistic: point estimate, its replicates, the two sides' mean values, terms averaged."""
-
-    estimate: float
-    reps: np.ndarray
-    recipe_value: float
-    reference_value: float
-    n_terms: int
-
-
 def seed_pairs(recipe: str, reference: str, names) -> list[tuple[str, str]]:
     """``(recipe_seed<k>, its reference)`` for the recipe and each of its replicates present in ``names``."""
     names = set(names)
-    members = [recipe] + sorted(
-        (n for n in names if keys.parse_replicate(n)[0] == recipe and n != recipe),
-        key=lambda n: keys.parse_replicate(n)[1],
-    )
+    members = seed_groups(names).get(recipe, [recipe])
     out = []
     for m in members:
         if m not in names:
@@ -98,7 +82,7 @@ def verdict(lo: float, hi: float, seed_values: list[float], expect: str) -> str:
     return "supported" if claimed else "contradicted" if other else "not resolved"
 
 
-def _row(q: Question, cohort: str, c: Comparison, seeds: list[Paired]) -> dict:
+def _row(q: Question, cohort: str, c: Comparison, seeds: list[PooledDifference]) -> dict:
     """One :data:`COLUMNS` row from the per-seed statistics of a comparison."""
     base = dict(question=q.id, cohort=cohort, comparison=c.label or f"{c.recipe} vs {c.reference}")
     base |= dict(recipe=c.recipe, reference=c.reference, expect=c.expect, seeds=len(seeds))
@@ -131,15 +115,10 @@ def _long_binary(preds: pd.DataFrame, long_days: int) -> pd.DataFrame:
     return preds[preds["predicted_boolean_probability"].notna() & (preds["horizon_days"] >= long_days)]
 
 
-def _delta(groups: list[ScoredTask], recipe: str, ref: str) -> Paired | None:
+def _delta(groups: list[ScoredTask], recipe: str, ref: str) -> PooledDifference | None:
     """Mean AUROC difference over the scored tasks where both were scored."""
-    use = [g for g in groups if recipe in g.point and ref in g.point]
-    if not use:
-        return None
-    est = float(np.mean([g.point[recipe] - g.point[ref] for g in use]))
-    reps = np.mean(np.vstack([g.reps[recipe] - g.reps[ref] for g in use]), axis=0)
-    rv, fv = (float(np.mean([g.point[n] for g in use])) for n in (recipe, ref))
-    return Paired(est, reps, rv, fv, len(use))
+    pairs = [(g, ref) for g in groups if recipe in g.point and ref in g.point]
+    return mean_difference(pairs, recipe) if pairs else None
 
 
 def _delta_rows(q: Question, scored: dict[str, list[ScoredTask]]) -> list[dict]:
@@ -153,7 +132,7 @@ def _delta_rows(q: Question, scored: dict[str, list[ScoredTask]]) -> list[dict]:
     return rows
 
 
-def _latent_pair(points: pd.DataFrame, reps: pd.DataFrame, recipe: str, ref: str) -> Paired | None:
+def _latent_pair(points: pd.DataFrame, reps: pd.DataFrame, recipe: str, ref: str) -> PooledDifference | None:
     """Mean R^2 difference over the (variable, offset) cells both recipes have an R^2 for."""
     cell = ["variable", "offset_days"]
     a, b = (points[points["recipe"] == n].set_index(cell)["r2"] for n in (recipe, ref))
@@ -166,7 +145,7 @@ def _latent_pair(points: pd.DataFrame, reps: pd.DataFrame, recipe: str, ref: str
     )
     diff = np.vstack([wide.loc[(recipe, *k)].to_numpy() - wide.loc[(ref, *k)].to_numpy() for k in both])
     est = float(np.mean(a[both].to_numpy() - b[both].to_numpy()))
-    return Paired(est, diff.mean(axis=0), float(a[both].mean()), float(b[both].mean()), len(both))
+    return PooledDifference(est, diff.mean(axis=0), float(a[both].mean()), float(b[both].mean()), len(both))
 
 
 def _latent_rows(q: Question, latent: pd.DataFrame, latent_reps: pd.DataFrame) -> list[dict]:
@@ -204,7 +183,7 @@ def _transfer_rows(study: StudySpec, q: Question, preds: pd.DataFrame) -> list[d
                 continue
             est = gain_r.estimate - gain_f.estimate
             n = min(gain_r.n_terms, gain_f.n_terms)
-            seeds.append(Paired(est, gain_r.reps - gain_f.reps, gain_r.estimate, gain_f.estimate, n))
+            seeds.append(PooledDifference(est, gain_r.reps - gain_f.reps, gain_r.estimate, gain_f.estimate, n))
         rows.append(_row(q, q.member, c, seeds))
     return rows
 

@@ -18,6 +18,7 @@ import pandas as pd
 from .. import keys
 from ..specs import Comparison, Project, Question
 from .benchmark import BASELINE, ORACLE, recipe_order
+from .report import markdown_table
 from .study import answer_rows
 
 __all__ = [
@@ -94,11 +95,10 @@ def recipe_overview(project: Project, scored: dict, latent, latent_reps) -> pd.D
 
 
 def _cell(rows: pd.DataFrame, recipe: str) -> str:
-    if recipe not in rows.index or not np.isfinite(rows.at[recipe, "estimate"]):
+    if recipe not in rows.index:
         return ""
     r = rows.loc[recipe]
-    star = "*" if np.isfinite(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0) else ""
-    return f"{r.estimate:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]{star}"
+    return _ci(r.estimate, r.ci_low, r.ci_high, mark=True)
 
 
 def loss_table_rows(curve: list[dict], tail: float = 0.1) -> dict:
@@ -138,24 +138,19 @@ def verdict_sentence(q: Question, rows: pd.DataFrame) -> str:
     return f"**{q.id}**: " + "; ".join(parts) + "."
 
 
-def _md_table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
-    """A GitHub markdown table of ``df`` (floats formatted, NaN as empty)."""
-
-    def fmt(v):
-        if isinstance(v, float | np.floating):
-            return "" if not np.isfinite(v) else floats.format(v)
-        return str(v)
-
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body])
+def _md(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
+    """A markdown table of ``df`` with undefined values left empty."""
+    return markdown_table(df, floats, nan="")
 
 
-def _ci(est: float, lo: float, hi: float) -> str:
+def _ci(est: float, lo: float, hi: float, mark: bool = False) -> str:
+    """``+e [+lo, +hi]`` with three decimals (``*`` when ``mark`` and the CI excludes 0); empty when undefined."""
     if not np.isfinite(est):
         return ""
-    return f"{est:+.3f} [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else f"{est:+.3f}"
+    if not np.isfinite(lo):
+        return f"{est:+.3f}"
+    star = "*" if mark and (lo > 0 or hi < 0) else ""
+    return f"{est:+.3f} [{lo:+.3f}, {hi:+.3f}]{star}"
 
 
 def _question_table(rows: pd.DataFrame, qid: str) -> pd.DataFrame:
@@ -178,19 +173,19 @@ def study_markdown(project: Project, rows: pd.DataFrame, overview: pd.DataFrame,
     out = [f"# {study.description or study.name}", ""]
     out += ["## Settings (fixed before the first run)", ""]
     out += [f"- **{k}**: {v}" for k, v in study.settings.items()]
-    out += ["", _md_table(_recipe_settings(project)), ""]
+    out += ["", _md(_recipe_settings(project)), ""]
     out += ["## Answers", ""]
     out += [f"- {verdict_sentence(q, rows)}" for q in study.questions]
-    out += ["", _READING, "", "## The SFT loss", "", _md_table(loss, "{:.4f}"), ""]
+    out += ["", _READING, "", "## The SFT loss", "", _md(loss, "{:.4f}"), ""]
     out += [f"![{cap}]({name})" for name, cap in pngs.items() if "sft_loss" in name]
     out += ["", "## Every recipe (mean over seeds; long horizons = binary tasks at >= "]
     out[-1] += f"{study.long_horizon_days} days)"
-    out += ["", _md_table(overview), ""]
+    out += ["", _md(overview), ""]
     for q in study.questions:
         out += [
             f"## {q.id}: {q.question}",
             "",
-            _md_table(_question_table(rows, q.id)),
+            _md(_question_table(rows, q.id)),
             "",
             verdict_sentence(q, rows),
             "",
