@@ -37,14 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     from .defs.demo import materialize
-    from .defs.study import STUDY_REPORT
+    from .defs.study import STUDY_REPORT, study_report_built_at
     from .specs import load_project
     from .warehouse import default_artifact_root
 
+    started = time.time()
     rc = materialize(None, args.log_level, tag="study")
     if rc:
         return rc
     wall = time.perf_counter() - t0
+    built = study_report_built_at()
+    if built is not None and built < started and (Path(args.out) / "study.md").is_file():
+        print(f"[study] {Path(args.out) / 'study.md'} is up to date (the study report was not rebuilt)")
+        return 0
     spec = load_project(project)
     src = default_artifact_root(project) / STUDY_REPORT / spec.study.name
     out = Path(args.out)

@@ -23,11 +23,13 @@ from ..data import aces_tasks as aces_stage
 from ..specs import Project
 from ..text import contexts, tokenizers
 from ..text.recipe_tokens import contexts_at
+from ..versions import frame_version
 from ..warehouse import read_partition, replace_partitions, table_exists
 from .io import POOL, read_table, tag_partition
 from .metadata import meta_table, published_count
 from .resources import ArtifactStore
 from .sequences import text_table_of
+from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version, declaration_key
 
 LABELS = "aces_labels"
 CONTEXTS = "aces_node_contexts"
@@ -87,7 +89,14 @@ def all_labels(warehouse: DuckDBResource, key: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------------- assets
 def aces_labels_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
-        name=LABELS, group_name="cohort", kinds={"duckdb"}, deps=["subjects"], partitions_def=partitions, pool=POOL
+        name=LABELS,
+        group_name="cohort",
+        kinds={"duckdb"},
+        deps=["subjects", "cohort_table", declaration_key("cohort_aces_tasks")],
+        partitions_def=partitions,
+        pool=POOL,
+        code_version=code_version("labels"),
+        automation_condition=FOLLOWS_DECLARATIONS,
     )
     def aces_labels(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Labels and prediction times of the ACES tasks (probes with kind: aces), extracted by ACES from the
@@ -101,11 +110,12 @@ def aces_labels_asset(project: Project, partitions: dg.PartitionsDefinition) -> 
             (n,) = replace_partitions(conn, [(LABELS, tag_partition(lab, key), {"cohort": key})])
         per = lab.groupby("task").agg(rows=("boolean_value", "size"), positives=("boolean_value", "sum")).reset_index()
         return dg.MaterializeResult(
+            data_version=data_version(frame_version(lab)),
             metadata={
                 "dagster/row_count": n,
                 "prediction_times": published_count(len(aces_stage.aces_nodes(lab))),
                 "tasks": meta_table(per, ("rows", "positives")),
-            }
+            },
         )
 
     return aces_labels
@@ -118,9 +128,11 @@ def aces_contexts_asset(project: Project, partitions: dg.PartitionsDefinition) -
         name=CONTEXTS,
         group_name="sequences",
         kinds={"duckdb"},
-        deps=["token_sequences", LABELS, *recipe_tokens],
+        deps=["token_sequences", LABELS, *recipe_tokens, *(["smb_v1_text"] if project.uses_format("smb_v1") else [])],
         partitions_def=partitions,
         pool=POOL,
+        code_version=code_version("text"),
+        automation_condition=FOLLOWS_DECLARATIONS,
     )
     def aces_node_contexts(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
         """Per ACES prediction time: its context in the shared tokenization and in every <root>_tokens one."""
@@ -141,7 +153,10 @@ def aces_contexts_asset(project: Project, partitions: dg.PartitionsDefinition) -
             )
         with warehouse.get_connection() as conn:
             n = replace_partitions(conn, writes)[0]
-        return dg.MaterializeResult(metadata={"dagster/row_count": n, "tokenizations": 1 + len(recipe_tokens)})
+        return dg.MaterializeResult(
+            data_version=data_version(frame_version(*(w[1] for w in writes))),
+            metadata={"dagster/row_count": n, "tokenizations": 1 + len(recipe_tokens)},
+        )
 
     return aces_node_contexts
 

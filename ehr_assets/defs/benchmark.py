@@ -31,10 +31,14 @@ from ..eval.fallbacks import count_fallbacks
 from ..eval.replicates import seed_summary
 from ..eval.resample import subject_draws
 from ..specs import Project
+from ..versions import digest, frame_version
 from ..warehouse import replace_partitions
 from .io import POOL, clear_rows, load_embeddings, read_table, read_table_or_none, tag_partition, write_table
 from .metadata import meta_table, png_md
 from .resources import ArtifactStore, Compute
+from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version
+
+BENCHMARK = {"code_version": code_version("benchmark"), "automation_condition": FOLLOWS_DECLARATIONS}
 
 CHANCE_CHECK = "recipes_beat_chance"
 
@@ -64,6 +68,7 @@ def paired_differences_asset(partitions: dg.PartitionsDefinition, metric_assets:
         deps=metric_assets,
         partitions_def=partitions,
         pool=POOL,
+        **BENCHMARK,
         check_specs=[
             dg.AssetCheckSpec(
                 CHANCE_CHECK,
@@ -97,7 +102,9 @@ def paired_differences_asset(partitions: dg.PartitionsDefinition, metric_assets:
             wide = delta_wide(table, ref)
             if len(wide):
                 md[f"delta_vs_{ref}"] = meta_table(wide)
-        return dg.MaterializeResult(metadata=md, check_results=[_chance_check(scored)])
+        return dg.MaterializeResult(
+            data_version=data_version(frame_version(table)), metadata=md, check_results=[_chance_check(scored)]
+        )
 
     return paired_differences
 
@@ -141,6 +148,7 @@ def latent_dynamics_asset(project: Project, partitions: dg.PartitionsDefinition)
         deps=deps,
         partitions_def=partitions,
         pool=POOL,
+        **BENCHMARK,
     )
     def latent_dynamics(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute
@@ -154,7 +162,9 @@ def latent_dynamics_asset(project: Project, partitions: dg.PartitionsDefinition)
             clear_rows(warehouse, keys.LATENT_DYNAMICS, {"cohort": key})
             clear_rows(warehouse, keys.LATENT_REPLICATES, {"cohort": key})
             context.log.info(reason)
-            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "latent": reason})
+            return dg.MaterializeResult(
+                data_version=data_version(digest(reason)), metadata={"dagster/row_count": 0, "latent": reason}
+            )
         nodes = read_table(warehouse, "decision_nodes", key, order_by=["subject_id", "prediction_time"])
         nodes["prediction_time"] = nodes["prediction_time"].astype("datetime64[us]")
         latent = read_table(warehouse, keys.LATENT, key)
@@ -178,12 +188,13 @@ def latent_dynamics_asset(project: Project, partitions: dg.PartitionsDefinition)
             )
         known = {f"nodes_with_state_at_+{o}d": int(t.notna().all(axis=1).sum()) for o, t in targets.items()}
         return dg.MaterializeResult(
+            data_version=data_version(frame_version(table, replicates)),
             metadata={
                 "dagster/row_count": n,
                 **known,
                 "r2": meta_table(latent_wide(table)),
                 "plot": png_md(plots.latent_r2_png(table, key), f"{key}: latent dynamics"),
-            }
+            },
         )
 
     return latent_dynamics
@@ -212,7 +223,7 @@ def _evidence_metadata(warehouse, key: str, metrics: pd.DataFrame) -> dict:
 def summary_asset(project: Project, partitions: dg.PartitionsDefinition, metric_assets: list[str]):
     deps = [*metric_assets, keys.PAIRED_DIFFERENCES, keys.LATENT_DYNAMICS]
 
-    @dg.asset(group_name="evaluation", kinds={"duckdb"}, deps=deps, partitions_def=partitions, pool=POOL)
+    @dg.asset(group_name="evaluation", kinds={"duckdb"}, deps=deps, partitions_def=partitions, pool=POOL, **BENCHMARK)
     def benchmark_summary(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Every recipe between the count baseline and the oracle: headline metric per task and horizon, the
         fraction of the baseline-to-oracle gap each recipe closes, an AUROC-by-horizon plot, the paired differences
@@ -234,6 +245,6 @@ def summary_asset(project: Project, partitions: dg.PartitionsDefinition, metric_
         for r in summary.itertuples():
             md[f"gap_closed_long/{r.recipe}"] = float(getattr(r, f"gap_closed_h{bench.LONG_HORIZON_DAYS}plus"))
         md.update(_evidence_metadata(warehouse, key, metrics))
-        return dg.MaterializeResult(metadata=md)
+        return dg.MaterializeResult(data_version=data_version(frame_version(gaps)), metadata=md)
 
     return benchmark_summary

@@ -11,16 +11,27 @@ from ..data import cohort as cohort_stage
 from ..data import decision_nodes as nodes_stage
 from ..data import labels as labels_stage
 from ..specs import Project
+from ..versions import frame_version
 from ..warehouse import read_partition, replace_partitions, table_exists
 from .io import POOL, read_table, tag_partition, write_table
 from .metadata import meta_table, published_count, source_metadata, subject_count
+from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version, declaration_key
 
 EVENT_COLUMNS = ["subject_id", "time", "code", "source_cohort"]
 
 
-def _cohort_asset(partitions: dg.PartitionsDefinition, deps: list[str]):
-    """The decorator every asset of this module shares: partitioned, warehouse-writing (pool), group ``cohort``."""
-    return dg.asset(group_name="cohort", kinds={"duckdb"}, partitions_def=partitions, pool=POOL, deps=deps)
+def _cohort_asset(partitions: dg.PartitionsDefinition, deps: list[str], stage: str, declared: str | None = None):
+    """The decorator every asset of this module shares: partitioned, warehouse-writing (pool), group ``cohort``;
+    the code version of ``stage``, and ``declared``: the declared part of each partition it reads."""
+    return dg.asset(
+        group_name="cohort",
+        kinds={"duckdb"},
+        partitions_def=partitions,
+        pool=POOL,
+        deps=[*deps, *([declaration_key(declared)] if declared else [])],
+        code_version=code_version(stage),
+        automation_condition=FOLLOWS_DECLARATIONS,
+    )
 
 
 def source_names(project: Project, cohort: str) -> str:
@@ -33,7 +44,7 @@ def source_names(project: Project, cohort: str) -> str:
 
 
 def cohort_events_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @_cohort_asset(partitions, [])
+    @_cohort_asset(partitions, [], "cohort", "cohort_source")
     def cohort_events(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """MEDS events of the cohort as its source delivers them (a union concatenates its members)."""
         t0 = time.perf_counter()
@@ -59,6 +70,7 @@ def cohort_events_asset(project: Project, partitions: dg.PartitionsDefinition) -
                 ],
             )
         return dg.MaterializeResult(
+            data_version=data_version(frame_version(ev, shipped_splits)),
             metadata={
                 "dagster/row_count": n,
                 "subjects": published_count(subject_count(ev)),
@@ -66,14 +78,14 @@ def cohort_events_asset(project: Project, partitions: dg.PartitionsDefinition) -
                 "members": ", ".join(project.members(key)),
                 "wall_s": round(time.perf_counter() - t0, 2),
                 **source_metadata(reports),
-            }
+            },
         )
 
     return cohort_events
 
 
 def cohort_table_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @_cohort_asset(partitions, ["cohort_events"])
+    @_cohort_asset(partitions, ["cohort_events"], "cohort")
     def cohort_table(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Validated events (pandera): typed columns, no event after death, no duplicate rows. Fails on bad rows."""
         key = context.partition_key
@@ -81,14 +93,15 @@ def cohort_table_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefiniti
         valid = cohort_stage.validate_events(ev, key)  # raises CohortDataError listing every failed rule
         n = write_table(warehouse, "cohort_table", key, valid)
         return dg.MaterializeResult(
-            metadata={"dagster/row_count": n, "subjects": published_count(subject_count(valid)), "pandera": "passed"}
+            data_version=data_version(frame_version(valid)),
+            metadata={"dagster/row_count": n, "subjects": published_count(subject_count(valid)), "pandera": "passed"},
         )
 
     return cohort_table
 
 
 def subjects_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @_cohort_asset(partitions, ["cohort_table"])
+    @_cohort_asset(partitions, ["cohort_table", "cohort_events"], "cohort", "cohort_splits")  # + source_splits
     def subjects(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """One row per subject: split (train / tuning / held_out), member cohort, follow-up window."""
         key = context.partition_key
@@ -100,13 +113,16 @@ def subjects_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.
         subj = cohort_stage.subjects_table(project, key, ev, shipped)
         n = write_table(warehouse, "subjects", key, subj)
         counts = subj.groupby(["source_cohort", "split"]).size().rename("subjects").reset_index()
-        return dg.MaterializeResult(metadata={"dagster/row_count": n, "splits": meta_table(counts, ("subjects",))})
+        return dg.MaterializeResult(
+            data_version=data_version(frame_version(subj)),
+            metadata={"dagster/row_count": n, "splits": meta_table(counts, ("subjects",))},
+        )
 
     return subjects
 
 
 def decision_nodes_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @_cohort_asset(partitions, ["subjects"])
+    @_cohort_asset(partitions, ["subjects", "cohort_table"], "decision_nodes", "cohort_decision_nodes")
     def decision_nodes(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Decision nodes (prediction times) from each member cohort's declared rule."""
         key = context.partition_key
@@ -118,19 +134,20 @@ def decision_nodes_asset(project: Project, partitions: dg.PartitionsDefinition) 
         n = write_table(warehouse, "decision_nodes", key, nodes)
         per = nodes.groupby("node_code").size().rename("nodes").reset_index().sort_values("nodes", ascending=False)
         return dg.MaterializeResult(
+            data_version=data_version(frame_version(nodes)),
             metadata={
                 "dagster/row_count": n,
                 "subjects": published_count(subject_count(nodes)),
                 "nodes_per_subject": round(n / max(subject_count(nodes), 1), 2),
                 "by_code": meta_table(per.head(15), ("nodes",)),
-            }
+            },
         )
 
     return decision_nodes
 
 
 def task_labels_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @_cohort_asset(partitions, ["decision_nodes"])
+    @_cohort_asset(partitions, ["decision_nodes", "subjects", "cohort_table"], "labels", "cohort_tasks")
     def task_labels(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Task labels at decision nodes in the MEDS label schema (+ task, horizon_days, split columns)."""
         key = context.partition_key
@@ -146,10 +163,11 @@ def task_labels_asset(project: Project, partitions: dg.PartitionsDefinition) -> 
         )
         summary["rate"] = (summary["positives"] / summary["rows"]).round(3)
         return dg.MaterializeResult(
+            data_version=data_version(frame_version(lab)),
             metadata={
                 "dagster/row_count": n,
                 "tasks": meta_table(summary, ("rows", "positives"), hides={"rate": "positives"}),
-            }
+            },
         )
 
     return task_labels

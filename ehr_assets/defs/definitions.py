@@ -26,6 +26,7 @@ from .reporting import cross_disease_report_asset, label_files_asset, prediction
 from .resources import ArtifactStore, Compute, Trainer
 from .sequences import build_sequence_assets
 from .study import study_report_asset
+from .versioning import DECLARATIONS, automation_sensor, declaration_assets, declarations_sensor
 
 PIPELINE_JOB = "smb_pipeline"
 
@@ -98,8 +99,10 @@ def build_definitions(
     if reports:  # over all partitions: the cross-disease table (a union cohort), the study (study.yaml)
         assets += reports
         jobs.append(dg.define_asset_job(REPORT_JOB, selection=dg.AssetSelection.assets(*reports)))
+    declared = declared_parts(project)
     return dg.Definitions(
-        assets=assets,
+        assets=[*declaration_assets(project, partitions, declared), *assets],
+        sensors=[declarations_sensor(project, declared), automation_sensor()],
         asset_checks=build_checks(project) + (build_aces_checks(project) if has_aces(project) else []),
         jobs=jobs,
         executor=pick_executor(),
@@ -110,6 +113,11 @@ def build_definitions(
             "compute": Compute(),
         },
     )
+
+
+def declared_parts(project: Project) -> tuple[str, ...]:
+    """The declared parts of a cohort partition that some asset of this project reads (ACES tasks only with one)."""
+    return tuple(d for d in DECLARATIONS if d != "cohort_aces_tasks" or has_aces(project))
 
 
 defs = build_definitions()

@@ -18,11 +18,13 @@ from ..eval import oracle as oracle_stage
 from ..eval.baseline import count_features, select_count_vocab
 from ..eval.probe_metrics import evaluate
 from ..specs import Project
+from ..versions import digest, frame_version, recipe_declaration
 from ..warehouse import replace_partitions
 from .aces import aces_deps, all_labels, prediction_nodes
 from .io import POOL, clear_rows, load_embeddings, read_table, write_table
 from .metadata import meta_table, utc_now
 from .resources import ArtifactStore, Compute
+from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version, declaration_key
 
 LATENT_TABLE = "cohort_latent"
 
@@ -48,11 +50,12 @@ def probe_and_write(context, warehouse: DuckDBResource, project: Project, key: s
         ["task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]
     ]
     return dg.MaterializeResult(
+        data_version=data_version(frame_version(metrics, preds)),
         metadata={
             "dagster/row_count": len(metrics),
             "metrics": meta_table(main, ("n",)),
             "mean_auroc": float(metrics.loc[metrics["metric"] == "auroc", "value"].mean()),
-        }
+        },
     )
 
 
@@ -67,6 +70,8 @@ def probe_metrics_asset(project: Project, name: str, partitions: dg.PartitionsDe
         deps=[emb_key, "task_labels", *aces_deps(project)],
         partitions_def=partitions,
         pool=POOL,
+        code_version=code_version("probes", recipe_declaration(project, name, keys.PROBE_METRICS)),
+        automation_condition=FOLLOWS_DECLARATIONS,
         description=f"Linear probes on '{name}' embeddings: logistic AUROC/AUPRC, Cox C-index, on held_out.",
     )
     def probe_metrics(
@@ -84,9 +89,11 @@ def count_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) 
         name=keys.probe_metrics(keys.COUNT_BASELINE),
         group_name="evaluation",
         kinds={"duckdb", "sklearn"},
-        deps=["task_labels", "decision_nodes", *aces_deps(project)],
+        deps=["task_labels", "decision_nodes", "cohort_table", "subjects", *aces_deps(project)],
         partitions_def=partitions,
         pool=POOL,
+        code_version=code_version("probes"),
+        automation_condition=FOLLOWS_DECLARATIONS,
     )
     def count_baseline_probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource, compute: Compute):
         """The count-feature baseline: log counts of the most frequent codes in the context, plus age."""
@@ -103,7 +110,16 @@ def count_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) 
 
 
 def latent_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(name=LATENT_TABLE, group_name="oracle", kinds={"duckdb"}, partitions_def=partitions, pool=POOL)
+    @dg.asset(
+        name=LATENT_TABLE,
+        group_name="oracle",
+        kinds={"duckdb"},
+        deps=[declaration_key("cohort_source")],  # the simulator's declared profile, size and seed
+        partitions_def=partitions,
+        pool=POOL,
+        code_version=code_version("probes"),
+        automation_condition=FOLLOWS_DECLARATIONS,
+    )
     def cohort_latent(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """The hidden state of a synthetic cohort's simulator, one row per visit / time step. Read by the oracle
         probes only; a cohort with a non-synthetic member has none (no rows, the reason in the metadata)."""
@@ -112,16 +128,19 @@ def latent_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.As
         if reason:
             clear_rows(warehouse, LATENT_TABLE, {"cohort": key})
             context.log.info(reason)
-            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "oracle": reason})
+            return dg.MaterializeResult(
+                data_version=data_version(digest(reason)), metadata={"dagster/row_count": 0, "oracle": reason}
+            )
         lat = oracle_stage.cohort_latent(project, key)
         n = write_table(warehouse, LATENT_TABLE, key, lat)
         return dg.MaterializeResult(
+            data_version=data_version(frame_version(lat)),
             metadata={
                 "dagster/row_count": n,
                 "subjects": int(lat["subject_id"].nunique()),
                 "columns": ", ".join(oracle_stage.LATENT_TABLE_COLUMNS),
                 "oracle": "available",
-            }
+            },
         )
 
     return cohort_latent
@@ -137,6 +156,8 @@ def oracle_asset(project: Project, variant: str, partitions: dg.PartitionsDefini
         deps=[LATENT_TABLE, "decision_nodes", "task_labels", *aces_deps(project)],
         partitions_def=partitions,
         pool=POOL,
+        code_version=code_version("probes"),
+        automation_condition=FOLLOWS_DECLARATIONS,
         description=f"The recipes' probes on the true latent state at each decision node ({', '.join(columns)}): "
         "the ceiling of the benchmark. Synthetic cohorts only.",
     )
@@ -149,7 +170,9 @@ def oracle_asset(project: Project, variant: str, partitions: dg.PartitionsDefini
             for table in ("probe_metrics", "probe_predictions"):
                 clear_rows(warehouse, table, {"cohort": key, "recipe": variant})
             context.log.info(reason)
-            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "oracle": reason})
+            return dg.MaterializeResult(
+                data_version=data_version(digest(reason)), metadata={"dagster/row_count": 0, "oracle": reason}
+            )
         nodes = prediction_nodes(warehouse, key)  # decision nodes, plus ACES prediction times
         latent = read_table(warehouse, LATENT_TABLE, key)
         snap = oracle_stage.latent_at_nodes(latent, nodes)

@@ -23,6 +23,7 @@ from ..specs import Project, RecipeSpec
 from ..stats import curve_tail_mean
 from ..text.contexts import crop_context
 from ..text.tokenizers import load_tokenizer, load_tokenizer_folder, special_ids
+from ..versions import files_version, recipe_declaration
 from ..warehouse import atomic_dir, resume_dir
 from .aces import CONTEXTS as ACES_CONTEXTS
 from .aces import RECIPE_CONTEXTS as ACES_RECIPE_CONTEXTS
@@ -32,6 +33,10 @@ from .io import read_table, read_tokens_table, save_embeddings
 from .k8s import op_tags
 from .metadata import loss_curve_md
 from .resources import ArtifactStore, Compute, Trainer
+from .versioning import code_version, data_version
+
+# what a checkpoint folder holds besides the weights that says how the run went, not what it made
+RUN_RECORD_FILES = ("train_log.json",)
 
 
 # ------------------------------------------------------------------------------------------------ reading the inputs
@@ -168,6 +173,7 @@ def checkpoint_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         + (f", from {recipe.init_from}" if recipe.init_from else "")
         + f"). {recipe.description}",
         metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
+        code_version=code_version("train", recipe_declaration(project, name, keys.CHECKPOINT)),
         op_tags=op_tags(recipe),  # dagster-k8s/config from the recipe's compute: block (ehr_assets.defs.k8s)
     )
     def checkpoint(
@@ -179,7 +185,10 @@ def checkpoint_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
     ):
         key = context.partition_key
         dest = train_checkpoint(context, project, recipe, key, warehouse, artifacts, trainer)
-        return dg.MaterializeResult(metadata=checkpoint_metadata(dest, name, key, trainer.launcher))
+        return dg.MaterializeResult(
+            data_version=data_version(files_version(dest, exclude=RUN_RECORD_FILES)),
+            metadata=checkpoint_metadata(dest, name, key, trainer.launcher),
+        )
 
     return checkpoint
 
@@ -194,8 +203,13 @@ def embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         name=emb_key,
         group_name="embeddings",
         kinds={"pytorch"},
-        deps=[ckpt_key, tokens_key or "node_contexts", *aces_deps(project, ACES_CONTEXTS)],
+        deps=[
+            ckpt_key,
+            *([tokens_key] if tokens_key else ["node_contexts", "token_sequences", "tokenizer"]),
+            *aces_deps(project, ACES_CONTEXTS),
+        ],
         partitions_def=partitions,
+        code_version=code_version("embed", recipe_declaration(project, name, keys.EMBEDDINGS)),
         description=f"Frozen '{name}' embeddings at every decision node "
         f"({recipe.embedding.pool} pooling of the context).",
     )
@@ -223,7 +237,9 @@ def embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg.Partit
         )
         dest = artifacts.path(emb_key, key)
         save_embeddings(dest, emb, index)
-        return dg.MaterializeResult(metadata=embeddings_metadata(dest, emb, t0))
+        return dg.MaterializeResult(
+            data_version=data_version(files_version(dest)), metadata=embeddings_metadata(dest, emb, t0)
+        )
 
     return embeddings
 
@@ -243,6 +259,7 @@ def frozen_embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg
         description=f"Embeddings of the frozen model {recipe.backbone.path} ({recipe.format} text, "
         f"{recipe.embedding.pool} pooling) at every decision node; nothing is trained. {recipe.description}",
         metadata={"recipe": json.dumps(recipe.model_dump(mode="json"))},
+        code_version=code_version("embed", recipe_declaration(project, name, keys.EMBEDDINGS)),
     )
     def embeddings(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute
@@ -266,7 +283,9 @@ def frozen_embeddings_asset(project: Project, recipe: RecipeSpec, partitions: dg
         )
         dest = artifacts.path(emb_key, key)
         save_embeddings(dest, emb, index)
-        return dg.MaterializeResult(metadata=embeddings_metadata(dest, emb, t0))
+        return dg.MaterializeResult(
+            data_version=data_version(files_version(dest)), metadata=embeddings_metadata(dest, emb, t0)
+        )
 
     return embeddings
 

@@ -20,9 +20,13 @@ from dagster_duckdb import DuckDBResource
 from ..specs import Project, RecipeSpec
 from ..text import contexts, sequence_tables, smb_v1, timelines, tokenizers
 from ..text.recipe_tokens import recipe_token_tables
+from ..versions import digest, files_version, frame_version, recipe_declaration
 from ..warehouse import atomic_dir, replace_partitions
 from .io import POOL, read_table, tag_partition, write_table
 from .resources import ArtifactStore, Compute
+from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version
+
+TEXT = {"code_version": code_version("text"), "automation_condition": FOLLOWS_DECLARATIONS}
 
 SERIALIZED_COLUMNS = ["subject_id", "time", "code", "numeric_value", "text_value", "table"]  # what the format reads
 
@@ -33,7 +37,14 @@ def text_table_of(fmt: str) -> str:
 
 
 def tokenizer_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(group_name="sequences", kinds={"huggingface"}, deps=["subjects"], partitions_def=partitions, pool=POOL)
+    @dg.asset(
+        group_name="sequences",
+        kinds={"huggingface"},
+        deps=["subjects", "cohort_table"],
+        partitions_def=partitions,
+        pool=POOL,
+        **TEXT,
+    )
     def tokenizer(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore, compute: Compute
     ):
@@ -47,7 +58,8 @@ def tokenizer_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         with atomic_dir(dest) as tmp:
             tokenizers.save_tokenizer(fast, edges, tmp)
         return dg.MaterializeResult(
-            metadata={"vocab_size": len(fast), "binned_codes": len(edges), "path": dg.MetadataValue.path(str(dest))}
+            data_version=data_version(files_version(dest)),
+            metadata={"vocab_size": len(fast), "binned_codes": len(edges), "path": dg.MetadataValue.path(str(dest))},
         )
 
     return tokenizer
@@ -57,9 +69,10 @@ def token_sequences_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
     @dg.asset(
         group_name="sequences",
         kinds={"duckdb"},
-        deps=["tokenizer", "decision_nodes"],
+        deps=["tokenizer", "decision_nodes", "cohort_table", "subjects"],
         partitions_def=partitions,
         pool=POOL,
+        **TEXT,
     )
     def token_sequences(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore
@@ -81,6 +94,7 @@ def token_sequences_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
         n = write_table(warehouse, "token_sequences", key, ser)
         lengths = ser["n_tokens"]
         return dg.MaterializeResult(
+            data_version=data_version(frame_version(ser)),
             metadata={
                 "dagster/row_count": n,
                 "tokens": int(lengths.sum()),
@@ -88,7 +102,7 @@ def token_sequences_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
                 "tokens_per_subject_p90": float(lengths.quantile(0.9)),
                 "unk_rate": round(float(ser["n_unk"].sum() / max(lengths.sum(), 1)), 5),
                 "wall_s": round(time.perf_counter() - t0, 2),
-            }
+            },
         )
 
     return token_sequences
@@ -101,6 +115,7 @@ def node_contexts_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         deps=["token_sequences", "decision_nodes"],
         partitions_def=partitions,
         pool=POOL,
+        **TEXT,
     )
     def node_contexts(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Per decision node: where its context ends in the subject's tokens (everything at or before the node)."""
@@ -112,18 +127,26 @@ def node_contexts_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         ctx = contexts.node_contexts(seq, nodes)
         n = write_table(warehouse, "node_contexts", key, ctx)
         return dg.MaterializeResult(
+            data_version=data_version(frame_version(ctx)),
             metadata={
                 "dagster/row_count": n,
                 "context_tokens_median": float(ctx["context_end"].median()),
                 "future_tokens_median": float((ctx["n_tokens"] - ctx["context_end"]).median()),
-            }
+            },
         )
 
     return node_contexts
 
 
 def smb_v1_text_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(group_name="sequences", kinds={"duckdb"}, deps=["decision_nodes"], partitions_def=partitions, pool=POOL)
+    @dg.asset(
+        group_name="sequences",
+        kinds={"duckdb"},
+        deps=["decision_nodes", "cohort_table", "subjects"],
+        partitions_def=partitions,
+        pool=POOL,
+        **TEXT,
+    )
     def smb_v1_text(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Each subject's timeline in the SMB-v1 text layout (what the released checkpoints read), with its day
         blocks as character offsets; days holding a decision node are split at the node (see ehr_assets.text.smb_v1)."""
@@ -139,12 +162,13 @@ def smb_v1_text_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         ser = ser.merge(subj, on="subject_id", how="left")
         n = write_table(warehouse, "smb_v1_text", key, ser)
         return dg.MaterializeResult(
+            data_version=data_version(frame_version(ser)),
             metadata={
                 "dagster/row_count": n,
                 "chars_per_subject_median": float(ser["n_chars"].median()),
                 "see_a_subject": "python -m ehr_assets.serialize --format smb_v1 --meds-parquet FILE --subject ID"
                 " (no patient text is published in metadata)",
-            }
+            },
         )
 
     return smb_v1_text
@@ -179,6 +203,8 @@ def tokens_asset(project: Project, asset_key: str, recipe: RecipeSpec, partition
         deps=[text_table, "decision_nodes"],
         partitions_def=partitions,
         pool=POOL,
+        code_version=code_version("text", recipe_declaration(project, recipe.name, "tokens")),
+        automation_condition=FOLLOWS_DECLARATIONS,
         description=f"{fmt} text tokenized with the tokenizer of {recipe.tokenizer_path} (plus added tokens), for "
         f"recipe(s) {', '.join(users)}: timelines and decision-node contexts (tables recipe_token_sequences, "
         "recipe_node_contexts) and the tokenizer folder.",
@@ -216,7 +242,8 @@ def tokens_asset(project: Project, asset_key: str, recipe: RecipeSpec, partition
                 )
         md = _tokens_metadata(tok, info, seq, ctx, n)
         return dg.MaterializeResult(
-            metadata={**md, "wall_s": round(time.perf_counter() - t0, 2), "path": dg.MetadataValue.path(str(dest))}
+            data_version=data_version(digest([frame_version(seq, ctx), files_version(dest)])),
+            metadata={**md, "wall_s": round(time.perf_counter() - t0, 2), "path": dg.MetadataValue.path(str(dest))},
         )
 
     return tokens

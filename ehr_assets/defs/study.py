@@ -22,10 +22,12 @@ from ..eval.study_report import (
     verdict_sentence,
 )
 from ..specs import Project
+from ..versions import digest, frame_version, study_declaration
 from ..warehouse import atomic_dir, ident, table_exists
 from .io import POOL
 from .metadata import meta_table, png_md
 from .resources import ArtifactStore
+from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version
 
 STUDY_REPORT = "study_report"
 STUDY_ANSWERS = "study_answers"
@@ -71,6 +73,12 @@ def _pngs(project: Project, metrics: pd.DataFrame, latent, curves, start) -> dic
     return out
 
 
+def study_report_built_at() -> float | None:
+    """When ``study_report`` was last materialized on the current instance (``DAGSTER_HOME``), None if never."""
+    last = dg.DagsterInstance.get().get_latest_materialization_event(dg.AssetKey(STUDY_REPORT))
+    return None if last is None else last.timestamp
+
+
 def study_report_asset(project: Project, deps: list[str]) -> dg.AssetsDefinition | None:
     """None when the project declares no study."""
     if project.study is None:
@@ -83,6 +91,8 @@ def study_report_asset(project: Project, deps: list[str]) -> dg.AssetsDefinition
         kinds={"duckdb", "markdown"},
         deps=[*deps, keys.LATENT_DYNAMICS, *checkpoints],
         pool=POOL,
+        code_version=code_version("reports", study_declaration(project)),
+        automation_condition=FOLLOWS_DECLARATIONS,
     )
     def study_report(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
         """The study's answers: per question of study.yaml, paired seed-averaged differences with CIs, the spread
@@ -123,6 +133,6 @@ def study_report_asset(project: Project, deps: list[str]) -> dg.AssetsDefinition
         for q in project.study.questions:
             md[q.id] = meta_table(rows[rows["question"] == q.id].drop(columns=["question"]))
         md["sft_loss_plot"] = png_md(pngs["study_sft_loss.png"][0], "SFT loss")
-        return dg.MaterializeResult(metadata=md)
+        return dg.MaterializeResult(data_version=data_version(digest([frame_version(rows), text])), metadata=md)
 
     return study_report
