@@ -239,9 +239,8 @@ def test_after_a_horizon_edit_the_build_rebuilds_labels_and_probes_but_no_checkp
         assert not any(p == "inspect" for _, p in rebuilt), sorted(rebuilt)  # progression is not an inspect task
         assert out_of_date(project) == set()
     assert path.read_text() == before
-    # back to the original horizons: the labels and probes of those partitions are out of date again
-    assert every("task_labels", parts=["combined", "msk"]) <= out_of_date(project)
-    assert build(build_definitions(root, **paths), load_project(root), instance, out=lines.append) == 0
+    # back to the original horizons: the labels of those partitions are out of date again (this test is the last)
+    assert out_of_date(project) == every("task_labels", parts=["combined", "msk"])
 
 
 def _materialized_since(instance, defs, since: int) -> set[tuple[str, str | None]]:
