@@ -54,6 +54,22 @@ def clear_rows(warehouse: DuckDBResource, table: str, where: dict) -> None:
             conn.execute(f"DELETE FROM {ident(table)} WHERE {cond}", list(where.values()))
 
 
+def missing_metrics(warehouse: DuckDBResource, cohorts: list[str], recipes: list[str]) -> dict[str, list[str]]:
+    """``{cohort: [recipe, ...]}`` of the (cohort, recipe) pairs with no row in ``probe_metrics`` yet (every pair when
+    the table does not exist); empty when every recipe has metrics in every cohort."""
+    with warehouse.get_connection() as conn:
+        have = set()
+        if table_exists(conn, "probe_metrics"):
+            have = set(map(tuple, conn.execute("SELECT DISTINCT cohort, recipe FROM probe_metrics").fetchall()))
+    out = {c: [r for r in recipes if (c, r) not in have] for c in cohorts}
+    return {c: rs for c, rs in out.items() if rs}
+
+
+def describe_missing(missing: dict[str, list[str]], recipes: list[str]) -> str:
+    """``combined (all), msk (sft, jepa)``: what :func:`missing_metrics` found, in one line."""
+    return ", ".join(f"{c} ({'all' if len(rs) == len(recipes) else ', '.join(rs)})" for c, rs in missing.items())
+
+
 def save_embeddings(dest, emb: np.ndarray, index: pd.DataFrame) -> None:
     """``dest/embeddings.safetensors`` (float32 [nodes, dim]) and ``dest/index.parquet`` (one row per node),
     written atomically."""

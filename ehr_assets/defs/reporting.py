@@ -7,10 +7,11 @@ from dagster_duckdb import DuckDBResource
 
 from ..eval import exports
 from ..eval.benchmark import cross_disease_table
+from ..eval.oracle import ORACLES
 from ..specs import Project
 from ..versions import files_version, frame_version
 from ..warehouse import atomic_dir
-from .io import POOL, read_table
+from .io import POOL, describe_missing, missing_metrics, read_table
 from .metadata import meta_table
 from .resources import ArtifactStore
 from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version
@@ -69,6 +70,19 @@ def prediction_files_asset(partitions: dg.PartitionsDefinition, metric_assets: l
     return prediction_files
 
 
+def require_metrics(project: Project, warehouse, metric_assets: list[str], asset: str) -> None:
+    """Fail, naming what to build first, when some partition has no probe metrics of some recipe yet."""
+    recipes = [a.removesuffix("_probe_metrics") for a in metric_assets]
+    recipes = [r for r in recipes if r not in ORACLES]  # an oracle writes no rows where there is no hidden state
+    missing = missing_metrics(warehouse, project.partition_keys, recipes)
+    if missing:
+        raise dg.Failure(
+            f"{asset} reads every partition's probe metrics; missing: {describe_missing(missing, recipes)}. "
+            f"Build them first: python -m ehr_assets.build (or the UI: materialize the missing partitions)",
+            metadata={"missing": dg.MetadataValue.json(missing)},
+        )
+
+
 def cross_disease_report_asset(project: Project, metric_assets: list[str]) -> dg.AssetsDefinition | None:
     """None when the project declares no union cohort."""
     if not any(s.is_union for s in project.cohorts.values()):
@@ -87,6 +101,7 @@ def cross_disease_report_asset(project: Project, metric_assets: list[str]) -> dg
     def cross_disease_report(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """For each member cohort and task: held-out AUROC of a probe whose encoder (and probe) was trained on the
         member alone vs. on the union, scored on the same member's held-out subjects."""
+        require_metrics(project, warehouse, metric_assets, "cross_disease_report")
         with warehouse.get_connection() as conn:
             preds = conn.execute("SELECT * FROM probe_predictions WHERE predicted_boolean_probability IS NOT NULL").df()
         report = cross_disease_table(project, preds)

@@ -26,6 +26,7 @@ from ..versions import digest, frame_version, study_declaration
 from ..warehouse import atomic_dir, ident, table_exists
 from .io import POOL
 from .metadata import meta_table, png_md
+from .reporting import require_metrics
 from .resources import ArtifactStore
 from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version
 
@@ -97,12 +98,9 @@ def study_report_asset(project: Project, deps: list[str]) -> dg.AssetsDefinition
     def study_report(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):
         """The study's answers: per question of study.yaml, paired seed-averaged differences with CIs, the spread
         across seeds, the resolvable difference and a verdict; study.md and its plots in the artifact root."""
+        require_metrics(project, warehouse, deps, STUDY_REPORT)
         preds = _read_all(warehouse, "probe_predictions")
         metrics = _read_all(warehouse, "probe_metrics")
-        if preds is None or metrics is None:
-            raise RuntimeError(
-                "study_report: probe_predictions / probe_metrics missing: materialize the pipeline first"
-            )
         latent = _read_all(warehouse, keys.LATENT_DYNAMICS)
         latent_reps = _read_all(warehouse, keys.LATENT_REPLICATES)
         scored = score_cohorts(project, preds)

@@ -235,6 +235,22 @@ def test_leaking_table_fails_the_leakage_check(built):
             replace_partition(c, "node_contexts", ctx, {"cohort": PARTITION})
 
 
+def test_reports_over_partitions_name_what_they_lack(built):
+    """Before msk and combined are built, the reports over every partition fail with a message naming the missing
+    partitions and recipes and the command to build them, never a raw catalog error."""
+    defs, _, db, _, instance = built
+    res = defs.resolve_job_def(REPORT_JOB).execute_in_process(instance=instance, raise_on_error=False)
+    assert not res.success
+    failures = [e for e in res.all_events if e.is_step_failure]
+    assert {e.step_key for e in failures} == {"cross_disease_report", "study_report"}
+    for e in failures:
+        msg = e.event_specific_data.error.message
+        assert "Catalog Error" not in msg and "python -m ehr_assets.build" in msg, msg
+        missing = msg.split("missing: ")[1].split(". Build")[0]
+        assert {m.split(" (")[0] for m in missing.split("), ")} == {"combined", "msk"}, msg
+        assert "inspect" not in missing and "(all)" in missing, msg
+
+
 def test_cross_disease_report_compares_member_and_union_encoders(cross_disease):
     results, report, db, root = cross_disease
     assert results == {"msk": True, "combined": True} and report.success
