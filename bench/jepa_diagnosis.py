@@ -1,0 +1,264 @@
+"""Why does the JEPA phase after SFT stay near a normalized loss of 1? Curves of the normalized JEPA loss on the
+tuning split for the shipped curriculum and the design choices of the JEPA literature (issue 26).
+
+    python bench/jepa_diagnosis.py --cohorts msk --steps 600 --configs base,layer_norm,...   # the grid
+    python bench/jepa_diagnosis.py --cohorts msk,inspect,combined --steps 100 --configs base,...  # the demo budget
+
+Every run is the demo's ``jepa`` recipe (``models/jepa.yaml``: SFT + JEPA from the cohort's ``sft`` checkpoint,
+batch 16 x 256 tokens, AdamW lr 0.002 cosine over the run's steps) with the overrides of one named config
+(:data:`CONFIGS`), trained by the project's own step (:func:`ehr_assets.train.loop.optimizer_step`). Every
+``--eval-every`` steps it records, on the *tuning* split's decision nodes (fixed masks, ``--eval-batches`` x 16
+examples): the normalized JEPA loss (MSE / the targets' variance at the masked positions; 1 = predicting the
+targets' mean) and the effective rank of the online encoder's node embeddings (last context token, the collapse
+monitor's measure); the training batches' normalized loss and SFT loss are logged every step.
+
+The data (cohort -> token sequences) and the ``sft`` checkpoints come from a scratch warehouse (``--work``; built
+when missing: the data assets through Dagster as ``bench/recipe_compute.py`` does, then ``sft`` per cohort with
+the training CLI's function). Results: ``bench/results/jepa_diagnosis.json`` (appended per run, keyed by config,
+cohort and steps) and a PNG of the tuning curves per cohort and step budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from ehr_assets.model.batches import make_jepa_batch  # noqa: E402
+from ehr_assets.model.losses import step_losses  # noqa: E402
+from ehr_assets.specs import load_project  # noqa: E402
+from ehr_assets.stats import JEPA_NORM_CEILING, effective_rank_floor  # noqa: E402
+from ehr_assets.train import loop, train  # noqa: E402
+from ehr_assets.train.checkpoint import stream_starts  # noqa: E402
+from ehr_assets.train.data import TrainData, read_train_data  # noqa: E402
+from ehr_assets.train.monitor import collapse_stats, monitor_contexts  # noqa: E402
+from ehr_assets.train.setup import Batches, Objective, build_parts  # noqa: E402
+
+# name -> (what it tests, overrides of the jepa recipe: {section: {key: value}}, special flags)
+CONFIGS: dict[str, tuple[str, dict]] = {
+    "base": ("the shipped curriculum (mask 0.5 single tokens, tau 0.996, 2-layer predictor)", {}),
+    "frozen_encoder": ("only the predictor trains (encoder and targets fixed at the SFT checkpoint)", {"_frozen": 1}),
+    "layer_norm": ("targets layer-normed (I-JEPA / data2vec)", {"jepa": {"target_norm": "layer"}}),
+    "top2_ln": ("targets = mean of the top 2 layers, layer-normed (data2vec)", {"jepa": {"target_layers": 2}}),
+    "pred_lr10": ("predictor lr x10", {"jepa": {"predictor_lr_scale": 10.0}}),
+    "pred_wide": ("predictor width 256, depth 3", {"jepa": {"predictor_width": 256, "predictor_depth": 3}}),
+    "span8": ("masked spans of 8 tokens", {"jepa": {"mask_span": 8}}),
+    "from_context": ("predict every target from the last context position", {"jepa": {"predict_from": "context"}}),
+    "tau99": ("tau 0.99 (a faster target for a short run)", {"jepa": {"ema_tau": 0.99}}),
+    "lr_const": ("constant lr after warm-up (no cosine decay)", {"optimizer": {"schedule": "constant"}}),
+    "jepa_only": ("JEPA alone from the base model (no SFT phase, no SFT loss)", {"_scratch": 1}),
+    "ln_pred_lr10": (
+        "layer-normed targets and predictor lr x10",
+        {"jepa": {"target_norm": "layer", "predictor_lr_scale": 10.0}},
+    ),
+    "ln_lr10_tau99": (
+        "layer-normed targets, predictor lr x10, tau 0.99",
+        {"jepa": {"target_norm": "layer", "predictor_lr_scale": 10.0, "ema_tau": 0.99}},
+    ),
+}
+CONFIGS["top2_ln"][1]["jepa"]["target_norm"] = "layer"
+
+
+def prepare(project, work: Path, cohorts: list[str]) -> tuple[Path, Path]:
+    """(warehouse, artifact root) with the token data and an ``sft`` checkpoint of every cohort."""
+    from recipe_compute import materialize_data
+
+    wh, art = work / "warehouse.duckdb", work / "artifacts"
+    if not wh.exists():
+        materialize_data(project, wh, art, list(project.partition_keys))
+    import duckdb
+
+    for c in cohorts:
+        out = art / "sft_checkpoint" / c
+        if (out / "train_log.json").is_file():
+            continue
+        with duckdb.connect(str(wh), read_only=True) as conn:
+            data = read_train_data(conn, c, None, art / "tokenizer" / c)
+        train(project.recipes["sft"], data, out, tokenizer_dir=art / "tokenizer" / c, log=lambda m: None)
+    return wh, art
+
+
+def tuning_data(conn, cohort: str, tokenizer_dir: Path) -> TrainData:
+    """The cohort's tuning-split decision-node examples (the train split's reader on the tuning rows)."""
+    from ehr_assets.train.data import tokenizer_special_ids, train_data_from_tables
+    from ehr_assets.warehouse import read_training_tables
+
+    seqs, ctx = read_training_tables(conn, cohort, None)
+    seqs, ctx = (
+        seqs[seqs["split"] == "tuning"].assign(split="train"),
+        ctx[ctx["split"] == "tuning"].assign(split="train"),
+    )
+    return train_data_from_tables(seqs, ctx, tokenizer_special_ids(tokenizer_dir))
+
+
+def recipe_for(project, name: str, steps: int):
+    """The ``jepa`` recipe with config ``name``'s overrides and ``steps`` steps (no step checkpoints)."""
+    over = CONFIGS[name][1]
+    base = project.recipes["jepa"]
+    d = base.model_dump()
+    for section, kv in over.items():
+        if not section.startswith("_"):
+            d[section] = {**d[section], **kv}
+    d["training"] |= {"steps": steps, "checkpoint_every": 0}
+    if "_scratch" in over:
+        d["init_from"] = None
+        d["loss_weights"] = {"sft": 0.0, "jepa": 1.0}
+    return type(base).model_validate(d)
+
+
+@torch.no_grad()
+def evaluate(parts, batches: list[dict], mon_ctx, pad_id: int) -> dict:
+    """Normalized JEPA loss pooled over the fixed tuning batches (sum of MSE / sum of target variance) and the
+    effective rank of the node embeddings of the tuning contexts."""
+    parts.model.eval()
+    parts.predictor.eval()
+    mse = var = 0.0
+    for b in batches:
+        stats: dict = {}
+        _, lj = step_losses(parts.model, parts.predictor, parts.momentum, b, sft=False, jepa=True, stats=stats)
+        mse += float(lj)
+        var += stats["jepa_target_var"]
+    out = {"tuning_norm": mse / var}
+    out |= collapse_stats(parts.model, mon_ctx, pad_id, torch.device("cpu"), contextlib.nullcontext)
+    parts.model.train()
+    parts.predictor.train()
+    return out
+
+
+def run(project, wh: Path, art: Path, cohort: str, name: str, steps: int, eval_every: int, n_eval: int) -> dict:
+    import duckdb
+
+    recipe = recipe_for(project, name, steps)
+    tok = art / "tokenizer" / cohort
+    with duckdb.connect(str(wh), read_only=True) as conn:
+        data = read_train_data(conn, cohort, None, tok)
+        tune = tuning_data(conn, cohort, tok)
+    init_dir = art / "sft_checkpoint" / cohort if recipe.init_from else None
+    objective, device = Objective.of(recipe), torch.device("cpu")
+    torch.manual_seed(recipe.training.seed)
+    parts = build_parts(
+        recipe, data, device, objective, init_dir=init_dir, save_base_to=None, use_bf16=False, log=lambda m: None
+    )
+    if "_frozen" in CONFIGS[name][1]:
+        for p in parts.model.parameters():
+            p.requires_grad_(False)
+    batches = Batches(recipe, data, objective, 1, 0, stream_starts(init_dir, lambda m: None))
+    rng = np.random.default_rng(12345)  # the same tuning examples and masks for every config of a cohort
+    ex = tune.jepa_examples
+    pick = rng.permutation(len(ex))[: 16 * n_eval]
+    eval_b = [
+        make_jepa_batch(
+            [ex[i] for i in pick[k : k + 16]],
+            recipe.training.seq_len,
+            recipe.jepa,
+            tune.mask_id,
+            tune.pad_id,
+            np.random.default_rng([12345, k]),
+        ).tensors(device)
+        for k in range(0, len(pick), 16)
+    ]
+    mon = monitor_contexts(tune, recipe.training.seq_len, 256)
+    curve, t0 = [], time.perf_counter()
+    rec = {"step": 0, **evaluate(parts, eval_b, mon, tune.pad_id)}
+    curve.append(rec)
+    train_norm, sft = [], []
+    for step in range(steps):
+        sums, _, _ = loop.optimizer_step(recipe, parts, batches, objective, step, device, 1, contextlib.nullcontext)
+        train_norm.append(sums[3])
+        sft.append(sums[1] if objective.sft else float("nan"))
+        n = step + 1
+        if n % eval_every == 0 or n == steps:
+            k = max(1, eval_every // 5)
+            rec = {"step": n, "train_norm": float(np.mean(train_norm[-k:])), "sft_loss": float(np.mean(sft[-k:]))}
+            curve.append(rec | evaluate(parts, eval_b, mon, tune.pad_id))
+    wall = time.perf_counter() - t0
+    tail = max(1, int(np.ceil(0.2 * steps)))
+    end = curve[-1]
+    floor = effective_rank_floor(parts.model.config.hidden_size)
+    return {
+        "config": name,
+        "what": CONFIGS[name][0],
+        "cohort": cohort,
+        "steps": steps,
+        "wall_s": round(wall, 1),
+        "train_norm_end": float(np.mean(train_norm[-tail:])),  # what jepa_beats_mean_predictor reads
+        "tuning_norm_end": end["tuning_norm"],
+        "eff_rank_end": end["emb_eff_rank"],
+        "rank_floor": floor,
+        "passes": bool(end["tuning_norm"] < JEPA_NORM_CEILING and end["emb_eff_rank"] > floor),
+        "check_passes": bool(float(np.mean(train_norm[-tail:])) < JEPA_NORM_CEILING),
+        "sft_loss_end": end.get("sft_loss", float("nan")),
+        "curve": curve,
+        "overrides": CONFIGS[name][1],
+    }
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["cohort"], r["steps"]) for r in results})
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.8), dpi=90, squeeze=False)
+    for ax, (cohort, steps) in zip(axes[0], groups):
+        for r in results:
+            if (r["cohort"], r["steps"]) != (cohort, steps):
+                continue
+            ax.plot([p["step"] for p in r["curve"]], [p["tuning_norm"] for p in r["curve"]], label=r["config"])
+        ax.axhline(1.0, color="0.6", lw=0.8)
+        ax.axhline(JEPA_NORM_CEILING, color="red", lw=0.8, ls="--")
+        ax.set_title(f"{cohort}, {steps} steps: tuning normalized JEPA loss", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylim(0, 1.3)
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cohorts", default="msk")
+    ap.add_argument("--configs", default="base")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--eval-batches", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/jepa_diagnosis"))
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "jepa_diagnosis.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    project = load_project(ROOT)
+    cohorts = args.cohorts.split(",")
+    wh, art = prepare(project, args.work, cohorts)
+    results = json.loads(args.out.read_text()) if args.out.is_file() else []
+    for cohort in cohorts:
+        for name in args.configs.split(","):
+            r = run(project, wh, art, cohort, name, args.steps, args.eval_every, args.eval_batches)
+            results = [x for x in results if (x["config"], x["cohort"], x["steps"]) != (name, cohort, args.steps)]
+            results.append(r)
+            args.out.write_text(json.dumps(results, indent=1) + "\n")
+            print(
+                f"{cohort:8s} {name:14s} {args.steps:5d} steps {r['wall_s']:6.0f}s  train {r['train_norm_end']:.3f}"
+                f"  tuning {r['tuning_norm_end']:.3f}  rank {r['eff_rank_end']:5.1f}  sft {r['sft_loss_end']:.3f}"
+                f"  {'PASS' if r['passes'] else 'fail'}",
+                flush=True,
+            )
+    for cohort, steps in sorted({(r["cohort"], r["steps"]) for r in results}):
+        plot([r for r in results if r["steps"] == steps], args.out.with_name(f"jepa_diagnosis_{steps}.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
