@@ -255,7 +255,7 @@ def main() -> int:
                 f"  {'PASS' if r['passes'] else 'fail'}",
                 flush=True,
             )
-    for cohort, steps in sorted({(r["cohort"], r["steps"]) for r in results}):
+    for steps in sorted({r["steps"] for r in results}):
         plot([r for r in results if r["steps"] == steps], args.out.with_name(f"jepa_diagnosis_{steps}.png"))
     return 0
 

@@ -137,4 +137,14 @@ def health_report(health: pd.DataFrame) -> str:
         f"steps < {JEPA_NORM_CEILING}, 1.0 = predicting the targets' mean; effective_rank_floor on the node "
         "embeddings):"
     )
-    return head + "\n" + t[cols].to_string(index=False)
+    text = head + "\n" + t[cols].to_string(index=False)
+    failed = t[t["jepa_learned"] != "yes"]
+    failed = failed[failed["jepa_learned"] != "n/a"]
+    if len(failed):
+        runs = ", ".join(f"{r}@{c}" for c, r in zip(failed["cohort"], failed["recipe"]))
+        text += (
+            f"\nWARNING: the JEPA objective was not learned (or not shown to be) in {len(failed)} of "
+            f"{int((t['jepa_learned'] != 'n/a').sum())} JEPA runs ({runs}): a comparison of those runs with sft "
+            "compares SFT with SFT plus a loss that taught the encoder next to nothing about the masked future."
+        )
+    return text
