@@ -17,7 +17,7 @@ from ehr_assets.model.jepa import MomentumEncoder, Predictor
 from ehr_assets.specs import Jepa
 from ehr_assets.train import setup
 
-from .test_training import MASK, PAD, make_data, quiet, recipe
+from .test_training import MASK, PAD, TINY, make_data, quiet, recipe
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,14 @@ def test_span_masking_masks_whole_aligned_spans(n, span, ratio):
         assert sorted(cut[0]) == list(range(cut[0][0] // span * span, cut[0][0] // span * span + len(cut[0])))
 
 
+def test_span_masking_draws_the_spans_at_random():
+    jepa = Jepa(mask_ratio=0.25, mask_span=4)
+    draws = [tuple(sorted(masked_positions(40, jepa, np.random.default_rng(k)).tolist())) for k in range(20)]
+    assert len(set(draws)) > 10  # not always the same spans
+    covered = np.bincount(np.concatenate(draws), minlength=40)
+    assert (covered > 0).all()  # every future position is masked in some draw (the last span too)
+
+
 def test_span_masking_in_the_batch(data):
     jepa = Jepa(mask_ratio=0.5, mask_span=4)
     b = make_jepa_batch(data.jepa_examples[:4], 32, jepa, MASK, PAD, np.random.default_rng(0))
@@ -59,8 +67,9 @@ def test_span_masking_in_the_batch(data):
         assert sum(len(r) >= min(4, Fn) for r in runs) >= len(runs) - 1
 
 
-def _model(data, **jepa):
-    r = recipe("hyb", "hybrid", jepa={"mask_ratio": 0.5, **jepa}, finetune="full")
+def _model(data, layers: int = 1, **jepa):
+    backbone = {**TINY, "config": {**TINY["config"], "num_hidden_layers": layers}}
+    r = recipe("hyb", "hybrid", jepa={"mask_ratio": 0.5, **jepa}, finetune="full", backbone=backbone)
     torch.manual_seed(0)
     model, _ = build_model(r, data, log=quiet)
     return r, model
@@ -79,11 +88,12 @@ def test_layer_normed_targets(data):
 
 
 def test_top_k_layer_targets_average_the_top_layers(data):
-    _, model = _model(data)
+    _, model = _model(data, layers=3)
     ids = torch.from_numpy(np.stack([s[:20] for s in data.sft_sequences[:3]]))
     am = torch.ones_like(ids)
     with torch.no_grad():
         hs = decoder_of(model)[0](input_ids=ids, attention_mask=am, output_hidden_states=True).hidden_states
+    assert len(hs) == 4  # the embeddings, then each layer's output (the last one normed)
     top = [F.layer_norm(h, h.shape[-1:]) for h in hs[-2:]]
     want = F.layer_norm((top[0] + top[1]) / 2, top[0].shape[-1:])
     got = MomentumEncoder(model, target_layers=2, target_norm="layer").targets(ids, am)
