@@ -48,6 +48,20 @@ from ehr_assets.train.setup import Batches, Objective, build_parts  # noqa: E402
 CONFIGS: dict[str, tuple[str, dict]] = {
     "base": ("the shipped curriculum (mask 0.5 single tokens, tau 0.996, 2-layer predictor)", {}),
     "frozen_encoder": ("only the predictor trains (encoder and targets fixed at the SFT checkpoint)", {"_frozen": 1}),
+    "frozen_pred_lr10": (
+        "only the predictor trains, at lr x10",
+        {"_frozen": 1, "jepa": {"predictor_lr_scale": 10.0}},
+    ),
+    "pred_lr30": ("predictor lr x30", {"jepa": {"predictor_lr_scale": 30.0}}),
+    "pred_lr3": ("predictor lr x3", {"jepa": {"predictor_lr_scale": 3.0}}),
+    "pred_lr10_const": (
+        "predictor lr x10, constant lr after warm-up",
+        {"jepa": {"predictor_lr_scale": 10.0}, "optimizer": {"schedule": "constant"}},
+    ),
+    "pred_lr3_const": (
+        "predictor lr x3, constant lr after warm-up",
+        {"jepa": {"predictor_lr_scale": 3.0}, "optimizer": {"schedule": "constant"}},
+    ),
     "layer_norm": ("targets layer-normed (I-JEPA / data2vec)", {"jepa": {"target_norm": "layer"}}),
     "top2_ln": ("targets = mean of the top 2 layers, layer-normed (data2vec)", {"jepa": {"target_layers": 2}}),
     "pred_lr10": ("predictor lr x10", {"jepa": {"predictor_lr_scale": 10.0}}),
@@ -57,6 +71,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "tau99": ("tau 0.99 (a faster target for a short run)", {"jepa": {"ema_tau": 0.99}}),
     "lr_const": ("constant lr after warm-up (no cosine decay)", {"optimizer": {"schedule": "constant"}}),
     "jepa_only": ("JEPA alone from the base model (no SFT phase, no SFT loss)", {"_scratch": 1}),
+    "no_sft_term": ("JEPA alone from the SFT checkpoint (SFT loss weight 0)", {"loss_weights": {"sft": 0.0}}),
+    "jepa_w4": ("JEPA loss weight 4 (SFT 1)", {"loss_weights": {"jepa": 4.0}}),
+    "lr_x3": ("lr 0.006 (x3) for encoder and predictor", {"optimizer": {"lr": 0.006}}),
+    "lr_x3_const": ("lr 0.006, constant after warm-up", {"optimizer": {"lr": 0.006, "schedule": "constant"}}),
     "ln_pred_lr10": (
         "layer-normed targets and predictor lr x10",
         {"jepa": {"target_norm": "layer", "predictor_lr_scale": 10.0}},
@@ -101,15 +119,16 @@ def tuning_data(conn, cohort: str, tokenizer_dir: Path) -> TrainData:
     return train_data_from_tables(seqs, ctx, tokenizer_special_ids(tokenizer_dir))
 
 
-def recipe_for(project, name: str, steps: int):
-    """The ``jepa`` recipe with config ``name``'s overrides and ``steps`` steps (no step checkpoints)."""
+def recipe_for(project, name: str, steps: int, recipe: str = "jepa"):
+    """The ``recipe`` (default ``jepa``) with config ``name``'s overrides and ``steps`` steps (0: the recipe's own;
+    no step checkpoints)."""
     over = CONFIGS[name][1]
-    base = project.recipes["jepa"]
+    base = project.recipes[recipe]
     d = base.model_dump()
     for section, kv in over.items():
         if not section.startswith("_"):
             d[section] = {**d[section], **kv}
-    d["training"] |= {"steps": steps, "checkpoint_every": 0}
+    d["training"] |= {"steps": steps or base.training.steps, "checkpoint_every": 0}
     if "_scratch" in over:
         d["init_from"] = None
         d["loss_weights"] = {"sft": 0.0, "jepa": 1.0}
@@ -135,10 +154,11 @@ def evaluate(parts, batches: list[dict], mon_ctx, pad_id: int) -> dict:
     return out
 
 
-def run(project, wh: Path, art: Path, cohort: str, name: str, steps: int, eval_every: int, n_eval: int) -> dict:
+def run(project, wh, art, cohort: str, name: str, steps: int, eval_every: int, n_eval: int, base="jepa") -> dict:
     import duckdb
 
-    recipe = recipe_for(project, name, steps)
+    recipe = recipe_for(project, name, steps, base)
+    steps = recipe.training.steps
     tok = art / "tokenizer" / cohort
     with duckdb.connect(str(wh), read_only=True) as conn:
         data = read_train_data(conn, cohort, None, tok)
@@ -186,6 +206,7 @@ def run(project, wh: Path, art: Path, cohort: str, name: str, steps: int, eval_e
     end = curve[-1]
     floor = effective_rank_floor(parts.model.config.hidden_size)
     return {
+        "recipe": base,
         "config": name,
         "what": CONFIGS[name][0],
         "cohort": cohort,
@@ -203,22 +224,53 @@ def run(project, wh: Path, art: Path, cohort: str, name: str, steps: int, eval_e
     }
 
 
+def markdown(results: list[dict]) -> str:
+    """The stored runs as a markdown table: normalized JEPA loss (training batches, the check's tail; tuning split
+    at the end and at steps 50 / 100 of longer runs), effective rank, SFT loss, wall seconds."""
+    import pandas as pd
+
+    from ehr_assets.eval.report import markdown_table
+
+    def at(r, step):
+        return next((p["tuning_norm"] for p in r["curve"] if p["step"] == step), float("nan"))
+
+    rows = [
+        {
+            "recipe": r.get("recipe", "jepa"),
+            "cohort": r["cohort"],
+            "config": r["config"],
+            "steps": r["steps"],
+            "train_norm_end": r["train_norm_end"],
+            "tuning@50": at(r, 50),
+            "tuning@100": at(r, 100),
+            "tuning_end": r["tuning_norm_end"],
+            "eff_rank": r["eff_rank_end"],
+            "sft_loss": r["sft_loss_end"],
+            "criterion": "PASS" if r["passes"] else "fail",
+            "wall_s": r["wall_s"],
+        }
+        for r in results
+    ]
+    df = pd.DataFrame(rows).sort_values(["recipe", "steps", "cohort"], kind="stable")
+    return markdown_table(df, nan="")
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(r["cohort"], r["steps"]) for r in results})
+    groups = sorted({(r.get("recipe", "jepa"), r["cohort"], r["steps"]) for r in results})
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.8), dpi=90, squeeze=False)
-    for ax, (cohort, steps) in zip(axes[0], groups):
+    for ax, (recipe, cohort, steps) in zip(axes[0], groups):
         for r in results:
-            if (r["cohort"], r["steps"]) != (cohort, steps):
+            if (r.get("recipe", "jepa"), r["cohort"], r["steps"]) != (recipe, cohort, steps):
                 continue
             ax.plot([p["step"] for p in r["curve"]], [p["tuning_norm"] for p in r["curve"]], label=r["config"])
         ax.axhline(1.0, color="0.6", lw=0.8)
         ax.axhline(JEPA_NORM_CEILING, color="red", lw=0.8, ls="--")
-        ax.set_title(f"{cohort}, {steps} steps: tuning normalized JEPA loss", fontsize=9)
+        ax.set_title(f"{recipe} on {cohort}, {steps} steps: tuning normalized JEPA loss", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylim(0, 1.3)
         ax.legend(fontsize=6, ncol=2)
@@ -231,13 +283,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cohorts", default="msk")
     ap.add_argument("--configs", default="base")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=600, help="0: the recipe's own")
+    ap.add_argument("--recipe", default="jepa", help="the shipped recipe the configs change (jepa or hybrid)")
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--eval-batches", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument("--report", action="store_true", help="only print the stored results as a markdown table")
     ap.add_argument("--work", type=Path, default=Path("/tmp/jepa_diagnosis"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "jepa_diagnosis.json")
     args = ap.parse_args()
+    if args.report:
+        print(markdown(json.loads(args.out.read_text())))
+        return 0
     torch.set_num_threads(args.threads)
     project = load_project(ROOT)
     cohorts = args.cohorts.split(",")
@@ -245,14 +302,15 @@ def main() -> int:
     results = json.loads(args.out.read_text()) if args.out.is_file() else []
     for cohort in cohorts:
         for name in args.configs.split(","):
-            r = run(project, wh, art, cohort, name, args.steps, args.eval_every, args.eval_batches)
-            results = [x for x in results if (x["config"], x["cohort"], x["steps"]) != (name, cohort, args.steps)]
+            r = run(project, wh, art, cohort, name, args.steps, args.eval_every, args.eval_batches, args.recipe)
+            key = (args.recipe, name, cohort, r["steps"])
+            results = [x for x in results if (x.get("recipe", "jepa"), x["config"], x["cohort"], x["steps"]) != key]
             results.append(r)
             args.out.write_text(json.dumps(results, indent=1) + "\n")
             print(
-                f"{cohort:8s} {name:14s} {args.steps:5d} steps {r['wall_s']:6.0f}s  train {r['train_norm_end']:.3f}"
-                f"  tuning {r['tuning_norm_end']:.3f}  rank {r['eff_rank_end']:5.1f}  sft {r['sft_loss_end']:.3f}"
-                f"  {'PASS' if r['passes'] else 'fail'}",
+                f"{args.recipe:6s} {cohort:8s} {name:16s} {r['steps']:4d} {r['wall_s']:5.0f}s"
+                f" train {r['train_norm_end']:.3f} tune {r['tuning_norm_end']:.3f}"
+                f" rank {r['eff_rank_end']:4.1f} sft {r['sft_loss_end']:.3f} {'PASS' if r['passes'] else 'fail'}",
                 flush=True,
             )
     for steps in sorted({r["steps"] for r in results}):
