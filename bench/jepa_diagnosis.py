@@ -68,6 +68,14 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "pred_wide": ("predictor width 256, depth 3", {"jepa": {"predictor_width": 256, "predictor_depth": 3}}),
     "span8": ("masked spans of 8 tokens", {"jepa": {"mask_span": 8}}),
     "from_context": ("predict every target from the last context position", {"jepa": {"predict_from": "context"}}),
+    "from_previous": (
+        "predict each target from the position before it (a causal LM's prediction)",
+        {"jepa": {"predict_from": "previous"}},
+    ),
+    "frozen_from_previous": (
+        "only the predictor trains, reading the position before each masked one",
+        {"_frozen": 1, "jepa": {"predict_from": "previous"}},
+    ),
     "tau99": ("tau 0.99 (a faster target for a short run)", {"jepa": {"ema_tau": 0.99}}),
     "lr_const": ("constant lr after warm-up (no cosine decay)", {"optimizer": {"schedule": "constant"}}),
     "jepa_only": ("JEPA alone from the base model (no SFT phase, no SFT loss)", {"_scratch": 1}),

@@ -21,9 +21,10 @@ from .backbone import decoder_of, is_peft, trainable_parameters
 class Predictor(nn.Module):
     """``depth`` linear layers with GELU in between: H -> W -> ... -> W -> H (depth 1: a single Linear(H, H)).
 
-    ``read`` (:meth:`predict`): ``masked`` maps the online hidden state at each masked position; ``context`` maps
-    the hidden state at the last context position plus a learned embedding of the masked position's offset into
-    the future (``max_offset`` rows), so every target is predicted from what the node embedding holds."""
+    ``read`` (:meth:`predict`): ``masked`` maps the online hidden state at each masked position; ``previous`` the
+    one at the position before it (a causal LM's prediction of the token there); ``context`` the hidden state at the
+    last context position plus a learned embedding of the masked position's offset into the future (``max_offset``
+    rows), so every target is predicted from what the node embedding holds."""
 
     def __init__(self, hidden: int, depth: int = 2, width: int | None = None, read: str = "masked", max_offset=0):
         super().__init__()
@@ -41,8 +42,8 @@ class Predictor(nn.Module):
                 raise ValueError("read='context' needs max_offset >= 1 (the longest future)")
             self.offset = nn.Embedding(max_offset, hidden)
             nn.init.normal_(self.offset.weight, std=0.02)
-        elif read != "masked":
-            raise ValueError(f"read must be 'masked' or 'context', not {read!r}")
+        elif read not in ("masked", "previous"):
+            raise ValueError(f"read must be 'masked', 'previous' or 'context', not {read!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -54,6 +55,8 @@ class Predictor(nn.Module):
         if self.read == "masked":
             return self(h[m])
         b, pos = m.nonzero(as_tuple=True)
+        if self.read == "previous":  # a masked position is a future one: its previous position exists
+            return self(h[b, pos - 1])
         c = batch["context_len"].to(pos.device)[b]
         off = (pos - c).clamp(0, self.offset.num_embeddings - 1)
         return self(h[b, c - 1] + self.offset(off).to(h.dtype))

@@ -100,10 +100,11 @@ class Jepa(StrictModel):
         description="masked future positions come as whole aligned spans of this many tokens (the last one cut to "
         "the mask ratio); 1: single tokens drawn independently",
     )
-    predict_from: Literal["masked", "context"] = Field(
+    predict_from: Literal["masked", "previous", "context"] = Field(
         default="masked",
-        description="masked: the predictor reads the online hidden state at each masked position; context: it reads "
-        "the last context position's (the node embedding) plus a learned embedding of the target's offset",
+        description="masked: the predictor reads the online hidden state at each masked position; previous: at the "
+        "position before it (where a causal LM already predicts the token); context: at the last context position "
+        "(the node embedding) plus a learned embedding of the target's offset",
     )
     predictor_lr_scale: float = Field(default=1.0, gt=0, description="the predictor's lr relative to optimizer.lr")
 

@@ -118,6 +118,9 @@ def test_a_context_reading_predictor_sees_only_the_last_context_state_and_the_of
     h3 = h.clone()
     h3[0, int(b["context_len"][0]) - 1] += 1.0  # the last context state is
     assert not torch.allclose(pred.predict(h3, b)[rows == 0], out[rows == 0])
+    prev = Predictor(32, 2, read="previous")  # the position before each masked one
+    assert torch.allclose(prev.predict(h, b), prev(h[rows, pos - 1]))
+    assert torch.allclose(prev.predict(h2, b)[0], prev(h2[rows[0], pos[0] - 1]), atol=1e-6)
     masked = Predictor(32, 2)  # the default reads the masked positions
     assert torch.allclose(masked.predict(h, b), masked(h[b["mask"]]))
 
