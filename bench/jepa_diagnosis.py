@@ -44,6 +44,12 @@ from ehr_assets.train.data import TrainData, read_train_data  # noqa: E402
 from ehr_assets.train.monitor import collapse_stats, monitor_contexts  # noqa: E402
 from ehr_assets.train.setup import Batches, Objective, build_parts  # noqa: E402
 
+# the rule the shipped defaults must meet (fixed before the runs on inspect and combined; no probe is ever read):
+# tuning-split normalized JEPA loss at the end <= 0.8 (well under the check's 0.9) and effective rank above the floor,
+# for the curriculum (100 phase-2 steps) and hybrid (250 steps) in every demo partition, keeping DESIGN.md's method
+# contract (the predictor reads the masked positions)
+RULE_CEILING = 0.8
+
 # name -> (what it tests, overrides of the jepa recipe: {section: {key: value}}, special flags)
 CONFIGS: dict[str, tuple[str, dict]] = {
     "base": ("the shipped curriculum (mask 0.5 single tokens, tau 0.996, 2-layer predictor)", {}),
@@ -57,6 +63,19 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "pred_lr10_const": (
         "predictor lr x10, constant lr after warm-up",
         {"jepa": {"predictor_lr_scale": 10.0}, "optimizer": {"schedule": "constant"}},
+    ),
+    "lr_x5_const": ("lr 0.01 (x5), constant after warm-up", {"optimizer": {"lr": 0.01, "schedule": "constant"}}),
+    "lr_x3_const_pred3": (
+        "lr 0.006 constant, predictor lr x3",
+        {"optimizer": {"lr": 0.006, "schedule": "constant"}, "jepa": {"predictor_lr_scale": 3.0}},
+    ),
+    "lr_x3_const_ln": (
+        "lr 0.006 constant, layer-normed targets",
+        {"optimizer": {"lr": 0.006, "schedule": "constant"}, "jepa": {"target_norm": "layer"}},
+    ),
+    "lr_x3_const_w4": (
+        "lr 0.006 constant, JEPA loss weight 4",
+        {"optimizer": {"lr": 0.006, "schedule": "constant"}, "loss_weights": {"jepa": 4.0}},
     ),
     "pred_lr3_const": (
         "predictor lr x3, constant lr after warm-up",
@@ -234,7 +253,8 @@ def run(project, wh, art, cohort: str, name: str, steps: int, eval_every: int, n
 
 def markdown(results: list[dict]) -> str:
     """The stored runs as a markdown table: normalized JEPA loss (training batches, the check's tail; tuning split
-    at the end and at steps 50 / 100 of longer runs), effective rank, SFT loss, wall seconds."""
+    at steps 50 / 100 and at the end), effective rank, SFT loss, wall seconds; ``check``: what
+    jepa_beats_mean_predictor says (training tail < 0.9); ``rule``: the defaults' rule (:data:`RULE_CEILING`)."""
     import pandas as pd
 
     from ehr_assets.eval.report import markdown_table
@@ -254,7 +274,8 @@ def markdown(results: list[dict]) -> str:
             "tuning_end": r["tuning_norm_end"],
             "eff_rank": r["eff_rank_end"],
             "sft_loss": r["sft_loss_end"],
-            "criterion": "PASS" if r["passes"] else "fail",
+            "check": "pass" if r["train_norm_end"] < JEPA_NORM_CEILING else "FAIL",
+            "rule": "pass" if r["tuning_norm_end"] <= RULE_CEILING and r["eff_rank_end"] > r["rank_floor"] else "-",
             "wall_s": r["wall_s"],
         }
         for r in results
