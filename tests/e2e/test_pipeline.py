@@ -528,6 +528,11 @@ def test_benchmark_summary_measures_recipes_against_the_baseline_floor_and_the_o
     assert "| sft | pooled_long | delta | count_baseline | 2 |" in md["seeds"].value
     assert md["latent_dynamics"].value.splitlines()[0].startswith("| variable | offset_days | count_baseline |")
     assert md["latent_dynamics_plot"].value.startswith("![inspect: latent dynamics](data:image/png;base64,")
+    # training health beside the results: the JEPA runs of a few steps did not learn their objective
+    health = md["training_health"].value.splitlines()
+    assert health[0].startswith("| cohort | recipe | jepa_loss_norm_end | jepa_learned |")
+    jepa_rows = [ln.split(" | ") for ln in health[2:] if ln.startswith(f"| {PARTITION} | jepa |")]
+    assert len(jepa_rows) == 1 and jepa_rows[0][3] == "no"
     notes = m["note"].fillna("")
     assert md["probe_fallbacks_total"].value == len(
         m.loc[notes.str.contains("fallback"), ["recipe", "task", "horizon_days"]].drop_duplicates()
