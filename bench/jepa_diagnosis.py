@@ -14,8 +14,9 @@ monitor's measure); the training batches' normalized loss and SFT loss are logge
 
 The data (cohort -> token sequences) and the ``sft`` checkpoints come from a scratch warehouse (``--work``; built
 when missing: the data assets through Dagster as ``bench/recipe_compute.py`` does, then ``sft`` per cohort with
-the training CLI's function). Results: ``bench/results/jepa_diagnosis.json`` (appended per run, keyed by config,
-cohort and steps) and a PNG of the tuning curves per cohort and step budget.
+the training CLI's function). Each run prints one line (PASS: tuning loss under 0.9 and rank above the floor;
+``--report`` applies the check's and the defaults' rules). Results: ``bench/results/jepa_diagnosis.json`` (appended
+per run, keyed by recipe, config, cohort and steps) and a PNG of the tuning curves per step budget.
 """
 
 from __future__ import annotations
@@ -252,8 +253,9 @@ def run(project, wh, art, cohort: str, name: str, steps: int, eval_every: int, n
 
 
 def markdown(results: list[dict]) -> str:
-    """The stored runs as a markdown table: normalized JEPA loss (training batches, the check's tail; tuning split
-    at steps 50 / 100 and at the end), effective rank, SFT loss, wall seconds; ``check``: what
+    """The stored runs as a markdown table (config ``hybrid:<name>`` for the hybrid recipe): normalized JEPA loss
+    (``train``: training batches, the check's tail; ``@50`` / ``@100`` / ``end``: the tuning split at those
+    steps and at the end), effective rank and SFT loss at the end (wall seconds are in the JSON); ``check``: what
     jepa_beats_mean_predictor says (training tail < 0.9); ``rule``: the defaults' rule (:data:`RULE_CEILING`)."""
     import pandas as pd
 
@@ -264,23 +266,21 @@ def markdown(results: list[dict]) -> str:
 
     rows = [
         {
-            "recipe": r.get("recipe", "jepa"),
             "cohort": r["cohort"],
-            "config": r["config"],
+            "config": r["config"] if r.get("recipe", "jepa") == "jepa" else f"{r['recipe']}:{r['config']}",
             "steps": r["steps"],
-            "train_norm_end": r["train_norm_end"],
-            "tuning@50": at(r, 50),
-            "tuning@100": at(r, 100),
-            "tuning_end": r["tuning_norm_end"],
-            "eff_rank": r["eff_rank_end"],
-            "sft_loss": r["sft_loss_end"],
-            "check": "pass" if r["train_norm_end"] < JEPA_NORM_CEILING else "FAIL",
-            "rule": "pass" if r["tuning_norm_end"] <= RULE_CEILING and r["eff_rank_end"] > r["rank_floor"] else "-",
-            "wall_s": r["wall_s"],
+            "train": r["train_norm_end"],
+            "@50": at(r, 50),
+            "@100": at(r, 100),
+            "end": r["tuning_norm_end"],
+            "rank": f"{r['eff_rank_end']:.1f}",
+            "sft": r["sft_loss_end"],
+            "check": "ok" if r["train_norm_end"] < JEPA_NORM_CEILING else "FAIL",
+            "rule": "ok" if r["tuning_norm_end"] <= RULE_CEILING and r["eff_rank_end"] > r["rank_floor"] else "-",
         }
         for r in results
     ]
-    df = pd.DataFrame(rows).sort_values(["recipe", "steps", "cohort"], kind="stable")
+    df = pd.DataFrame(rows).sort_values(["steps", "cohort"], kind="stable")
     return markdown_table(df, nan="")
 
 

@@ -16,6 +16,7 @@ whose log has no normalized JEPA loss), ``n/a`` (no JEPA loss). Nothing here imp
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,10 @@ def health_row(cohort: str, recipe: RecipeSpec, train_log: dict | None, emb: np.
         end = float(md["normalized_jepa_loss_end"])
         if not np.isfinite(end):
             learned = "unknown"
-            notes.append("JEPA health unknown (no training log with a normalized JEPA loss)")
+            notes.append("JEPA health unknown (no log)")
         elif problems:
             learned = "no"
-            notes.append(f"JEPA objective not learned (normalized loss {end:.3f} >= {JEPA_NORM_CEILING})")
+            notes.append(f"JEPA not learned ({end:.3f} >= {JEPA_NORM_CEILING})")
         else:
             learned = "yes"
     rank = floor = float("nan")
@@ -63,7 +64,7 @@ def health_row(cohort: str, recipe: RecipeSpec, train_log: dict | None, emb: np.
         rank, floor = float(md["effective_rank"]), float(md["floor"])
         rank_ok = "no" if problems else "yes"
         if problems:
-            notes.append(f"effective rank {rank:.2f} under the floor {floor:.2f}")
+            notes.append(f"rank {rank:.2f} < floor {floor:.2f}")
     return dict(
         cohort=cohort,
         recipe=recipe.name,
@@ -122,8 +123,9 @@ def not_learned(project: Project, health: pd.DataFrame | None, cohorts, recipes)
 
 
 def health_report(health: pd.DataFrame) -> str:
-    """The table people read: per cohort and recipe the normalized JEPA loss at the end, whether it beat the mean
-    predictor, the effective rank against its floor, and the verdict of both checks."""
+    """The table people read (at most 100 columns but for long recipe names): per cohort and recipe the normalized
+    JEPA loss at the end, whether it beat the mean predictor, the effective rank against its floor, and the verdict
+    of both checks; a warning line naming the JEPA runs that did not learn their objective."""
     if health is None or health.empty:
         return "(no checkpoints or embeddings found: training health unknown)"
     t = health.copy()
@@ -131,20 +133,22 @@ def health_report(health: pd.DataFrame) -> str:
     t["eff_rank"] = [
         "" if pd.isna(r) else f"{r:.1f} (floor {f:.1f})" for r, f in zip(t["effective_rank"], t["rank_floor"])
     ]
-    cols = ["cohort", "recipe", "jepa_norm_end", "jepa_learned", "eff_rank", "health"]
+    t = t.rename(columns={"jepa_learned": "learned"})
+    cols = ["cohort", "recipe", "jepa_norm_end", "learned", "eff_rank", "health"]
     head = (
-        f"Training health (WARN checks jepa_beats_mean_predictor: normalized JEPA loss over the last fifth of the "
-        f"steps < {JEPA_NORM_CEILING}, 1.0 = predicting the targets' mean; effective_rank_floor on the node "
-        "embeddings):"
+        "Training health. jepa_norm_end: normalized JEPA loss at the end (last fifth of the steps;\n"
+        f"1.0 = predicting the targets' mean); learned: under {JEPA_NORM_CEILING} "
+        "(WARN check jepa_beats_mean_predictor);\n"
+        "eff_rank: effective rank of the node embeddings (WARN check effective_rank_floor):"
     )
     text = head + "\n" + t[cols].to_string(index=False)
-    failed = t[t["jepa_learned"] != "yes"]
-    failed = failed[failed["jepa_learned"] != "n/a"]
+    failed = t[~t["learned"].isin(["yes", "n/a"])]
     if len(failed):
         runs = ", ".join(f"{r}@{c}" for c, r in zip(failed["cohort"], failed["recipe"]))
-        text += (
-            f"\nWARNING: the JEPA objective was not learned (or not shown to be) in {len(failed)} of "
-            f"{int((t['jepa_learned'] != 'n/a').sum())} JEPA runs ({runs}): a comparison of those runs with sft "
+        warning = (
+            f"WARNING: the JEPA objective was not learned (or not shown to be) in {len(failed)} of "
+            f"{int((t['learned'] != 'n/a').sum())} JEPA runs ({runs}): a comparison of those runs with sft "
             "compares SFT with SFT plus a loss that taught the encoder next to nothing about the masked future."
         )
+        text += "\n" + "\n".join(textwrap.wrap(warning, 100, break_on_hyphens=False))
     return text
