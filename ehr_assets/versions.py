@@ -72,6 +72,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "eval/study_report.py",
         "eval/plots.py",
         "eval/evidence.py",
+        "eval/health.py",
         "defs/study.py",
         "defs/reporting.py",
     ),

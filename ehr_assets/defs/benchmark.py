@@ -28,6 +28,7 @@ from ..eval import oracle as oracle_stage
 from ..eval.baseline import baseline_features
 from ..eval.evidence import delta_wide, latent_wide, pooled_table
 from ..eval.fallbacks import count_fallbacks
+from ..eval.health import training_health
 from ..eval.replicates import seed_summary
 from ..eval.resample import subject_draws
 from ..specs import Project
@@ -224,7 +225,9 @@ def summary_asset(project: Project, partitions: dg.PartitionsDefinition, metric_
     deps = [*metric_assets, keys.PAIRED_DIFFERENCES, keys.LATENT_DYNAMICS]
 
     @dg.asset(group_name="evaluation", kinds={"duckdb"}, deps=deps, partitions_def=partitions, pool=POOL, **BENCHMARK)
-    def benchmark_summary(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def benchmark_summary(
+        context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore
+    ) -> dg.MaterializeResult:
         """Every recipe between the count baseline and the oracle: headline metric per task and horizon, the
         fraction of the baseline-to-oracle gap each recipe closes, an AUROC-by-horizon plot, the paired differences
         with their CIs, the latent-dynamics probe, the spread across seeds and the probe fallbacks."""
@@ -250,6 +253,8 @@ def summary_asset(project: Project, partitions: dg.PartitionsDefinition, metric_
         for r in summary.itertuples():
             md[f"gap_closed_long/{r.recipe}"] = float(getattr(r, f"gap_closed_h{bench.LONG_HORIZON_DAYS}plus"))
         md.update(_evidence_metadata(warehouse, key, metrics))
+        # did each JEPA objective learn (jepa_beats_mean_predictor) and do the embeddings clear the rank floor?
+        md["training_health"] = meta_table(training_health(project, artifacts.root, [key]))
         return dg.MaterializeResult(data_version=data_version(frame_version(gaps)), metadata=md)
 
     return benchmark_summary

@@ -15,9 +15,10 @@ import dagster as dg
 
 from .. import keys
 from ..eval.evidence import delta_report, latent_report, seeds_report
-from ..eval.report import gap_report, load_metrics, load_table, wide_table
+from ..eval.health import health_report
+from ..eval.report import gap_report, load_health, load_metrics, load_table, wide_table
 from ..specs import default_project_dir, load_project
-from ..warehouse import default_home, default_warehouse
+from ..warehouse import default_artifact_root, default_home, default_warehouse
 from .build import build
 from .definitions import defs
 
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     print(wide_table(metrics))
     print("\nFraction of the baseline-to-oracle gap each recipe closes (closed:<recipe>; NaN where the gap < 0.02):\n")
     print(gap_report(metrics))
+    print("\n== python -m ehr_assets.report --format health: did each JEPA objective learn? ==\n")
+    print(health_report(load_health(default_warehouse(), default_artifact_root())))
     print_evidence(metrics)
     print("\nEvery metric (AUPRC, Brier, td-AUC, IBS too): python -m ehr_assets.report --format table|csv")
     return 0

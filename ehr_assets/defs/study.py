@@ -12,6 +12,7 @@ from dagster_duckdb import DuckDBResource
 from .. import keys
 from ..eval import plots
 from ..eval.benchmark import auroc_by_horizon_png
+from ..eval.health import training_health
 from ..eval.study import answer_study, score_cohorts
 from ..eval.study_report import (
     recipe_overview,
@@ -105,12 +106,13 @@ def study_report_asset(project: Project, deps: list[str]) -> dg.AssetsDefinition
         latent_reps = _read_all(warehouse, keys.LATENT_REPLICATES)
         scored = score_cohorts(project, preds)
         context.log.info(f"scored {sum(map(len, scored.values()))} long-horizon tasks over {len(scored)} cohorts")
-        rows = answer_study(project, preds, latent, latent_reps, scored=scored)
-        overview = recipe_overview(project, scored, latent, latent_reps)
+        health = training_health(project, artifacts.root)  # a JEPA run that did not learn gets no verdict
+        rows = answer_study(project, preds, latent, latent_reps, scored=scored, health=health)
+        overview = recipe_overview(project, scored, latent, latent_reps, health)
         curves, start = sft_curves(project, artifacts)
         loss = sft_loss_table(curves)
         pngs = _pngs(project, metrics, latent, curves, start)
-        text = study_markdown(project, rows, overview, loss, {n: cap for n, (_, cap) in pngs.items()})
+        text = study_markdown(project, rows, overview, loss, {n: cap for n, (_, cap) in pngs.items()}, health)
         dest = artifacts.path(STUDY_REPORT, project.study.name)
         with atomic_dir(dest) as tmp:
             (tmp / "study.md").write_text(text)
@@ -127,6 +129,7 @@ def study_report_asset(project: Project, deps: list[str]) -> dg.AssetsDefinition
             "answers": dg.MetadataValue.md("\n".join(f"- {verdict_sentence(q, rows)}" for q in questions)),
             "recipes": meta_table(overview),
             "sft_loss": meta_table(loss),
+            "training_health": meta_table(health),
         }
         for q in project.study.questions:
             md[q.id] = meta_table(rows[rows["question"] == q.id].drop(columns=["question"]))

@@ -1,7 +1,7 @@
 """Print the latest probe metrics and the evidence that compares recipes, from the warehouse.
 
-    python -m ehr_assets.report --format table|csv|wide|gap|delta|latent|seeds [--warehouse PATH] [--cohort msk]
-                                [--recipe sft]
+    python -m ehr_assets.report --format table|csv|wide|gap|delta|latent|seeds|health [--warehouse PATH]
+                                [--cohort msk] [--recipe sft] [--artifacts DIR]
 
 ``table`` and ``csv``: one row per (cohort partition, recipe, task, horizon_days, metric); columns
 ``cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n``. ``wide``: the headline metric of every task
@@ -13,7 +13,11 @@ oracles last. ``gap``: the headline values and, per recipe, the fraction of the 
 ``sft`` over the long horizons, the gap closed), then per task and horizon, with paired subject-bootstrap CIs
 (:mod:`ehr_assets.eval.paired`). ``latent``: the ``latent_dynamics`` table, held-out R^2 of the hidden state now and
 later (:mod:`ehr_assets.eval.latent_probe`). ``seeds``: mean and spread across training seeds of the recipes with
-``replicate_seeds`` (:mod:`ehr_assets.eval.replicates`). The warehouse is opened read-only.
+``replicate_seeds`` (:mod:`ehr_assets.eval.replicates`). ``health``: per cohort and recipe, whether its JEPA
+objective beat the mean predictor and its embeddings' effective rank cleared the floor
+(:mod:`ehr_assets.eval.health`, from the checkpoints' training logs and the embeddings under the artifact root,
+default: ``artifacts/`` beside the warehouse); ``gap`` and ``delta`` end with the same table when the artifacts
+are there. The warehouse is opened read-only.
 
 The command is ``python -m ehr_assets.report`` (a forwarding module); the first line of this docstring is its
 ``--help`` description. :func:`markdown_table` is the small Markdown rendering the Dagster layer uses for metadata
@@ -34,11 +38,13 @@ from ..warehouse import default_warehouse, read_partition, table_exists
 from .benchmark import HEADLINE_METRICS, benchmark_wide, gap_summary, gap_table, recipe_order
 from .evidence import delta_report, latent_report, seeds_report
 from .fallbacks import count_fallbacks
+from .health import health_report, training_health
 
 __all__ = [
     "COLUMNS",
     "format_table",
     "gap_report",
+    "load_health",
     "load_metrics",
     "load_table",
     "main",
@@ -81,6 +87,29 @@ def load_metrics(warehouse: str | Path, cohort: str | None = None, recipe: str |
         raise LookupError(f"{warehouse}: no probe_metrics table yet; materialize a *_probe_metrics asset") from None
     df = df.sort_values(["cohort", "recipe", "task", "horizon_days", "metric"], kind="stable").reset_index(drop=True)
     return df
+
+
+def load_health(
+    warehouse: str | Path, artifacts: str | Path | None = None, cohort: str | None = None, recipe: str | None = None
+) -> pd.DataFrame | None:
+    """The training health (:func:`ehr_assets.eval.health.training_health`) of the runs under ``artifacts``
+    (default: ``artifacts/`` beside the warehouse, the layout of a Dagster home), optionally of one cohort and one
+    recipe; None when there is no artifact root or no run in it."""
+    from ..specs import SpecError, default_project_dir, load_project
+
+    root = Path(artifacts) if artifacts else Path(warehouse).parent / "artifacts"
+    if not root.is_dir():
+        return None
+    try:
+        project = load_project(default_project_dir())
+    except SpecError as e:  # the recipes decide which runs have a JEPA loss: without them, no health to show
+        print(f"note: training health not shown ({e})", file=sys.stderr)
+        return None
+    cohorts = [cohort] if cohort else None
+    health = training_health(project, root, cohorts)
+    if recipe:
+        health = health[health["recipe"] == recipe]
+    return health if len(health) else None
 
 
 def format_table(df: pd.DataFrame) -> str:
@@ -157,26 +186,34 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}", nan: str = "nan")
 def main(argv: list[str] | None = None) -> int:
     """The ``python -m ehr_assets.report`` command; returns the exit status (2: no warehouse or no metrics yet)."""
     ap = argparse.ArgumentParser(prog="python -m ehr_assets.report", description=__doc__.splitlines()[0])
-    ap.add_argument("--format", choices=["table", "csv", "wide", "gap", "delta", "latent", "seeds"], default="table")
+    formats = ["table", "csv", "wide", "gap", "delta", "latent", "seeds", "health"]
+    ap.add_argument("--format", choices=formats, default="table")
     ap.add_argument(
         "--warehouse", type=Path, default=None, help="DuckDB file (default: $DAGSTER_HOME/warehouse.duckdb)"
     )
     ap.add_argument("--cohort")
     ap.add_argument("--recipe")
+    ap.add_argument(
+        "--artifacts", type=Path, default=None, help="artifact root (default: artifacts/ beside the warehouse)"
+    )
     args = ap.parse_args(argv)
     wh = args.warehouse or default_warehouse()
     try:
-        print(_render(args.format, wh, args.cohort, args.recipe), end="")
+        print(_render(args.format, wh, args.cohort, args.recipe, args.artifacts), end="")
     except (FileNotFoundError, LookupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 
 
-def _render(fmt: str, wh: Path, cohort: str | None, recipe: str | None) -> str:
+def _render(fmt: str, wh: Path, cohort: str | None, recipe: str | None, artifacts: Path | None = None) -> str:
     """The text of one ``--format``."""
+    if fmt == "health":
+        return health_report(load_health(wh, artifacts, cohort, recipe)) + "\n"
+    health = load_health(wh, artifacts, cohort, recipe) if fmt in ("gap", "delta") else None
+    tail = "" if health is None else "\n" + health_report(health) + "\n"
     if fmt == "delta":
-        return delta_report(load_table(wh, keys.PAIRED_DIFFERENCES, cohort, recipe)) + "\n"
+        return delta_report(load_table(wh, keys.PAIRED_DIFFERENCES, cohort, recipe)) + "\n" + tail
     if fmt == "latent":
         return latent_report(load_table(wh, keys.LATENT_DYNAMICS, cohort, recipe)) + "\n"
     df = load_metrics(wh, cohort, recipe)
@@ -187,7 +224,7 @@ def _render(fmt: str, wh: Path, cohort: str | None, recipe: str | None) -> str:
     if fmt == "wide":
         return wide_table(df) + "\n"
     if fmt == "gap":
-        return gap_report(df) + "\n"
+        return gap_report(df) + "\n" + tail
     return format_table(df[COLUMNS]) + "\n"
 
 

@@ -16,7 +16,12 @@ For a comparison ``recipe`` vs ``reference`` in one cohort:
   ``2.8 x sqrt(se_subjects^2 + seed_sd^2 / seeds)`` (``se_subjects`` the bootstrap standard deviation);
 * verdict (:func:`verdict`): ``supported`` when the CI lies on the claimed side of 0 and every seed agrees,
   ``contradicted`` when it lies on the other side and every seed agrees, else ``not resolved``; a comparison without
-  a claim (``expect: either``) is ``higher`` / ``lower`` / ``no difference resolved``.
+  a claim (``expect: either``) is ``higher`` / ``lower`` / ``no difference resolved``;
+* training health first (:mod:`ehr_assets.eval.health`): when a recipe of the comparison (either side, any seed,
+  any cohort it reads) has a JEPA loss whose objective was not learned -- its normalized JEPA loss ended at or above
+  the ``jepa_beats_mean_predictor`` ceiling -- or cannot be shown to be (no training log, no health table), the
+  comparison gets no verdict: ``withheld: JEPA objective not learned (...)``. Its estimate and CI stay in the table,
+  but they compare an objective that did not learn. ``jepa_health`` names the runs.
 
 Nothing here imports Dagster; :mod:`ehr_assets.eval.study_report` writes the tables and plots.
 """
@@ -27,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..specs import Comparison, Project, Question, StudySpec
+from .health import not_learned, uses_jepa
 from .paired import PooledDifference, ScoredTask, mean_difference, reference_for, score_tasks
 from .replicates import seed_groups
 from .resample import bootstrap_p_value, percentile_ci
@@ -51,8 +57,10 @@ COLUMNS = [
     "recipe_value",
     "reference_value",
     "n_terms",
+    "jepa_health",
     "verdict",
 ]
+WITHHELD = "withheld: JEPA objective not learned"
 POWER_Z = 2.8  # z(0.975) + z(0.80): a true difference this many standard errors away is detected 80 % of the time
 
 
@@ -82,10 +90,32 @@ def verdict(lo: float, hi: float, seed_values: list[float], expect: str) -> str:
     return "supported" if claimed else "contradicted" if other else "not resolved"
 
 
-def _row(q: Question, cohort: str, c: Comparison, seeds: list[PooledDifference]) -> dict:
-    """One :data:`COLUMNS` row from the per-seed statistics of a comparison."""
+def health_note(failed: list[str], jepa_runs: list[str]) -> str:
+    """The ``jepa_health`` cell: the JEPA runs a comparison reads that did not learn (or are unknown), else
+    ``learned`` when it reads JEPA runs, else empty."""
+    if failed:
+        return "not learned: " + ", ".join(failed)
+    return "learned" if jepa_runs else ""
+
+
+def _jepa_runs(project: Project, pairs: list[tuple[str, str]], cohorts) -> list[str]:
+    return [f"{n}@{c}" for c in cohorts for n in dict.fromkeys(x for p in pairs for x in p) if uses_jepa(project, n)]
+
+
+def _row(
+    q: Question,
+    cohort: str,
+    c: Comparison,
+    seeds: list[PooledDifference],
+    failed: list[str] | None = None,
+    jepa_runs: list[str] | None = None,
+) -> dict:
+    """One :data:`COLUMNS` row from the per-seed statistics of a comparison; ``failed``: the JEPA runs it reads
+    whose objective was not learned (the verdict is withheld), ``jepa_runs``: all the JEPA runs it reads."""
+    failed = failed or []
     base = dict(question=q.id, cohort=cohort, comparison=c.label or f"{c.recipe} vs {c.reference}")
     base |= dict(recipe=c.recipe, reference=c.reference, expect=c.expect, seeds=len(seeds))
+    base |= dict(jepa_health=health_note(failed, jepa_runs or []))
     if not seeds:
         undefined = dict.fromkeys(["estimate", "ci_low", "ci_high", "p_value", "seed_sd", "resolvable"], np.nan)
         undefined |= dict.fromkeys(["recipe_value", "reference_value"], np.nan)
@@ -106,7 +136,7 @@ def _row(q: Question, cohort: str, c: Comparison, seeds: list[PooledDifference])
         recipe_value=float(np.mean([s.recipe_value for s in seeds])),
         reference_value=float(np.mean([s.reference_value for s in seeds])),
         n_terms=int(min(s.n_terms for s in seeds)),
-        verdict=verdict(lo, hi, values, c.expect),
+        verdict=f"{WITHHELD} ({', '.join(failed)})" if failed else verdict(lo, hi, values, c.expect),
     )
 
 
@@ -121,14 +151,22 @@ def _delta(groups: list[ScoredTask], recipe: str, ref: str) -> PooledDifference 
     return mean_difference(pairs, recipe) if pairs else None
 
 
-def _delta_rows(q: Question, scored: dict[str, list[ScoredTask]]) -> list[dict]:
+def _health_args(project: Project, health, pairs: list[tuple[str, str]], cohorts) -> tuple[list[str], list[str]]:
+    """(failed, jepa runs) of the seed pairs of a comparison read in ``cohorts``."""
+    runs = [n for p in pairs for n in p]
+    return not_learned(project, health, cohorts, runs), _jepa_runs(project, pairs, cohorts)
+
+
+def _delta_rows(project: Project, q: Question, scored: dict[str, list[ScoredTask]], health) -> list[dict]:
     rows = []
     for cohort in q.cohorts or list(scored):
         groups = scored.get(cohort, [])
         names = {n for g in groups for n in g.point}
         for c in q.comparisons:
-            seeds = [_delta(groups, r, f) for r, f in seed_pairs(c.recipe, c.reference, names)]
-            rows.append(_row(q, cohort, c, [s for s in seeds if s is not None]))
+            pairs = seed_pairs(c.recipe, c.reference, names)
+            seeds = [_delta(groups, r, f) for r, f in pairs]
+            h = _health_args(project, health, pairs, [cohort])
+            rows.append(_row(q, cohort, c, [s for s in seeds if s is not None], *h))
     return rows
 
 
@@ -148,7 +186,7 @@ def _latent_pair(points: pd.DataFrame, reps: pd.DataFrame, recipe: str, ref: str
     return PooledDifference(est, diff.mean(axis=0), float(a[both].mean()), float(b[both].mean()), len(both))
 
 
-def _latent_rows(q: Question, latent: pd.DataFrame, latent_reps: pd.DataFrame) -> list[dict]:
+def _latent_rows(project: Project, q: Question, latent: pd.DataFrame, latent_reps: pd.DataFrame, health):
     rows = []
     for cohort in q.cohorts or sorted(latent["cohort"].unique()):
         pts = latent[latent["cohort"] == cohort]
@@ -159,13 +197,17 @@ def _latent_rows(q: Question, latent: pd.DataFrame, latent_reps: pd.DataFrame) -
             pts, rep = pts[pts["offset_days"].isin(q.offsets_days)], rep[rep["offset_days"].isin(q.offsets_days)]
         names = set(pts["recipe"])
         for c in q.comparisons:
-            seeds = [_latent_pair(pts, rep, r, f) for r, f in seed_pairs(c.recipe, c.reference, names)]
-            rows.append(_row(q, cohort, c, [s for s in seeds if s is not None]))
+            pairs = seed_pairs(c.recipe, c.reference, names)
+            seeds = [_latent_pair(pts, rep, r, f) for r, f in pairs]
+            h = _health_args(project, health, pairs, [cohort])
+            rows.append(_row(q, cohort, c, [s for s in seeds if s is not None], *h))
     return rows
 
 
-def _transfer_rows(study: StudySpec, q: Question, preds: pd.DataFrame) -> list[dict]:
-    """Difference in differences on the member's held-out subjects, one draw shared by both trainings."""
+def _transfer_rows(project: Project, q: Question, preds: pd.DataFrame, health) -> list[dict]:
+    """Difference in differences on the member's held-out subjects, one draw shared by both trainings (the
+    health of both trainings, member and union, decides whether it gets a verdict)."""
+    study: StudySpec = project.study
     member = _long_binary(preds[preds["cohort"] == q.member], study.long_horizon_days)
     union = preds[(preds["cohort"] == q.union) & (preds["source_cohort"] == q.member)]
     union = _long_binary(union, study.long_horizon_days)
@@ -177,14 +219,15 @@ def _transfer_rows(study: StudySpec, q: Question, preds: pd.DataFrame) -> list[d
     rows = []
     for c in q.comparisons:
         seeds = []
-        for r, f in seed_pairs(c.recipe, c.reference, names):
+        pairs = seed_pairs(c.recipe, c.reference, names)
+        for r, f in pairs:
             gain_r, gain_f = _delta(groups, f"{r}@union", f"{r}@member"), _delta(groups, f"{f}@union", f"{f}@member")
             if gain_r is None or gain_f is None:
                 continue
             est = gain_r.estimate - gain_f.estimate
             n = min(gain_r.n_terms, gain_f.n_terms)
             seeds.append(PooledDifference(est, gain_r.reps - gain_f.reps, gain_r.estimate, gain_f.estimate, n))
-        rows.append(_row(q, q.member, c, seeds))
+        rows.append(_row(q, q.member, c, seeds, *_health_args(project, health, pairs, [q.member, q.union])))
     return rows
 
 
@@ -199,18 +242,26 @@ def score_cohorts(project: Project, preds: pd.DataFrame) -> dict[str, list[Score
 
 
 def answer_rows(
-    project: Project, q: Question, scored: dict, latent=None, latent_reps=None, preds: pd.DataFrame | None = None
+    project: Project,
+    q: Question,
+    scored: dict,
+    latent=None,
+    latent_reps=None,
+    preds: pd.DataFrame | None = None,
+    health: pd.DataFrame | None = None,
 ) -> list[dict]:
     """The :data:`COLUMNS` rows of one question: ``scored`` (:func:`score_cohorts`) for a delta question,
-    ``latent`` / ``latent_reps`` for a latent one (None: not resolved), ``preds`` for a transfer one."""
+    ``latent`` / ``latent_reps`` for a latent one (None: not resolved), ``preds`` for a transfer one; ``health``
+    (:func:`ehr_assets.eval.health.training_health`; None: unknown, every JEPA comparison is withheld)."""
     if q.kind == "delta":
-        return _delta_rows(q, scored)
+        return _delta_rows(project, q, scored, health)
     if q.kind == "latent":
         empty = pd.DataFrame(columns=["cohort", "recipe", "variable", "offset_days", "r2", "replicate"])
-        return _latent_rows(q, empty if latent is None else latent, empty if latent_reps is None else latent_reps)
+        lat, reps = empty if latent is None else latent, empty if latent_reps is None else latent_reps
+        return _latent_rows(project, q, lat, reps, health)
     if preds is None:
         raise ValueError(f"question {q.id!r}: a transfer question needs the predictions")
-    return _transfer_rows(project.study, q, preds)
+    return _transfer_rows(project, q, preds, health)
 
 
 def answer_study(
@@ -219,13 +270,17 @@ def answer_study(
     latent: pd.DataFrame | None,
     latent_reps: pd.DataFrame | None,
     scored: dict | None = None,
+    health: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The :data:`COLUMNS` table: one row per question, cohort and comparison of ``project.study``. ``preds``: the
     ``probe_predictions`` rows of every cohort; ``latent`` / ``latent_reps``: ``latent_dynamics`` and
     ``latent_replicates`` of every cohort (None when not materialized: latent questions are then not resolved);
-    ``scored``: :func:`score_cohorts` when the caller has it."""
+    ``scored``: :func:`score_cohorts` when the caller has it; ``health``: the training health of every run
+    (:func:`ehr_assets.eval.health.training_health`): a comparison reading a JEPA run that did not learn its
+    objective, or whose health is unknown (None: nothing checked), gets no verdict."""
     if project.study is None:
         raise ValueError(f"{project.root}: the project declares no study (study.yaml)")
     scored = score_cohorts(project, preds) if scored is None else scored
-    rows = [r for q in project.study.questions for r in answer_rows(project, q, scored, latent, latent_reps, preds)]
+    qs = project.study.questions
+    rows = [r for q in qs for r in answer_rows(project, q, scored, latent, latent_reps, preds, health)]
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -5,7 +5,9 @@
 * :func:`seed_mean_metrics` / :func:`seed_mean_latent` -- probe metrics and latent R^2 averaged over each recipe's
   training seeds (the plots' lines);
 * :func:`sft_loss_table` -- how flat the SFT loss is at the end of each SFT run;
-* :func:`study_markdown` -- the whole file: settings, verdicts, the SFT curve, per question its table and sentence.
+* :func:`jepa_learned_cell` -- per cohort and recipe, in how many of its seeds the JEPA objective was learned;
+* :func:`study_markdown` -- the whole file: settings, verdicts, the training health of every run, the SFT curve, per
+  question its table and sentence.
 
 Nothing here imports Dagster.
 """
@@ -18,10 +20,12 @@ import pandas as pd
 from .. import keys
 from ..specs import Comparison, Project, Question
 from .benchmark import BASELINE, ORACLE, recipe_order
+from .health import health_report
 from .report import markdown_table
 from .study import answer_rows
 
 __all__ = [
+    "jepa_learned_cell",
     "loss_table_rows",
     "recipe_overview",
     "seed_mean_latent",
@@ -50,9 +54,26 @@ def seed_mean_latent(latent: pd.DataFrame) -> pd.DataFrame:
     return t.groupby(cols, as_index=False)[["r2", "ci_low", "ci_high"]].mean()
 
 
-def recipe_overview(project: Project, scored: dict, latent, latent_reps) -> pd.DataFrame:
+def jepa_learned_cell(project: Project, health: pd.DataFrame | None, cohort: str, recipe: str) -> str:
+    """``learned k/n``: in how many of the recipe's n seeds (replicates included) its JEPA objective was learned in
+    ``cohort`` (``jepa_beats_mean_predictor``); ``?`` for seeds without a health row; empty without a JEPA loss."""
+    r = project.recipes.get(recipe)
+    if r is None or not r.uses_jepa:
+        return ""
+    names = [n for n in project.recipes if _base(n) == recipe]
+    learned = {}
+    if health is not None and len(health):
+        h = health[health["cohort"] == cohort]
+        learned = dict(zip(h["recipe"], h["jepa_learned"]))
+    k = sum(learned.get(n) == "yes" for n in names)
+    unknown = sum(learned.get(n) not in ("yes", "no") for n in names)
+    return f"learned {k}/{len(names)}" + (f" ({unknown} unknown)" if unknown else "")
+
+
+def recipe_overview(project: Project, scored: dict, latent, latent_reps, health=None) -> pd.DataFrame:
     """Per cohort and recipe (seed-averaged): long-horizon AUROC, delta vs ``sft`` and vs the count baseline with
-    paired CIs, and the mean latent R^2 over the cells of the study's first latent question."""
+    paired CIs, the mean latent R^2 over the cells of the study's first latent question, and whether its JEPA
+    objective was learned (:func:`jepa_learned_cell`)."""
     recipes = [r for r in project.recipes if keys.parse_replicate(r)[1] is None] + [ORACLE]
     delta = Question(
         id="overview",
@@ -89,6 +110,7 @@ def recipe_overview(project: Project, scored: dict, latent, latent_reps) -> pd.D
                     delta_vs_sft=_cell(vs_sft, r),
                     delta_vs_baseline=_cell(vs_base, r),
                     latent_r2=r2.get((cohort, r), np.nan),
+                    jepa_objective=jepa_learned_cell(project, health, cohort, r),
                 )
             )
     return pd.DataFrame(out)
@@ -166,9 +188,12 @@ def _question_table(rows: pd.DataFrame, qid: str) -> pd.DataFrame:
     return r[cols]
 
 
-def study_markdown(project: Project, rows: pd.DataFrame, overview: pd.DataFrame, loss: pd.DataFrame, pngs) -> str:
+def study_markdown(
+    project: Project, rows: pd.DataFrame, overview: pd.DataFrame, loss: pd.DataFrame, pngs, health=None
+) -> str:
     """The text of ``study.md``: ``rows`` (:func:`ehr_assets.eval.study.answer_study`), the recipe ``overview``, the
-    SFT ``loss`` table and the names of the plot files beside it (``pngs``: file name -> caption)."""
+    SFT ``loss`` table, the names of the plot files beside it (``pngs``: file name -> caption) and the training
+    ``health`` of every run (:func:`ehr_assets.eval.health.training_health`)."""
     study = project.study
     out = [f"# {study.description or study.name}", ""]
     out += ["## Settings (fixed before the first run)", ""]
@@ -176,7 +201,9 @@ def study_markdown(project: Project, rows: pd.DataFrame, overview: pd.DataFrame,
     out += ["", _md(_recipe_settings(project)), ""]
     out += ["## Answers", ""]
     out += [f"- {verdict_sentence(q, rows)}" for q in study.questions]
-    out += ["", _READING, "", "## The SFT loss", "", _md(loss, "{:.4f}"), ""]
+    out += ["", _READING, "", "## Training health of every run", ""]
+    out += ["```", health_report(health), "```", ""]
+    out += ["## The SFT loss", "", _md(loss, "{:.4f}"), ""]
     out += [f"![{cap}]({name})" for name, cap in pngs.items() if "sft_loss" in name]
     out += ["", "## Every recipe (mean over seeds; long horizons = binary tasks at >= "]
     out[-1] += f"{study.long_horizon_days} days)"
@@ -200,7 +227,10 @@ _READING = (
     "with the same seed's reference); its 95 % CI is a paired bootstrap of held-out subjects (the same draws for "
     "every recipe); `seed_values` are the per-seed estimates and `seed_sd` their spread; `resolvable` is the smallest "
     "true difference this study detects with 80 % power (2.8 x the combined subject and seed standard error). "
-    "A verdict needs the CI on one side of 0 *and* every seed on that side."
+    "A verdict needs the CI on one side of 0 *and* every seed on that side, and every JEPA run it reads (each seed, "
+    "each cohort) must have learned its objective (`jepa_beats_mean_predictor`: normalized JEPA loss at the end "
+    "under 0.9); otherwise the verdict is withheld (`jepa_health` names the runs): the difference would compare SFT "
+    "with SFT plus a loss that taught the encoder nothing."
 )
 
 

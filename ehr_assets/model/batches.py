@@ -40,6 +40,17 @@ def n_masked(n_future: int, mask_ratio: float) -> int:
     return min(n_future, max(1, int(math.floor(mask_ratio * n_future + 0.5))))
 
 
+def masked_positions(n_future: int, jepa: Jepa, rng: np.random.Generator) -> np.ndarray:
+    """The ``n_masked`` future offsets (0-based) to mask: drawn singly (``mask_span`` 1), or as whole aligned spans
+    ``[s, s + mask_span)`` in a random order, the last one cut so exactly ``n_masked`` positions are masked."""
+    k = n_masked(n_future, jepa.mask_ratio)
+    span = jepa.mask_span
+    if span <= 1:
+        return rng.choice(n_future, size=k, replace=False)
+    starts = np.arange(0, n_future, span)[rng.permutation(-(-n_future // span))]
+    return np.concatenate([np.arange(s, min(s + span, n_future)) for s in starts])[:k]
+
+
 @dataclass
 class JepaBatch:
     input_ids: np.ndarray  # [B, L] int64 unmasked, right-padded with pad_id
@@ -52,7 +63,7 @@ class JepaBatch:
     def tensors(self, device) -> dict[str, torch.Tensor]:
         return {
             k: torch.from_numpy(getattr(self, k)).to(device)
-            for k in ("input_ids", "masked_ids", "attention_mask", "mask")
+            for k in ("input_ids", "masked_ids", "attention_mask", "mask", "context_len")
         }
 
 
@@ -78,9 +89,7 @@ def make_jepa_batch(
     for i, (r, C, Fn) in enumerate(zip(rows, Cs, Fs)):
         inp[i, : len(r)] = r
         am[i, : len(r)] = 1
-        k = n_masked(Fn, jepa.mask_ratio)
-        pos = C + rng.choice(Fn, size=k, replace=False)
-        mask[i, pos] = True
+        mask[i, C + masked_positions(Fn, jepa, rng)] = True
     masked = np.where(mask, np.int64(mask_id), inp)
     return JepaBatch(inp, masked, am, mask, np.asarray(Cs), np.asarray(Fs))
 

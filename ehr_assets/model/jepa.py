@@ -12,18 +12,24 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .backbone import decoder_of, is_peft, trainable_parameters
 
 
 class Predictor(nn.Module):
-    """``depth`` linear layers with GELU in between: H -> W -> ... -> W -> H (depth 1: a single Linear(H, H))."""
+    """``depth`` linear layers with GELU in between: H -> W -> ... -> W -> H (depth 1: a single Linear(H, H)).
 
-    def __init__(self, hidden: int, depth: int = 2, width: int | None = None):
+    ``read`` (:meth:`predict`): ``masked`` maps the online hidden state at each masked position; ``previous`` the
+    one at the position before it (a causal LM's prediction of the token there); ``context`` the hidden state at the
+    last context position plus a learned embedding of the masked position's offset into the future (``max_offset``
+    rows), so every target is predicted from what the node embedding holds."""
+
+    def __init__(self, hidden: int, depth: int = 2, width: int | None = None, read: str = "masked", max_offset=0):
         super().__init__()
         W = width or hidden
-        self.hidden, self.depth, self.width = hidden, depth, W
+        self.hidden, self.depth, self.width, self.read = hidden, depth, W, read
         dims = [hidden] + [W] * (depth - 1) + [hidden]
         layers: list[nn.Module] = []
         for i in range(depth):
@@ -31,9 +37,29 @@ class Predictor(nn.Module):
             if i < depth - 1:
                 layers.append(nn.GELU())
         self.net = nn.Sequential(*layers)
+        if read == "context":
+            if max_offset < 1:
+                raise ValueError("read='context' needs max_offset >= 1 (the longest future)")
+            self.offset = nn.Embedding(max_offset, hidden)
+            nn.init.normal_(self.offset.weight, std=0.02)
+        elif read not in ("masked", "previous"):
+            raise ValueError(f"read must be 'masked', 'previous' or 'context', not {read!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def predict(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Predictions for the rows ``batch["mask"]`` selects (row-major, the order of ``target[mask]``) from the
+        online hidden states ``h`` [B, L, H]; ``context`` reads ``batch["context_len"]``."""
+        m = batch["mask"]
+        if self.read == "masked":
+            return self(h[m])
+        b, pos = m.nonzero(as_tuple=True)
+        if self.read == "previous":  # a masked position is a future one: its previous position exists
+            return self(h[b, pos - 1])
+        c = batch["context_len"].to(pos.device)[b]
+        off = (pos - c).clamp(0, self.offset.num_embeddings - 1)
+        return self(h[b, c - 1] + self.offset(off).to(h.dtype))
 
 
 class MomentumEncoder:
@@ -43,8 +69,9 @@ class MomentumEncoder:
     the EMA tensors in place of the trainable ones (the frozen base tensors are the online model's own).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, target_layers: int = 1, target_norm: str = "none"):
         self.model = model
+        self.target_layers, self.target_norm = int(target_layers), target_norm
         self.decoder, self.prefix = decoder_of(model)
         self.names = [n for n, _ in trainable_parameters(model)]
         self.ema: dict[str, torch.Tensor] = {n: p.detach().clone() for n, p in trainable_parameters(model)}
@@ -62,21 +89,35 @@ class MomentumEncoder:
         torch._foreach_add_(ema, online, alpha=1.0 - float(tau))
 
     @torch.no_grad()
-    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Final-layer hidden states of the momentum encoder (eval mode: no dropout), without a graph."""
+    def hidden(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, layers: int = 1
+    ) -> torch.Tensor:
+        """Final-layer hidden states of the momentum encoder (eval mode: no dropout), without a graph; ``layers``
+        K > 1: the outputs of the top K layers stacked on a new first dimension [K, B, L, H] (the final one normed,
+        as the decoder returns it)."""
         was_training = self.model.training
         self.model.eval()
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        if layers > 1:
+            kwargs["output_hidden_states"] = True
         try:
-            out = torch.func.functional_call(
-                self.decoder,
-                self.decoder_params,
-                args=(),
-                kwargs={"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False},
-                strict=False,
-            )
+            out = torch.func.functional_call(self.decoder, self.decoder_params, args=(), kwargs=kwargs, strict=False)
         finally:
             self.model.train(was_training)
+        if layers > 1:
+            return torch.stack(out.hidden_states[-layers:]).detach()
         return out.last_hidden_state.detach()
+
+    @torch.no_grad()
+    def targets(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The JEPA targets [B, L, H]: the final hidden states (``target_layers`` 1), or the mean of the top K
+        layers' outputs; ``target_norm: layer`` layer-norms each layer's vectors (no affine) before the mean and
+        the mean again (data2vec's recipe; I-JEPA layer-norms its targets)."""
+        h = self.hidden(input_ids, attention_mask, layers=self.target_layers).float()
+        layer_norm = self.target_norm == "layer"
+        if self.target_layers > 1:
+            h = (F.layer_norm(h, h.shape[-1:]) if layer_norm else h).mean(0)
+        return F.layer_norm(h, h.shape[-1:]) if layer_norm else h
 
     def state_dict_to_save(self) -> dict[str, torch.Tensor]:
         """The EMA weights, fp32 on CPU, with the keys of the checkpoint's weights file: those of

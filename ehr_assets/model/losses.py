@@ -45,10 +45,9 @@ def jepa_loss(
     dec = momentum.decoder
     h = dec(input_ids=batch["masked_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
     with torch.no_grad():
-        target = momentum.hidden(batch["input_ids"], batch["attention_mask"])
-    m = batch["mask"]
-    pred = predictor(h[m])
-    tgt = target[m].float().detach()
+        target = momentum.targets(batch["input_ids"], batch["attention_mask"])
+    pred = predictor.predict(h, batch)
+    tgt = target[batch["mask"]].float().detach()
     loss = F.mse_loss(pred.float(), tgt)
     return (loss, pred, tgt) if return_parts else loss
 
@@ -230,10 +229,9 @@ def step_losses(
     lj = None
     if jepa:
         with torch.no_grad():
-            target = momentum.hidden(ids, am)
-        m = batch["mask"]
-        tgt = target[m].float()
-        lj = F.mse_loss(predictor(h_on[m]).float(), tgt)
+            target = momentum.targets(ids, am)
+        tgt = target[batch["mask"]].float()
+        lj = F.mse_loss(predictor.predict(h_on, batch).float(), tgt)
         if stats is not None:
             stats["jepa_target_var"] = float(target_variance(tgt))
     return ls, lj

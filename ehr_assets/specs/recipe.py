@@ -84,6 +84,29 @@ class Jepa(StrictModel):
     predictor_depth: int = Field(default=2, ge=1)
     predictor_width: int | None = Field(default=None, gt=0, description="default: the backbone's hidden size")
     max_future_tokens: int | None = Field(default=None, gt=0, description="default: half the sequence length")
+    # design choices of the JEPA literature for hard-to-predict targets (bench/results/jepa_diagnosis.md measured
+    # them); the defaults are the paper's recipe
+    target_norm: Literal["none", "layer"] = Field(
+        default="none",
+        description="layer: every target vector layer-normed without affine weights (data2vec, I-JEPA), so no few "
+        "high-variance dimensions dominate the MSE",
+    )
+    target_layers: int = Field(
+        default=1, ge=1, description="targets = the mean of the top K layers' outputs (data2vec); 1: the final layer"
+    )
+    mask_span: int = Field(
+        default=1,
+        ge=1,
+        description="masked future positions come as whole aligned spans of this many tokens (the last one cut to "
+        "the mask ratio); 1: single tokens drawn independently",
+    )
+    predict_from: Literal["masked", "previous", "context"] = Field(
+        default="masked",
+        description="masked: the predictor reads the online hidden state at each masked position; previous: at the "
+        "position before it (where a causal LM already predicts the token); context: at the last context position "
+        "(the node embedding) plus a learned embedding of the target's offset",
+    )
+    predictor_lr_scale: float = Field(default=1.0, gt=0, description="the predictor's lr relative to optimizer.lr")
 
 
 class LossWeights(StrictModel):

@@ -147,15 +147,20 @@ def build_parts(
     predictor = momentum = None
     torch.manual_seed(tr.seed + 1)
     if objective.jepa:
-        predictor = Predictor(H, jcfg.predictor_depth, jcfg.predictor_width).to(device)
-        momentum = MomentumEncoder(model)
+        max_offset = min(jcfg.max_future_tokens or tr.seq_len // 2, tr.seq_len - 1)
+        predictor = Predictor(
+            H, jcfg.predictor_depth, jcfg.predictor_width, read=jcfg.predict_from, max_offset=max_offset
+        ).to(device)
+        momentum = MomentumEncoder(model, jcfg.target_layers, jcfg.target_norm)
     params = [p for _, p in trainable_parameters(model)]
-    params += list(predictor.parameters()) if predictor is not None else []
-    n_trainable = sum(p.numel() for p in params)
-    n_total = sum(p.numel() for p in model.parameters()) + (
-        sum(p.numel() for p in predictor.parameters()) if predictor is not None else 0
-    )
-    optim = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    pred_params = list(predictor.parameters()) if predictor is not None else []
+    n_trainable = sum(p.numel() for p in params + pred_params)
+    n_total = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in pred_params)
+    groups = [{"params": params}]
+    if pred_params:  # the model's group first: the loop logs param_groups[0]'s lr
+        groups.append({"params": pred_params, "lr": o.lr * jcfg.predictor_lr_scale})
+    params = params + pred_params
+    optim = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, o, tr.steps))
     return Parts(model, info, predictor, momentum, params, optim, sched, n_trainable, n_total)
 

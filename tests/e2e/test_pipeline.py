@@ -544,6 +544,11 @@ def test_benchmark_summary_measures_recipes_against_the_baseline_floor_and_the_o
     assert "| sft | pooled_long | delta | count_baseline | 2 |" in md["seeds"].value
     assert md["latent_dynamics"].value.splitlines()[0].startswith("| variable | offset_days | count_baseline |")
     assert md["latent_dynamics_plot"].value.startswith("![inspect: latent dynamics](data:image/png;base64,")
+    # training health beside the results: the JEPA runs of a few steps did not learn their objective
+    health = md["training_health"].value.splitlines()
+    assert health[0].startswith("| cohort | recipe | jepa_loss_norm_end | jepa_learned |")
+    jepa_rows = [ln.split(" | ") for ln in health[2:] if ln.startswith(f"| {PARTITION} | jepa |")]
+    assert len(jepa_rows) == 1 and jepa_rows[0][3] == "no"
     notes = m["note"].fillna("")
     assert md["probe_fallbacks_total"].value == len(
         m.loc[notes.str.contains("fallback"), ["recipe", "task", "horizon_days"]].drop_duplicates()
@@ -705,11 +710,15 @@ def test_the_report_job_answers_the_declared_study(cross_disease):
     assert q3["estimate"].notna().all() and (q3["n_terms"] >= 1).all()
     md = (built_artifacts(root) / "study_report" / "study" / "study.md").read_text()
     assert all(f"## {k}:" in md for k in ("q1", "q3", "q4")) and "## The SFT loss" in md
+    # training health travels with the answers: a 6-step JEPA run does not learn its objective, so no verdict
+    assert "## Training health of every run" in md and "jepa_beats_mean_predictor" in md
+    assert q1["jepa_health"] == "not learned: jepa@inspect"
+    assert q1["verdict"] == "withheld: JEPA objective not learned (jepa@inspect)"
     pngs = {f.name for f in (built_artifacts(root) / "study_report" / "study").glob("*.png")}
     assert {"study_sft_loss.png", "study_auroc_by_horizon_msk.png", "study_latent_r2_inspect.png"} <= pngs
     mat = [e for e in report.get_asset_materialization_events() if e.asset_key.path == ["study_report"]]
     meta = mat[0].materialization.metadata
-    assert {"answers", "q1", "q3", "q4", "recipes", "sft_loss"} <= set(meta)
+    assert {"answers", "q1", "q3", "q4", "recipes", "sft_loss", "training_health"} <= set(meta)
     assert "**q1**" in meta["answers"].value
 
 

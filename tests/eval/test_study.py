@@ -10,6 +10,8 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
+from ehr_assets.eval.health import COLUMNS as HEALTH_COLUMNS
+from ehr_assets.eval.health import training_health
 from ehr_assets.eval.resample import percentile_ci
 from ehr_assets.eval.study import answer_study, seed_pairs, verdict
 from ehr_assets.eval.study_report import loss_table_rows, verdict_sentence
@@ -27,6 +29,17 @@ def write_study(root, questions: list[dict]) -> None:
 @pytest.fixture
 def project_root(tmp_path):
     return make_tiny_project(tmp_path / "project", {"msk": 20, "inspect": 20})
+
+
+def healthy(cohorts=("msk", "inspect", "combined"), recipes=("jepa", "jepa_seed1", "jepa_seed2"), **failed):
+    """A training-health table where every JEPA run learned its objective, but ``failed`` (``"run@cohort": "no"``
+    or ``"unknown"``)."""
+    rows = []
+    for c in cohorts:
+        for r in recipes:
+            state = failed.get(f"{r}@{c}", "yes")
+            rows.append(dict(cohort=c, recipe=r, jepa_learned=state, health="ok" if state == "yes" else state))
+    return pd.DataFrame(rows).reindex(columns=HEALTH_COLUMNS)
 
 
 def predictions(cohort: str, strength: dict[str, float], n_subjects=400, seed=0, source=None) -> pd.DataFrame:
@@ -92,7 +105,7 @@ def test_delta_is_the_seed_mean_of_paired_long_horizon_auroc_differences(project
     project = load_project(project_root)
     strength = {"jepa": 1.6, "jepa_seed1": 1.5, "jepa_seed2": 1.7, "sft": 0.6, "sft_seed1": 0.8, "sft_seed2": 0.5}
     preds = pd.concat([predictions("msk", strength, seed=0), predictions("inspect", strength, seed=1)])
-    rows = answer_study(project, preds, None, None)
+    rows = answer_study(project, preds, None, None, health=healthy())
     assert set(rows["cohort"]) == {"msk", "inspect", "combined"}
     for cohort in ("msk", "inspect"):
         r = rows[rows["cohort"] == cohort].iloc[0]
@@ -114,10 +127,10 @@ def test_a_seed_that_disagrees_or_a_reversed_effect_is_not_supported(project_roo
     write_study(project_root, [{"id": "q1", "question": "?", "comparisons": [{"recipe": "jepa", "reference": "sft"}]}])
     project = load_project(project_root)
     mixed = {"jepa": 1.6, "jepa_seed1": 0.3, "sft": 0.6, "sft_seed1": 1.8}  # seed 1 reverses the effect
-    rows = answer_study(project, predictions("msk", mixed), None, None).set_index("cohort")
+    rows = answer_study(project, predictions("msk", mixed), None, None, health=healthy()).set_index("cohort")
     assert rows.at["msk", "verdict"] == "not resolved"
     reverse = {"jepa": 0.2, "jepa_seed1": 0.3, "sft": 1.6, "sft_seed1": 1.8}
-    rows = answer_study(project, predictions("msk", reverse), None, None).set_index("cohort")
+    rows = answer_study(project, predictions("msk", reverse), None, None, health=healthy()).set_index("cohort")
     assert rows.at["msk", "verdict"] == "contradicted" and rows.at["msk", "ci_high"] < 0
 
 
@@ -128,7 +141,7 @@ def test_transfer_is_a_difference_in_differences_on_the_member(project_root):
     member = predictions("msk", {"jepa": 0.8, "sft": 0.8})
     union = predictions("combined", {"jepa": 1.8, "sft": 0.9}, source="msk")  # same subjects and labels
     other = predictions("combined", {"jepa": 0.1, "sft": 3.0}, seed=5, source="inspect")  # not msk's subjects
-    rows = answer_study(project, pd.concat([member, union, other]), None, None)
+    rows = answer_study(project, pd.concat([member, union, other]), None, None, health=healthy())
     r = rows.iloc[0]
     want = (long_auroc(union, "jepa") - long_auroc(member, "jepa")) - (
         long_auroc(union, "sft") - long_auroc(member, "sft")
@@ -153,7 +166,8 @@ def test_latent_question_pairs_the_replicates(project_root):
                 reps.append(pd.DataFrame(dict(cohort="msk", recipe=recipe, variable=var, offset_days=off, r2=boot)))
                 reps[-1]["replicate"] = np.arange(200)
     points, reps = pd.DataFrame(points), pd.concat(reps, ignore_index=True)
-    row = answer_study(project, predictions("msk", {"sft": 1.0}).iloc[:0], points, reps).iloc[0]
+    empty = predictions("msk", {"sft": 1.0}).iloc[:0]
+    row = answer_study(project, empty, points, reps, health=healthy()).iloc[0]
     cells = [("burden", 365), ("growth_rate", 365)]
 
     def pick(frame, recipe, var, off):
@@ -174,7 +188,8 @@ def test_the_sentence_names_each_claim_and_its_verdict_per_cohort(project_root):
     ]
     write_study(project_root, [{"id": "q1", "question": "?", "cohorts": ["msk"], "comparisons": comparisons}])
     project = load_project(project_root)
-    rows = answer_study(project, predictions("msk", {"jepa": 1.6, "sft": 0.4, "count_baseline": 0.4}), None, None)
+    preds = predictions("msk", {"jepa": 1.6, "sft": 0.4, "count_baseline": 0.4})
+    rows = answer_study(project, preds, None, None, health=healthy())
     assert verdict_sentence(project.study.questions[0], rows) == "**q1**: curriculum vs sft: supported on msk."
 
 
@@ -227,3 +242,63 @@ def test_the_shipped_study_loads_and_every_question_names_declared_recipes():
     assert r["sft_cont"].training.steps == r["jepa"].training.steps
     assert r["hybrid"].training.steps == r["sft"].training.steps + r["jepa"].training.steps
     assert "admission_mortality_1y" not in project.probes and "mortality" in project.probes
+
+
+# ------------------------------------------------------------------------ training health withholds verdicts
+def test_a_jepa_run_that_failed_the_health_check_gets_no_verdict(project_root, tmp_path):
+    """A JEPA run whose train_log ends at a normalized JEPA loss over the ceiling (what jepa_beats_mean_predictor
+    reads) fails the health check in that cohort: every comparison reading it there is withheld, whatever its CI;
+    the other cohort, and a comparison without a JEPA run, keep their verdicts."""
+    import json
+
+    comparisons = [
+        {"recipe": "jepa", "reference": "sft"},
+        {"recipe": "sft", "reference": "count_baseline", "expect": "either"},
+    ]
+    write_study(project_root, [{"id": "q1", "question": "?", "comparisons": comparisons}])
+    project = load_project(project_root)
+    art = tmp_path / "artifacts"
+    for cohort, ends in (("msk", 0.97), ("inspect", 0.5)):  # msk: the predictor learned the targets' mean only
+        d = art / "jepa_checkpoint" / cohort
+        d.mkdir(parents=True)
+        curve = [{"step": s, "jepa_loss_norm": 1.1 - (1.1 - ends) * s / 100} for s in range(10, 101, 10)]
+        (d / "train_log.json").write_text(json.dumps({"loss_curve": curve}))
+    health = training_health(project, art)
+    assert dict(zip(health["cohort"], health["jepa_learned"])) == {"msk": "no", "inspect": "yes"}
+    strength = {"jepa": 1.6, "sft": 0.4, "count_baseline": 0.2}
+    preds = pd.concat([predictions("msk", strength, seed=0), predictions("inspect", strength, seed=1)])
+    rows = answer_study(project, preds, None, None, health=health).set_index(["cohort", "recipe"])
+    msk, inspect = rows.loc[("msk", "jepa")], rows.loc[("inspect", "jepa")]
+    assert msk["ci_low"] > 0  # the difference is there, but it compares an objective that did not learn
+    assert msk["verdict"] == "withheld: JEPA objective not learned (jepa@msk)"
+    assert msk["jepa_health"] == "not learned: jepa@msk"
+    assert inspect["verdict"] == "supported" and inspect["jepa_health"] == "learned"
+    assert rows.loc[("msk", "sft"), "verdict"] == "higher" and rows.loc[("msk", "sft"), "jepa_health"] == ""
+    sentence = verdict_sentence(project.study.questions[0], rows.reset_index())
+    assert "supported on inspect, withheld: JEPA objective not learned (jepa@msk) on msk" in sentence
+    # unchecked runs cannot yield a verdict either
+    unknown = answer_study(project, preds, None, None).set_index(["cohort", "recipe"])
+    assert unknown.loc[("inspect", "jepa"), "verdict"].startswith("withheld")
+
+
+def test_one_failed_seed_withholds_the_seed_averaged_verdict(project_root):
+    write_study(project_root, [{"id": "q1", "question": "?", "comparisons": [{"recipe": "jepa", "reference": "sft"}]}])
+    project = load_project(project_root)
+    strength = {"jepa": 1.6, "jepa_seed1": 1.5, "sft": 0.6, "sft_seed1": 0.5}
+    rows = answer_study(project, predictions("msk", strength), None, None, health=healthy(**{"jepa_seed1@msk": "no"}))
+    r = rows.set_index("cohort").loc["msk"]
+    assert r["seeds"] == 2 and r["verdict"] == "withheld: JEPA objective not learned (jepa_seed1@msk)"
+
+
+def test_a_transfer_verdict_needs_the_jepa_runs_of_member_and_union(project_root):
+    q = {"id": "q4", "question": "?", "kind": "transfer", "member": "msk", "union": "combined"}
+    write_study(project_root, [q | {"comparisons": [{"recipe": "jepa", "reference": "sft"}]}])
+    project = load_project(project_root)
+    member = predictions("msk", {"jepa": 0.8, "sft": 0.8})
+    union = predictions("combined", {"jepa": 1.8, "sft": 0.9}, source="msk")
+    preds = pd.concat([member, union])
+    ok = answer_study(project, preds, None, None, health=healthy()).iloc[0]
+    assert ok["verdict"] == "supported"
+    bad = answer_study(project, preds, None, None, health=healthy(**{"jepa@combined": "no"})).iloc[0]
+    assert bad["verdict"] == "withheld: JEPA objective not learned (jepa@combined)"
+    assert bad["estimate"] == pytest.approx(ok["estimate"])
