@@ -22,7 +22,7 @@ from .checks import build_checks
 from .cohort import build_cohort_assets
 from .evaluation import count_baseline_asset, latent_asset, oracle_asset, oracle_metric_assets
 from .recipes import build_recipe_assets
-from .recovery import guarded
+from .recovery import dead_runs_sensor, guarded
 from .reporting import cross_disease_report_asset, label_files_asset, prediction_files_asset
 from .resources import ArtifactStore, Compute, Trainer
 from .sequences import build_sequence_assets
@@ -105,7 +105,7 @@ def build_definitions(
     declared = declared_parts(project)
     return dg.Definitions(
         assets=[*declaration_assets(project, partitions, declared), *assets],
-        sensors=[declarations_sensor(project, declared), automation_sensor()],
+        sensors=[declarations_sensor(project, declared), automation_sensor(), dead_runs_sensor()],
         asset_checks=build_checks(project) + (build_aces_checks(project) if has_aces(project) else []),
         jobs=jobs,
         executor=pick_executor(),

@@ -282,6 +282,18 @@ def guarded(base: dg.ExecutorDefinition) -> dg.ExecutorDefinition:
     )
 
 
+def dead_runs_sensor() -> dg.SensorDefinition:
+    """With the daemon (``dagster dev``): :func:`recover` every 30 s, for runs started outside it (the CLI, the
+    build command) whose process died; the daemon's own runs are Dagster's (run monitoring, dagster.yaml)."""
+
+    @dg.sensor(name="dead_runs_sensor", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+    def sensor(context: dg.SensorEvaluationContext):
+        done = recover(context.instance, out=context.log.warning)
+        return dg.SkipReason(f"{len(done)} dead run(s) recovered" if done else "no dead run")
+
+    return sensor
+
+
 # ------------------------------------------------------------------------------------------------------ command
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
@@ -297,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         done = recover(instance)
         n = len(instance.get_run_records(filters=RunsFilter(statuses=LIVE)))
         took = time.perf_counter() - t0
-        print(f"[recover] {len(done) or 'no'} dead run(s) recovered; {n} run(s) in progress ({took:.1f} s)")
+        found = f"{len(done)} dead run(s) recovered" if done else "no dead run"
+        print(f"[recover] {found}; {n} run(s) in progress ({took:.1f} s)")
     return 0
 
 
