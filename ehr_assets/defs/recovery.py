@@ -166,8 +166,9 @@ def _line(text: str) -> str:
 
 
 def recover(instance: dg.DagsterInstance, out: Callable[[str], None] = print, tag: str = "recover") -> list[str]:
-    """Mark every dead run of this host failed and free its pool slots, and free the slots still held by finished
-    runs; one line per run through ``out``. Returns the run ids recovered."""
+    """Mark every dead run of this host failed and free its pool slots, fail runs that never started within
+    Dagster's start timeout (run monitoring's rule), and free the slots still held by finished runs; one line per
+    run through ``out``. Returns the run ids recovered."""
     done = []
     for record in instance.get_run_records(filters=RunsFilter(statuses=LIVE)):
         v = judge(instance, record)
@@ -177,6 +178,13 @@ def recover(instance: dg.DagsterInstance, out: Callable[[str], None] = print, ta
         instance.report_run_failed(run, f"The run's process is gone ({v.why}): marked failed by {COMMAND}.")
         out(_line(f"[{tag}] {_label(run)} died ({v.why}): marked failed{_free(instance, run.run_id)}"))
         done.append(run.run_id)
+    limit = instance.run_monitoring_start_timeout_seconds  # Dagster's rule, also without the daemon
+    for record in instance.get_run_records(filters=RunsFilter(statuses=[DagsterRunStatus.NOT_STARTED])):
+        age = time.time() - record.create_timestamp.timestamp()
+        if limit > 0 and age > limit:
+            instance.report_run_failed(record.dagster_run, f"The run did not start within {limit} s.")
+            out(_line(f"[{tag}] {_label(record.dagster_run)} never started ({age:.0f} s): marked failed"))
+            done.append(record.dagster_run.run_id)
     storage = instance.event_log_storage
     if storage.supports_global_concurrency_limits:
         held = {s.run_id for p in storage.get_concurrency_keys() for s in storage.get_concurrency_info(p).claimed_slots}
@@ -192,21 +200,19 @@ def recover(instance: dg.DagsterInstance, out: Callable[[str], None] = print, ta
 
 
 def explain_wait(instance: dg.DagsterInstance, pool: str, me: str) -> str:
-    """Why a step of run ``me`` waits for ``pool``: who holds its slots and what frees them, in one line."""
+    """Why a step of run ``me`` waits for ``pool``: which other runs hold its slots and what frees them, in one
+    line; "" when only steps of ``me`` hold them (an ordinary wait inside one run)."""
     info = instance.event_log_storage.get_concurrency_info(pool)
-    held = [s for s in info.claimed_slots if s.run_id != me]
-    if not held:
-        return f"waiting for a slot of pool '{pool}' (limit {info.limit}): it is being handed over"
     parts = []
-    for s in held:
+    for s in (s for s in info.claimed_slots if s.run_id != me):
         record = next(iter(instance.get_run_records(filters=RunsFilter(run_ids=[s.run_id]), limit=1)), None)
         v = judge(instance, record) if record else Verdict(s.run_id, True, "deleted")
         if v.dead is False:
-            how = f"pid {v.pids[0]} alive; it goes on when that run ends (stop it: kill {v.pids[0]})"
+            how = f"pid {v.pids[0]} alive): it goes on when that run ends; to stop that run: kill {v.pids[0]}"
         else:
-            how = f"{v.why}; free it: {COMMAND} --fail {s.run_id}"
-        parts.append(f"run {s.run_id} (step {s.step_key}; {how})")
-    return f"waiting for pool '{pool}' (limit {info.limit}), held by " + "; ".join(parts)
+            how = f"{v.why}): to free it: {COMMAND} --fail {s.run_id}"
+        parts.append(f"run {s.run_id} (step {s.step_key}, {how}")
+    return f"waits for pool '{pool}' (limit {info.limit}), held by " + "; ".join(parts) if parts else ""
 
 
 def fail_run(instance: dg.DagsterInstance, run_id: str, out: Callable[[str], None] = print) -> int:
@@ -257,7 +263,9 @@ class GuardedExecutor(dg.Executor):
                 if event.event_type == DagsterEventType.ENGINE_EVENT and msg.startswith(BLOCKED):
                     waiting.set()
                     recover(instance, out=log.warning)
-                    log.warning(f"step {event.step_key}: {explain_wait(instance, msg.split()[-1], run_id)}")
+                    why = explain_wait(instance, msg.split()[-1], run_id)
+                    if why:
+                        log.warning(f"step {event.step_key} {why}")
         finally:
             stop.set()
 

@@ -181,9 +181,9 @@ def test_materialize_killed_while_holding_the_pool_then_the_same_command_finishe
 
 
 # ----------------------------------------------------------------------------------- recovery's own guarantees
-def _add_run(instance, tags: dict, step: str | None = None) -> str:
+def _add_run(instance, tags: dict, step: str | None = None, status=DagsterRunStatus.STARTED) -> str:
     run_id = str(uuid.uuid4())
-    instance.add_run(DagsterRun(job_name="j", run_id=run_id, status=DagsterRunStatus.STARTED, tags=tags))
+    instance.add_run(DagsterRun(job_name="j", run_id=run_id, status=status, tags=tags))
     if step:
         assert instance.event_log_storage.claim_concurrency_slot("duckdb", run_id, step).is_claimed
     return run_id
@@ -194,7 +194,10 @@ def test_recovery_fails_dead_runs_only_and_frees_their_slots():
     dead_tags = recovery.process_tags(gone.pid)  # recorded while it lived
     gone.wait()
     me = recovery.process_tags()
-    with dg.instance_for_test(overrides=POOLS) as instance:
+    monitoring = {"run_monitoring": {"enabled": True, "start_timeout_seconds": 1}}
+    with dg.instance_for_test(overrides={**POOLS, **monitoring}) as instance:
+        never = _add_run(instance, {}, status=DagsterRunStatus.NOT_STARTED)  # killed before it started
+        time.sleep(1.2)
         instance.event_log_storage.set_concurrency_slots("duckdb", 1)
         dead = _add_run(instance, dead_tags, step="cohort_events")
         live = _add_run(instance, me)
@@ -203,9 +206,10 @@ def test_recovery_fails_dead_runs_only_and_frees_their_slots():
         wait = recovery.explain_wait(instance, "duckdb", live)
         assert dead in wait and f"{recovery.COMMAND} --fail {dead}" in wait  # who holds it, what frees it
         lines: list[str] = []
-        assert sorted(recovery.recover(instance, out=lines.append)) == sorted([dead, reused])
-        status = {r: instance.get_run_by_id(r).status for r in (dead, live, reused, remote)}
+        assert sorted(recovery.recover(instance, out=lines.append)) == sorted([dead, reused, never])
+        status = {r: instance.get_run_by_id(r).status for r in (dead, live, reused, remote, never)}
         assert status == {
+            never: DagsterRunStatus.FAILURE,
             dead: DagsterRunStatus.FAILURE,
             live: DagsterRunStatus.STARTED,
             reused: DagsterRunStatus.FAILURE,
@@ -219,5 +223,6 @@ def test_recovery_fails_dead_runs_only_and_frees_their_slots():
         # a live holder: the wait names its pid and how to stop it; --fail refuses to touch it
         assert instance.event_log_storage.claim_concurrency_slot("duckdb", live, "subjects").is_claimed
         assert f"kill {os.getpid()}" in recovery.explain_wait(instance, "duckdb", "someone-else")
+        assert recovery.explain_wait(instance, "duckdb", live) == ""  # a wait inside one run is not news
         assert recovery.fail_run(instance, live, out=lines.append) == 1
         assert instance.get_run_by_id(live).status == DagsterRunStatus.STARTED
