@@ -35,7 +35,7 @@ from ..conftest import REPO, make_tiny_project
 
 HOOK = Path(__file__).parent / "crash_hook"
 SELECT = "*sft_embeddings"
-DATA = "cohort_events,cohort_table,subjects,decision_nodes,task_labels,tokenizer,token_sequences,node_contexts"
+DATA = "cohort_events,cohort_table,subjects,decision_nodes"  # the selection, shortened to stay fast
 RERUN_TIMEOUT_S = 240  # a run blocked for ever behind a dead one fails here
 POOLS = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
 
@@ -156,7 +156,7 @@ def test_materialize_killed_while_holding_the_pool_then_the_same_command_finishe
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(tmp_path, root), **quiet)
     deadline = time.time() + 180
-    while time.time() < deadline and not any(s.step_key == "cohort_table" for s in _claimed(home)):
+    while time.time() < deadline and not any(s.step_key == "cohort_events" for s in _claimed(home)):
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)  # the CLI process only, as `kill -9 PID` does
@@ -175,9 +175,8 @@ def test_materialize_killed_while_holding_the_pool_then_the_same_command_finishe
     assert list(statuses.values()) == [DagsterRunStatus.SUCCESS]
     assert _claimed(home) == []
     got, want = _counts(tmp_path / "warehouse.duckdb"), _counts(ref_db)
-    both = got.keys() & want.keys()  # the reference built *sft_embeddings, which does not need task_labels
-    assert {t: got[t] for t in both} == {t: want[t] for t in both} and "token_sequences" in both
-    assert got["task_labels"] > 0
+    both = got.keys() & want.keys()
+    assert {t: got[t] for t in both} == {t: want[t] for t in both} and set(DATA.split(",")) <= both
 
 
 # ----------------------------------------------------------------------------------- recovery's own guarantees
