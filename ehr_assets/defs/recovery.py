@@ -137,7 +137,7 @@ def judge(instance: dg.DagsterInstance, record) -> Verdict:
 
 
 def _claims(instance, run_id: str) -> list[tuple[str, str]]:
-    """(pool, step) of every slot ``run_id`` holds or waits for."""
+    """(pool, step) of every slot ``run_id`` holds."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return []
