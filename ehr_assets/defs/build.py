@@ -34,6 +34,7 @@ from dagster._time import get_current_datetime
 
 from ..specs import Project, default_project_dir, load_project
 from ..warehouse import default_home
+from .recovery import process_tags, recover
 from .versioning import GROUP, observe_declarations
 
 WIDTH = 100  # terminal columns the printed plan fits
@@ -225,6 +226,7 @@ def build(
     if not selected:
         out(f"[{tag}] --select {select!r} selects no asset that can be materialized")
         return 2
+    recover(instance, out=out, tag=tag)  # runs killed earlier: marked failed, their pool slots freed
     changed = observe_declarations(instance, project, _declared(graph))
     _say_changed(changed, tag, out)
     t_all = time.perf_counter()
@@ -282,7 +284,7 @@ def _run_wave(defs, graph, instance, wave: dict[Key, str], parts, n: int, log_le
             asset_selection=keys,
             raise_on_error=False,
             run_config=_run_config(log_level),
-            tags={"ehr/build_wave": str(n)},
+            tags={"ehr/build_wave": str(n), **process_tags()},
         )
         status = "ok" if res.success else "FAILED"
         out(f"[{tag}] wave {n}, {label}: {status} in {time.perf_counter() - t0:.0f} s (run {res.run_id[:8]})")

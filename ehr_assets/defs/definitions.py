@@ -22,6 +22,7 @@ from .checks import build_checks
 from .cohort import build_cohort_assets
 from .evaluation import count_baseline_asset, latent_asset, oracle_asset, oracle_metric_assets
 from .recipes import build_recipe_assets
+from .recovery import dead_runs_sensor, guarded
 from .reporting import cross_disease_report_asset, label_files_asset, prediction_files_asset
 from .resources import ArtifactStore, Compute, Trainer
 from .sequences import build_sequence_assets
@@ -34,7 +35,9 @@ PIPELINE_JOB = "smb_pipeline"
 # a step then skips re-importing Dagster, pandas and torch (steps started ~3 s apart before, ~1.4 s after, 2 cores).
 # At most orchestrator_steps() steps at once (EHR_CONCURRENT_STEPS, else one per usable core): the same figure the
 # `compute` resource divides the cores by, so the steps running at once never start more threads than there are cores.
-EXECUTOR = dg.multiprocess_executor.configured(
+# Wrapped (.recovery.guarded): each run records its process in its tags, recovers runs whose process died before it
+# starts, and says at WARNING who holds a pool slot one of its steps waits for.
+EXECUTOR = guarded(dg.multiprocess_executor).configured(
     {
         "max_concurrent": orchestrator_steps(),
         "start_method": {"forkserver": {"preload_modules": ["ehr_assets.definitions"]}},
@@ -102,7 +105,7 @@ def build_definitions(
     declared = declared_parts(project)
     return dg.Definitions(
         assets=[*declaration_assets(project, partitions, declared), *assets],
-        sensors=[declarations_sensor(project, declared), automation_sensor()],
+        sensors=[declarations_sensor(project, declared), automation_sensor(), dead_runs_sensor()],
         asset_checks=build_checks(project) + (build_aces_checks(project) if has_aces(project) else []),
         jobs=jobs,
         executor=pick_executor(),
