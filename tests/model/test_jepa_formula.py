@@ -158,8 +158,8 @@ class EditedTarget(MomentumEncoder):
 
     delta: torch.Tensor
 
-    def hidden(self, input_ids, attention_mask=None):
-        return super().hidden(input_ids, attention_mask) + self.delta
+    def hidden(self, input_ids, attention_mask=None, layers=1):
+        return super().hidden(input_ids, attention_mask, layers=layers) + self.delta
 
 
 @pytest.mark.parametrize("fn", list(LOSSES))
