@@ -142,7 +142,7 @@ def _children(tp: Any, path: str) -> list[tuple[type[BaseModel], str, str]]:
         for m in members:
             when = ""
             if _is_model(m) and len(members) > 1 and "kind" in m.model_fields:
-                when = f"{path}.kind: " + ", ".join(typing.get_args(_strip(m.model_fields["kind"].annotation)))
+                when = "kind: " + ", ".join(typing.get_args(_strip(m.model_fields["kind"].annotation)))
             out += [(c, p, when or w) for c, p, w in _children(m, path)]
         return out
     if origin is list:
@@ -166,8 +166,14 @@ def sections(model: type[BaseModel], path: str = "", when: str = "") -> list[Sec
     return [sec, *nested]
 
 
+def _escape(text: str) -> str:
+    """``<`` and ``>`` outside code spans as entities, so ``<name>_checkpoint`` is not read as an HTML tag."""
+    parts = text.split("`")
+    return "`".join(p if i % 2 else p.replace("<", "&lt;").replace(">", "&gt;") for i, p in enumerate(parts))
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _escape(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _table(sec: Section) -> list[str]:
@@ -182,7 +188,9 @@ def _doc(model: type[BaseModel]) -> str:
     doc = (model.__doc__ or "").strip()
     if not doc or doc.startswith(("Usage docs:", "A base class")):  # pydantic's own docstring
         return ""
-    return " ".join(re.sub(r":(?:mod|func|class|data|meth):`\.*([^`]+)`", r"`\1`", doc).replace("``", "`").split())
+    return _escape(
+        " ".join(re.sub(r":(?:mod|func|class|data|meth):`\.*([^`]+)`", r"`\1`", doc).replace("``", "`").split())
+    )
 
 
 def _project_block() -> list[str]:
