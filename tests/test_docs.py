@@ -79,3 +79,18 @@ def test_generated_reference_lists_every_field():
         if (model.model_fields[name].description or "").replace("|", "\\|") not in page
     ]
     assert not undescribed, f"descriptions missing from the generated YAML reference: {undescribed}"
+
+
+def test_every_ui_command_in_the_docs_binds_to_localhost():
+    """The pages moved out of the README keep its rule: a `dagster dev` a reader copies serves on 127.0.0.1 only."""
+    from .conftest import REPO
+
+    lines = [
+        (page.relative_to(REPO), line)
+        for page in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+        for line in page.read_text().splitlines()
+        if re.search(r"\bdagster dev\b", line) and not line.lstrip().startswith(("#", "`dagster dev`"))
+    ]
+    assert lines, "no dagster dev command found in the docs"
+    bad = [f"{page}: {line.strip()}" for page, line in lines if "dagster dev -" in line and "-h 127.0.0.1" not in line]
+    assert not bad, "UI commands that do not bind to 127.0.0.1:\n" + "\n".join(bad)
