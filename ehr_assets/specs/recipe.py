@@ -137,7 +137,7 @@ class Optimizer(StrictModel):
     schedule: Literal["constant", "cosine", "linear"] = Field(
         default="cosine", description="learning-rate decay after warm-up (cosine and linear decay to 0 at the end)"
     )
-    warmup_steps: int = Field(default=10, ge=0, description="steps of linear warm-up from 0 to lr")
+    warmup_steps: int = Field(default=10, ge=0, description="steps of linear warm-up up to lr")
     grad_clip: float | None = Field(default=1.0, gt=0, description="clip the gradient norm to this; null: no clipping")
 
     @field_validator("betas", mode="before")
