@@ -1,5 +1,6 @@
-# The two commands of the README: `make demo` and `make test` (`make lint`: ruff; `make study`: the study, about an
-# hour on two cores, writing bench/results/study.md). All create .venv on first use.
+# The two commands of the README: `make demo` and `make test` (`make lint`: ruff; `make docs`: the documentation
+# site into site/; `make study`: the study, about an hour on two cores, writing bench/results/study.md). All create
+# .venv on first use.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -12,13 +13,13 @@ TORCH   ?= torch==2.13.0
 TORCH_INDEX ?=
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: demo study test lint format ui clean-home aces
+.PHONY: demo study test lint docs format ui clean-home aces
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)" $(TORCH_INDEX)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,docs]"
 	$(MAKE) aces
 	touch $@
 
@@ -42,6 +43,10 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# the documentation site (docs/, mkdocs.yml) into site/; warnings are errors. Preview: .venv/bin/mkdocs serve
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
 
 format: $(BIN)/.installed
 	$(BIN)/ruff check --fix .

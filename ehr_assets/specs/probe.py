@@ -13,11 +13,16 @@ from .base import StrictModel, check_name, check_regexes
 class ProbeSpec(StrictModel):
     """A task family: one outcome, one kind, one or more horizons, evaluated on the listed cohorts."""
 
-    name: str
-    description: str = ""
-    kind: Literal["binary", "survival", "aces"]
+    name: str = Field(description="the task's name in metrics and label files; must equal the file name")
+    description: str = Field(default="", description="free text for people; changes no output")
+    kind: Literal["binary", "survival", "aces"] = Field(
+        description="binary: outcome within each horizon (logistic probe, AUROC); survival: time to the outcome "
+        "(Cox probe, C-index); aces: labels and prediction times from an ACES task config"
+    )
     outcome_codes: list[str] = Field(default_factory=list, description="full-match regexes of the outcome event's code")
-    horizons_days: list[int] = Field(default_factory=list)
+    horizons_days: list[int] = Field(
+        default_factory=list, description="binary: one task per horizon (days after the node); none for survival, aces"
+    )
     max_followup_days: int | None = Field(default=None, gt=0, description="survival: administrative censoring")
     exclude_prior: bool = Field(
         default=False, description="incident outcome: drop nodes whose context already holds an outcome event"
@@ -25,7 +30,7 @@ class ProbeSpec(StrictModel):
     blanking_days: int = Field(
         default=0, ge=0, description="ignore outcomes in the first N days after the node (e.g. the index episode's own)"
     )
-    cohorts: list[str] = Field(min_length=1)
+    cohorts: list[str] = Field(min_length=1, description="cohorts (partitions) the task is labelled and probed on")
     config: str | None = Field(default=None, description="aces: the ACES task config (YAML), relative to the project")
     predicates: str | None = Field(default=None, description="aces: an ACES predicates file overriding the config's")
 

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import keys
 from .base import SpecError
@@ -93,11 +93,13 @@ class Project(BaseModel):
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    root: Path
-    cohorts: dict[str, CohortSpec]
-    recipes: dict[str, RecipeSpec]  # in dependency order: a recipe comes after its init_from
-    probes: dict[str, ProbeSpec]
-    study: StudySpec | None = None  # study.yaml, when the project declares one
+    root: Path = Field(description="the project folder (EHR_PROJECT_DIR; default the repository root)")
+    cohorts: dict[str, CohortSpec] = Field(description="cohorts/*.yaml by name: the partitions")
+    recipes: dict[str, RecipeSpec] = Field(
+        description="models/*.yaml by name, seed replicates added, in dependency order (after their init_from)"
+    )
+    probes: dict[str, ProbeSpec] = Field(description="probes/*.yaml by name: the tasks")
+    study: StudySpec | None = Field(default=None, description="study.yaml, when the project declares one")
 
     @cached_property
     def partition_keys(self) -> list[str]:

@@ -13,13 +13,15 @@ from .base import StrictModel, check_name, check_replicate_seeds
 class TinyBackboneConfig(StrictModel):
     """A small transformer made from a config (random weights); the vocabulary comes from the cohort's tokenizer."""
 
-    hidden_size: int = Field(default=64, gt=0)
-    num_hidden_layers: int = Field(default=2, gt=0)
-    num_attention_heads: int = Field(default=4, gt=0)
-    num_key_value_heads: int = Field(default=2, gt=0)
-    intermediate_size: int = Field(default=128, gt=0)
-    max_position_embeddings: int = Field(default=4096, gt=0)
-    head_dim: int | None = None
+    hidden_size: int = Field(default=64, gt=0, description="width of the hidden states (and of the embeddings)")
+    num_hidden_layers: int = Field(default=2, gt=0, description="decoder layers")
+    num_attention_heads: int = Field(default=4, gt=0, description="attention heads (divides hidden_size)")
+    num_key_value_heads: int = Field(
+        default=2, gt=0, description="key/value heads (grouped-query attention; divides num_attention_heads)"
+    )
+    intermediate_size: int = Field(default=128, gt=0, description="width of the MLP inside each layer")
+    max_position_embeddings: int = Field(default=4096, gt=0, description="longest sequence the rotary positions cover")
+    head_dim: int | None = Field(default=None, description="width of one head; default hidden_size / heads")
 
     @model_validator(mode="after")
     def _heads(self) -> TinyBackboneConfig:
@@ -31,9 +33,16 @@ class TinyBackboneConfig(StrictModel):
 
 
 class Backbone(StrictModel):
-    architecture: Literal["llama", "qwen3"] = "llama"
-    config: TinyBackboneConfig | None = None
-    path: str | None = Field(default=None, description="local Hugging Face model folder (never downloaded)")
+    architecture: Literal["llama", "qwen3"] = Field(
+        default="llama", description="the transformers model class (Llama or Qwen3) built or loaded"
+    )
+    config: TinyBackboneConfig | None = Field(
+        default=None, description="build a small model with random weights from these sizes (exclusive with path)"
+    )
+    path: str | None = Field(
+        default=None,
+        description="local Hugging Face model folder (never downloaded; safetensors only); exclusive with config",
+    )
     tokenizer: str | None = Field(
         default=None,
         description="local tokenizer folder; default: the path folder's own tokenizer, or (config) the cohort's "
@@ -52,10 +61,14 @@ TOKEN_MODULES = ("embed_tokens", "lm_head")  # the input embeddings and the outp
 
 
 class Lora(StrictModel):
-    rank: int = Field(default=8, gt=0)
-    alpha: float = Field(default=16.0, gt=0)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: list(ALL_LINEAR), min_length=1)
+    rank: int = Field(default=8, gt=0, description="rank r of the LoRA adapters")
+    alpha: float = Field(default=16.0, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r)")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout on the LoRA branch's input")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(ALL_LINEAR),
+        min_length=1,
+        description="modules that get adapters; default every linear layer of attention and MLP",
+    )
     modules_to_save: list[str] = Field(
         default_factory=list,
         description="modules trained whole (a full copy each, with its optimizer and EMA state); none by default",
@@ -78,10 +91,10 @@ class Lora(StrictModel):
 
 
 class Jepa(StrictModel):
-    mask_ratio: float = Field(default=0.5, gt=0, lt=1)
-    ema_tau: float = Field(default=0.996, ge=0, le=1)
+    mask_ratio: float = Field(default=0.5, gt=0, lt=1, description="fraction of future tokens replaced by <mask>")
+    ema_tau: float = Field(default=0.996, ge=0, le=1, description="momentum of the EMA target encoder (1: never moves)")
     ema_tau_end: float | None = Field(default=None, ge=0, le=1, description="cosine schedule of tau toward this value")
-    predictor_depth: int = Field(default=2, ge=1)
+    predictor_depth: int = Field(default=2, ge=1, description="layers of the MLP predictor")
     predictor_width: int | None = Field(default=None, gt=0, description="default: the backbone's hidden size")
     max_future_tokens: int | None = Field(default=None, gt=0, description="default: half the sequence length")
     # design choices of the JEPA literature for hard-to-predict targets (bench/results/jepa_diagnosis.md measured
@@ -110,18 +123,22 @@ class Jepa(StrictModel):
 
 
 class LossWeights(StrictModel):
-    sft: float = Field(default=1.0, ge=0)
-    jepa: float = Field(default=1.0, ge=0)
+    """Weights of the two losses in a jepa or hybrid recipe (an sft recipe needs sft > 0)."""
+
+    sft: float = Field(default=1.0, ge=0, description="weight of the next-token loss (0: JEPA only)")
+    jepa: float = Field(default=1.0, ge=0, description="weight of the JEPA loss (must be > 0 for jepa and hybrid)")
 
 
 class Optimizer(StrictModel):
-    name: Literal["adamw"] = "adamw"
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    schedule: Literal["constant", "cosine", "linear"] = "cosine"
-    warmup_steps: int = Field(default=10, ge=0)
-    grad_clip: float | None = Field(default=1.0, gt=0)
+    name: Literal["adamw"] = Field(default="adamw", description="the optimizer (AdamW only)")
+    lr: float = Field(default=1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas, a list of two numbers")
+    schedule: Literal["constant", "cosine", "linear"] = Field(
+        default="cosine", description="learning-rate decay after warm-up (cosine and linear decay to 0 at the end)"
+    )
+    warmup_steps: int = Field(default=10, ge=0, description="steps of linear warm-up up to lr")
+    grad_clip: float | None = Field(default=1.0, gt=0, description="clip the gradient norm to this; null: no clipping")
 
     @field_validator("betas", mode="before")
     @classmethod
@@ -130,14 +147,20 @@ class Optimizer(StrictModel):
 
 
 class Training(StrictModel):
-    steps: int = Field(default=200, gt=0)
-    batch_size: int = Field(default=8, gt=0)
-    seq_len: int = Field(default=256, ge=16)
-    grad_accum: int = Field(default=1, gt=0)
-    gradient_checkpointing: bool = False
-    precision: Literal["fp32", "bf16"] = "fp32"
-    seed: int = 0
-    log_every: int = Field(default=10, gt=0)
+    steps: int = Field(default=200, gt=0, description="optimizer steps of this recipe (not counting init_from's)")
+    batch_size: int = Field(
+        default=8,
+        gt=0,
+        description="sequences per micro-batch on each process (global batch: x processes x grad_accum)",
+    )
+    seq_len: int = Field(default=256, ge=16, description="tokens per training window (and the default context length)")
+    grad_accum: int = Field(default=1, gt=0, description="micro-batches accumulated per optimizer step")
+    gradient_checkpointing: bool = Field(default=False, description="recompute activations in backward to save memory")
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="bf16: frozen base in bf16 with autocast on CUDA (a CPU runs fp32 and says so)"
+    )
+    seed: int = Field(default=0, description="training seed: initialization, sampler and masks")
+    log_every: int = Field(default=10, gt=0, description="log the losses every this many steps")
     checkpoint_every: int = Field(default=0, ge=0, description="0: no step checkpoints (and nothing to resume from)")
     keep_checkpoints: int = Field(default=2, gt=0, description="step checkpoints kept for resume (the latest ones)")
     resume: bool = Field(default=True, description="resume from the latest matching step checkpoint of a killed run")
@@ -146,8 +169,11 @@ class Training(StrictModel):
 
 
 class Embedding(StrictModel):
-    pool: Literal["last", "mean"] = "last"
-    batch_size: int = Field(default=32, gt=0)
+    pool: Literal["last", "mean"] = Field(
+        default="last",
+        description="node embedding: the last context token's hidden state, or the mean over the context",
+    )
+    batch_size: int = Field(default=32, gt=0, description="contexts per batch (a token budget: this x the longest)")
     max_tokens: int | None = Field(default=None, gt=0, description="context tokens embedded; default training.seq_len")
     min_effective_rank: float | None = Field(
         default=None,
@@ -181,32 +207,44 @@ class Compute(StrictModel):
 
 
 class RecipeSpec(StrictModel):
-    name: str
-    description: str = ""
+    """One file of ``models/``: a training recipe; its name becomes the asset keys <name>_checkpoint, ..."""
+
+    name: str = Field(description="the recipe's name in asset keys; must equal the file name (defaults to it)")
+    description: str = Field(default="", description="free text for people; changes no output")
     extends: str | None = Field(default=None, description="inherit every key of this recipe, then override")
-    format: Literal["delimited", "smb_v1"] = "delimited"
-    backbone: Backbone
+    format: Literal["delimited", "smb_v1"] = Field(
+        default="delimited",
+        description="delimited: category-delimiter tokens and time-gap tokens; smb_v1: the SMB-v1 plain-text layout "
+        "(needs a subword tokenizer: backbone.path or backbone.tokenizer)",
+    )
+    backbone: Backbone = Field(description="the model: a tiny one from a config, or a local Hugging Face folder")
     finetune: Literal["lora", "full"] = Field(
         default="lora",
         description="lora: LoRA adapters plus the added tokens' rows, the base frozen (the paper's recipe); full: "
         "every weight of the backbone trains (for a small backbone made from a config, whose random weights are no "
         "encoder when frozen); the lora block is then unused",
     )
-    lora: Lora = Lora()
-    objective: Literal["sft", "jepa", "hybrid", "frozen"]
-    init_from: str | None = None
+    lora: Lora = Field(default=Lora(), description="LoRA settings (finetune: lora)")
+    objective: Literal["sft", "jepa", "hybrid", "frozen"] = Field(
+        description="sft: next-token loss; jepa: JEPA loss (plus SFT by loss_weights), usually after init_from an sft "
+        "recipe (the curriculum); hybrid: both losses every step from the start; frozen: no training, embed with "
+        "backbone.path as it is"
+    )
+    init_from: str | None = Field(
+        default=None, description="start from this recipe's checkpoint (same format and tokenizer; no cycle)"
+    )
     replicate_seeds: list[int] = Field(
         default_factory=list,
         description="train the recipe again with each of these training seeds: recipes <name>_seed<k> (not inherited "
         "by extends:); the report gives mean and spread across the seeds",
     )
     _seeds = field_validator("replicate_seeds")(check_replicate_seeds)
-    jepa: Jepa = Jepa()
-    loss_weights: LossWeights = LossWeights()
-    optimizer: Optimizer = Optimizer()
-    training: Training = Training()
-    embedding: Embedding = Embedding()
-    compute: Compute = Compute()
+    jepa: Jepa = Field(default=Jepa(), description="JEPA settings (objective jepa or hybrid)")
+    loss_weights: LossWeights = Field(default=LossWeights(), description="weights of the SFT and JEPA losses")
+    optimizer: Optimizer = Field(default=Optimizer(), description="optimizer and learning-rate schedule")
+    training: Training = Field(default=Training(), description="steps, batches, precision, seed, resume")
+    embedding: Embedding = Field(default=Embedding(), description="how node embeddings are read from the model")
+    compute: Compute = Field(default=Compute(), description="cluster resources of the training step (Kubernetes)")
 
     _n = field_validator("name")(check_name)
 

@@ -25,22 +25,34 @@ from .base import StrictModel, check_name
 
 
 class Comparison(StrictModel):
-    recipe: str
-    reference: str
-    expect: Literal["higher", "lower", "either"] = "higher"
-    label: str = ""  # how the report names the pair ("" = "recipe vs reference")
+    """One paired comparison: ``recipe - reference`` on the same held-out patients."""
+
+    recipe: str = Field(description="the recipe under test (a replicate is paired with the same seed's reference)")
+    reference: str = Field(description="the recipe, count_baseline or oracle it is compared with")
+    expect: Literal["higher", "lower", "either"] = Field(
+        default="higher", description="the claim: recipe higher, lower, or either (no claim, only whether they differ)"
+    )
+    label: str = Field(default="", description='how the report names the pair ("": "recipe vs reference")')
 
 
 class Question(StrictModel):
-    id: str
-    question: str
-    kind: Literal["delta", "latent", "transfer"] = "delta"
-    cohorts: list[str] = Field(default_factory=list)  # delta / latent: where it is read ([] = every cohort)
-    comparisons: list[Comparison] = Field(min_length=1)
-    variables: list[str] = Field(default_factory=list)  # latent: the variables pooled ([] = every one with an R^2)
-    offsets_days: list[int] = Field(default_factory=list)  # latent: the offsets pooled ([] = all)
-    member: str | None = None  # transfer: the member cohort scored
-    union: str | None = None  # transfer: the union cohort trained on
+    """One question of the study, answered by its paired comparisons."""
+
+    id: str = Field(description="short unique name of the question (q1, ...)")
+    question: str = Field(description="the question in words, printed above its answer")
+    kind: Literal["delta", "latent", "transfer"] = Field(
+        default="delta",
+        description="delta: AUROC difference over long-horizon binary tasks; latent: difference of the "
+        "latent-dynamics R^2; transfer: difference in differences between a union cohort and a member",
+    )
+    cohorts: list[str] = Field(default_factory=list, description="delta / latent: where it is read ([]: every cohort)")
+    comparisons: list[Comparison] = Field(min_length=1, description="the paired comparisons that answer it")
+    variables: list[str] = Field(
+        default_factory=list, description="latent: the variables pooled ([]: every one with an R^2)"
+    )
+    offsets_days: list[int] = Field(default_factory=list, description="latent: the offsets pooled ([]: all)")
+    member: str | None = Field(default=None, description="transfer: the member cohort scored")
+    union: str | None = Field(default=None, description="transfer: the union cohort trained on")
 
     _id = field_validator("id")(check_name)
 
@@ -52,13 +64,17 @@ class Question(StrictModel):
 
 
 class StudySpec(StrictModel):
-    name: str
-    description: str = ""
-    long_horizon_days: int = Field(default=365, gt=0)
-    n_bootstrap: int = Field(default=1000, ge=100)
-    seed: int = 0
-    settings: dict[str, str] = Field(default_factory=dict)  # fixed before the run, printed at the top of the results
-    questions: list[Question] = Field(min_length=1)
+    """``study.yaml`` at the project root: the study's settings and questions."""
+
+    name: str = Field(description="the study's name; must equal the file name, study (defaults to it)")
+    description: str = Field(default="", description="free text, printed at the top of the results")
+    long_horizon_days: int = Field(default=365, gt=0, description="delta questions pool horizons >= this")
+    n_bootstrap: int = Field(default=1000, ge=100, description="paired subject-bootstrap resamples per CI")
+    seed: int = Field(default=0, description="seed of the bootstrap resamples")
+    settings: dict[str, str] = Field(
+        default_factory=dict, description="settings fixed before the run, printed at the top of the results"
+    )
+    questions: list[Question] = Field(min_length=1, description="the questions, each with its comparisons")
 
     _name = field_validator("name")(check_name)
 
