@@ -149,6 +149,13 @@ def _source(project, member: str) -> dict:
     if getattr(src, "path", None):
         d["path"] = _relative(src.path, project.root)
         d["contents"] = path_digest(src.path)
+    from .specs.cohort import EVENTS_AFTER_DEATH_DEFAULT
+
+    policy = project.cohorts[member].after_death
+    if (
+        policy != EVENTS_AFTER_DEATH_DEFAULT
+    ):  # the default is left out: cohorts declared before the policy existed keep their versions
+        d["events_after_death"] = policy
     return d
 
 
