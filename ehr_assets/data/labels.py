@@ -182,7 +182,7 @@ def cohort_labels(project: Project, cohort: str, nodes: pd.DataFrame, events: pd
     union = project.cohorts[cohort].is_union
     index = OutcomeIndex(events)
     for task in project.tasks_for(cohort):
-        if task.kind == "aces":  # labelled by ACES (ehr_assets.data.aces_tasks), at the task's own prediction times
+        if task.own_times:  # labelled by ACES or read from a label file (data.aces_tasks), at the task's own times
             continue
         check_outcomes_occur(project, cohort, task, events, index)
         task_nodes = nodes

@@ -293,11 +293,14 @@ def _resolve_source_path(spec: CohortSpec, root: Path) -> CohortSpec:
 
 
 def _resolve_aces_paths(probe: ProbeSpec, root: Path, file: Path) -> ProbeSpec:
-    """An ACES task's ``config`` / ``predicates`` resolved against the project root; a missing file is an error."""
+    """An ACES task's ``config`` / ``predicates`` (a missing file is an error) and a label-file task's ``labels``
+    resolved against the project root."""
     upd = {k: _abs(getattr(probe, k), root) for k in ("config", "predicates") if getattr(probe, k) is not None}
     for k, path in upd.items():
         if not Path(path).is_file():
             raise SpecError(f"{file}: {k}: ACES file {path} not found (paths are relative to the project {root})")
+    if probe.labels is not None:  # a MEDS label file or folder (read, and its absence reported, by the label stage)
+        upd["labels"] = _abs(probe.labels, root)
     return probe.model_copy(update=upd) if upd else probe
 
 
