@@ -55,6 +55,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "eval/bootstrap.py",
         "eval/fallbacks.py",
         "eval/chance.py",
+        "eval/small_samples.py",
         "defs/evaluation.py",
     ),
     "benchmark": (

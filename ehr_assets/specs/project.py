@@ -14,6 +14,7 @@ from .base import SpecError
 from .cohort import CohortSpec
 from .probe import ProbeSpec
 from .recipe import RecipeSpec
+from .settings import ProjectSettings
 from .study import StudySpec
 
 
@@ -98,6 +99,7 @@ class Project(BaseModel):
     recipes: dict[str, RecipeSpec]  # in dependency order: a recipe comes after its init_from
     probes: dict[str, ProbeSpec]
     study: StudySpec | None = None  # study.yaml, when the project declares one
+    settings: ProjectSettings = ProjectSettings()  # project.yaml, when the project declares one
 
     @cached_property
     def partition_keys(self) -> list[str]:
@@ -249,7 +251,9 @@ def load_project(root: str | Path) -> Project:
     probes = {n: _resolve_aces_paths(p, root, dirs["probes"] / f"{n}.yaml") for n, p in probes.items()}
     study = _load_study(root / "study.yaml", cohorts, recipes)
     recipes = _topo_recipes(recipes, dirs["models"])
-    return Project(root=root, cohorts=cohorts, recipes=recipes, probes=probes, study=study)
+    settings_file = root / "project.yaml"
+    settings = load_spec(settings_file, ProjectSettings) if settings_file.is_file() else ProjectSettings()
+    return Project(root=root, cohorts=cohorts, recipes=recipes, probes=probes, study=study, settings=settings)
 
 
 STUDY_REFERENCES = (keys.COUNT_BASELINE, "oracle")  # feature sets a study may compare that are not recipes
