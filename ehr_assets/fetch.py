@@ -22,7 +22,7 @@ DATASET = "MIMIC-IV-DEMO-MEDS"
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "mimic_iv_demo"
 ATTRIBUTION = (
-    "MIMIC-IV Clinical Database Demo (Johnson, A., Bulgarelli, L., Pollard, T., Horng, S., Celi, L. A., Mark, R., "
+    "MIMIC-IV Clinical Database Demo (Johnson, A., Bulgarelli, L., Pollard, T., Horng, S., Celi, L. A., Mark, R.; "
     "PhysioNet, https://physionet.org/content/mimic-iv-demo/), made available under the Open Database License "
     "(ODbL) 1.0 (https://opendatacommons.org/licenses/odbl/1-0/); converted to MEDS by the MEDS_transforms ETL and "
     f"redistributed in the {WHEEL} wheel."

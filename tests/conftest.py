@@ -84,6 +84,9 @@ def make_tiny_project(root: Path, subjects: dict[str, int], recipes=("sft", "jep
         spec["backbone"] = TINY_MODEL
         spec.setdefault("training", {}).update(steps=steps, batch_size=4, seq_len=64, log_every=2, checkpoint_every=2)
         p.write_text(yaml.safe_dump(spec))
+    # a tiny cohort holds a handful of held-out positives: score every metric that has one of each (the default
+    # minimum, 10 and 10, is tested in tests/eval/test_small_samples.py)
+    (root / "project.yaml").write_text("small_samples: {min_positives: 1, min_negatives: 1}\n")
     return root
 
 

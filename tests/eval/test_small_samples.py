@@ -92,6 +92,7 @@ def test_gap_closed_and_human_tables_show_no_estimate_for_too_few():
 
 
 def test_the_minimum_is_a_project_setting(tiny_project):
+    (tiny_project / "project.yaml").unlink()  # the tiny project declares a lenient one
     assert load_project(tiny_project).settings.small_samples == SmallSamples()
     (tiny_project / "project.yaml").write_text("small_samples: {min_positives: 5, min_negatives: 3}\n")
     assert load_project(tiny_project).settings.small_samples == SmallSamples(min_positives=5, min_negatives=3)
