@@ -80,8 +80,9 @@ def results_page(instance: dg.DagsterInstance, wall_s: float, built: bool = True
         "",
         _wrap(
             f"Produced by `make mimic-demo` (`python -m ehr_assets.mimic_demo`) on {time.strftime('%Y-%m-%d')}: "
-            + (f"the build took {wall_s:.0f} s" if built else f"everything was up to date (checked in {wall_s:.0f} s)")
-            + f" of wall time on {cpus} CPU cores ({platform.machine()}, Python {platform.python_version()})."
+            + ("the build took" if built else "everything was up to date, checked in")
+            + f" {wall_s:.0f} s of wall time on {cpus} CPU cores ({platform.machine()}, Python "
+            + f"{platform.python_version()})."
         ),
         "",
         _wrap(f"**Data.** {ATTRIBUTION}"),
