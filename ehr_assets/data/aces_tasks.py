@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..specs import ProbeSpec, Project, default_project_dir
+from .label_files import label_file_task_labels
 from .labels import LABEL_COLUMNS, LabelError
 
 ACES_INPUT_COLUMNS = ["subject_id", "time", "code", "numeric_value"]
@@ -100,10 +101,16 @@ def aces_task_labels(task: ProbeSpec, probe_file: Path, events: pd.DataFrame, su
 
 
 def cohort_aces_labels(project: Project, cohort: str, events: pd.DataFrame, subjects: pd.DataFrame, log=None):
-    """Labels of every ACES task declared for ``cohort`` (a union: on the members each task names)."""
+    """Labels of every task of ``cohort`` with its own prediction times (a union: on the members each task names):
+    the ACES tasks, and the MEDS label-file tasks (:mod:`.label_files`)."""
     frames = []
     union = project.cohorts[cohort].is_union
     for task in project.tasks_for(cohort):
+        if task.kind == "meds_labels":
+            subj = subjects[subjects["source_cohort"].isin(task.cohorts)] if union else subjects
+            probe_file = project.root / "probes" / f"{task.name}.yaml"
+            frames.append(label_file_task_labels(task, probe_file, subj, log=log))
+            continue
         if task.kind != "aces":
             continue
         ev = events[events["source_cohort"].isin(task.cohorts)] if union else events

@@ -10,9 +10,25 @@ twice, which MEDS allows and real extracts contain) are collapsed into one row w
 ``source[...]`` report. A repeat carries no information the text or a label could use, and counting it twice
 would double a value in the serialized text. Rows that differ in any column (e.g. two values of one lab at one
 time) are all kept.
+
+**Events after death.** Real extracts record a death by day (MIMIC-IV's ``dod`` is a date, so ``MEDS_DEATH`` sits at
+midnight) or chart results and stopped infusions after the recorded time. What happens to events later than a
+subject's first ``MEDS_DEATH`` is the member cohort's declared ``events_after_death``
+(:func:`apply_death_policy`, counted in its ``source[...]`` report):
+
+* ``clip`` (default): the death is known to the day. A subject whose events continue later on the death's calendar
+  day gets its ``MEDS_DEATH`` row(s) moved to the end of that day (23:59:59.999999), after those events; events on
+  later days are dropped. Nothing is left after the death.
+* ``drop``: every event after the death is dropped.
+* ``keep``: the events stay where they are; the cohort rule ``no_event_after_death`` is waived for the member, and
+  the later stages end every subject's follow-up at the death: no decision node at or after it
+  (:mod:`.decision_nodes`), no outcome and no follow-up after it (:mod:`.labels`).
+* ``error``: the cohort is refused (rule ``no_event_after_death``), naming the subjects.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,11 +67,12 @@ def cohort_source(project: Project, cohort: str) -> tuple[pd.DataFrame, pd.DataF
                 f"(e.g. subject_id {clash[0]}); give the members disjoint id ranges"
             )
         seen.update(dict.fromkeys(ids.tolist(), member))
+        ev, death_report = apply_death_policy(ev, project.cohorts[member].after_death)
         ev, n_repeated = collapse_repeated_rows(ev)
         frames.append(ev.assign(source_cohort=member))
         if data.splits is not None:
             split_frames.append(data.splits[["subject_id", "split"]].assign(source_cohort=member))
-        reports[member] = {**data.report, "repeated_rows_collapsed": n_repeated}
+        reports[member] = {**data.report, "repeated_rows_collapsed": n_repeated, **death_report}
     events = pd.concat(frames, ignore_index=True)
     for col in EXTRA_COLUMNS:
         if col not in events.columns:
@@ -73,6 +90,47 @@ def cohort_source(project: Project, cohort: str) -> tuple[pd.DataFrame, pd.DataF
     )
     splits["subject_id"] = splits["subject_id"].astype("int64")
     return events, splits, reports
+
+
+def apply_death_policy(events: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, dict]:
+    """(events under ``policy`` for rows after each subject's first ``MEDS_DEATH``, report entries counting every
+    affected row). The policies: module docstring. ``events`` needs ``subject_id``, ``time`` and ``code``."""
+    report: dict = {"events_after_death": policy}
+    if events.empty:
+        return events, {**report, "rows_after_death": 0}
+    time = pd.to_datetime(events["time"]).astype("datetime64[us]")
+    death = death_times(events.assign(time=time))
+    after = (death.notna() & (time > death)).to_numpy()
+    report["rows_after_death"] = int(after.sum())
+    report["subjects_with_rows_after_death"] = int(events.loc[after, "subject_id"].nunique())
+    if not after.any() or policy in ("keep", "error"):
+        return events, report
+    if policy == "drop":
+        report["rows_after_death_dropped"] = int(after.sum())
+        return events[~after].reset_index(drop=True), report
+    if policy != "clip":
+        raise ValueError(f"events_after_death: unknown policy {policy!r}")
+    day_end = death.dt.normalize() + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+    later_day = after & (time > day_end).to_numpy()
+    same_day = after & ~later_day
+    moved_subjects = events.loc[same_day, "subject_id"].unique()
+    move = (
+        (events["code"] == death_code).to_numpy()
+        & events["subject_id"].isin(moved_subjects).to_numpy()
+        & (time <= day_end).to_numpy()
+    )
+    out = events.assign(time=time)
+    out.loc[move, "time"] = day_end[move]
+    report["rows_after_death_same_day_kept"] = int(same_day.sum())
+    report["deaths_moved_to_end_of_day"] = int(len(moved_subjects))
+    report["rows_after_death_day_dropped"] = int(later_day.sum())
+    out = out[~later_day].sort_values(["subject_id", "time"], kind="stable").reset_index(drop=True)
+    return out, report
+
+
+def keeps_events_after_death(project: Project, cohort: str) -> list[str]:
+    """The members of ``cohort`` that declare ``events_after_death: keep`` (the rule is waived for their rows)."""
+    return [m for m in project.members(cohort) if project.cohorts[m].after_death == "keep"]
 
 
 def collapse_repeated_rows(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -115,9 +173,24 @@ def death_times(events: pd.DataFrame) -> pd.Series:
     return pd.Series(limit, index=events.index)
 
 
-def _no_event_after_death(df: pd.DataFrame) -> pd.Series:
+def _no_event_after_death(df: pd.DataFrame, waived: tuple[str, ...] = ()) -> pd.Series:
     limit = death_times(df)
-    return ~(limit.notna() & (df["time"] > limit))
+    ok = ~(limit.notna() & (df["time"] > limit))
+    return ok | df["source_cohort"].isin(waived) if waived else ok
+
+
+def events_schema(keep_after_death: tuple[str, ...] = ()) -> pa.DataFrameSchema:
+    """:data:`EVENTS_SCHEMA` with ``no_event_after_death`` waived for the rows of the members in
+    ``keep_after_death`` (those that declare ``events_after_death: keep``)."""
+    if not keep_after_death:
+        return EVENTS_SCHEMA
+    death = pa.Check(lambda df: _no_event_after_death(df, keep_after_death), name="no_event_after_death")
+    return pa.DataFrameSchema(
+        EVENTS_SCHEMA.columns,
+        checks=[death, *[c for c in EVENTS_SCHEMA.checks if c.name != "no_event_after_death"]],
+        strict=False,
+        coerce=False,
+    )
 
 
 EVENTS_SCHEMA = pa.DataFrameSchema(
@@ -183,8 +256,9 @@ def subjects_named(rows: pd.DataFrame, examples: int = 5) -> str:
     return f"subject_id {', '.join(map(str, ids))}" if ids else ""
 
 
-def validate_events(events: pd.DataFrame, cohort: str) -> pd.DataFrame:
-    """Coerce to the cohort-table dtypes and validate; raise :class:`CohortDataError` listing every failed rule."""
+def validate_events(events: pd.DataFrame, cohort: str, keep_after_death: Sequence[str] = ()) -> pd.DataFrame:
+    """Coerce to the cohort-table dtypes and validate; raise :class:`CohortDataError` listing every failed rule.
+    ``keep_after_death``: members whose rows may follow their subject's death (:func:`keeps_events_after_death`)."""
     df = events.copy()
     missing = [c for c in ("subject_id", "time", "code") if c not in df.columns]
     if missing:
@@ -217,9 +291,15 @@ def validate_events(events: pd.DataFrame, cohort: str) -> pd.DataFrame:
     df["code"] = df["code"].astype(str)
     df["source_cohort"] = df.get("source_cohort", cohort)
     try:
-        EVENTS_SCHEMA.validate(df, lazy=True)
+        events_schema(tuple(keep_after_death)).validate(df, lazy=True)
     except pa.errors.SchemaErrors as e:
-        raise CohortDataError(f"cohort {cohort!r}: events failed validation:\n{format_failures(e, df)}") from None
+        hint = ""
+        if (e.failure_cases["check"].astype(str) == "no_event_after_death").any():
+            hint = (
+                "\nevents after MEDS_DEATH: declare events_after_death (clip, drop or keep) in the "
+                "cohort's YAML (docs/real-data.md)"
+            )
+        raise CohortDataError(f"cohort {cohort!r}: events failed validation:\n{format_failures(e, df)}{hint}") from None
     return df.sort_values(["subject_id", "time"], kind="stable").reset_index(drop=True)
 
 

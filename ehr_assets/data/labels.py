@@ -9,6 +9,8 @@ from ``prediction_time`` to the first outcome event, or to the end of follow-up 
 ``max_followup_days``, which also censors). Rows with no follow-up after the node are excluded.
 
 Outcomes are looked up strictly after ``prediction_time``; nothing in the context window can set a label.
+Follow-up ends at the subject's death when it has one (``death_time`` of the subjects table): an event recorded after
+the death (a cohort that declares ``events_after_death: keep``) neither extends follow-up nor counts as an outcome.
 Two optional task keys narrow what counts: ``blanking_days`` ignores outcomes in ``(prediction_time,
 prediction_time + blanking_days]`` (e.g. the index episode's own diagnosis, so that only a *recurrence* counts;
 follow-up and survival times are still measured from ``prediction_time``), and ``exclude_prior`` drops nodes whose
@@ -93,6 +95,18 @@ def _outcome_at_or_before(outcomes: pd.DataFrame, nodes: pd.DataFrame) -> pd.Ser
     return t_first.notna() & (t_first <= nodes["prediction_time"].astype("datetime64[us]"))
 
 
+def followup_end(nodes: pd.DataFrame, subjects: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(end of follow-up, death time) of each node's subject: the last recorded event, but never after the death
+    (NaT death: none recorded, or a subjects table without ``death_time``)."""
+    subj = subjects.set_index("subject_id")
+    last = nodes["subject_id"].map(subj["last_time"]).astype("datetime64[us]")
+    if "death_time" in subj.columns:
+        death = nodes["subject_id"].map(subj["death_time"]).astype("datetime64[us]")
+    else:
+        death = pd.Series(pd.NaT, index=nodes.index, dtype="datetime64[us]")
+    return last.where(~(last > death), death), death
+
+
 def task_labels(
     task: ProbeSpec,
     nodes: pd.DataFrame,
@@ -109,8 +123,9 @@ def task_labels(
         nodes = nodes[~_outcome_at_or_before(outcomes, nodes)]
         if nodes.empty:
             return pd.DataFrame(columns=LABEL_COLUMNS)
-    end = nodes["subject_id"].map(subjects.set_index("subject_id")["last_time"])
+    end, death = followup_end(nodes, subjects)
     outcome = _first_outcome_after(outcomes, nodes, task.blanking_days)
+    outcome = outcome.where(~(outcome > death))  # an outcome after the death (events_after_death: keep) is none
     pt = nodes["prediction_time"]
     base = nodes[["subject_id", "prediction_time", "split", "source_cohort"]].assign(
         task=task.name, outcome_time=outcome
@@ -167,7 +182,7 @@ def cohort_labels(project: Project, cohort: str, nodes: pd.DataFrame, events: pd
     union = project.cohorts[cohort].is_union
     index = OutcomeIndex(events)
     for task in project.tasks_for(cohort):
-        if task.kind == "aces":  # labelled by ACES (ehr_assets.data.aces_tasks), at the task's own prediction times
+        if task.own_times:  # labelled by ACES or read from a label file (data.aces_tasks), at the task's own times
             continue
         check_outcomes_occur(project, cohort, task, events, index)
         task_nodes = nodes

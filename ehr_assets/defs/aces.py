@@ -1,5 +1,6 @@
-"""ACES-task assets (present when some ``probes/*.yaml`` has ``kind: aces``): the task's own prediction times enter
-the graph beside the cohort's decision nodes.
+"""ACES-task assets (present when some ``probes/*.yaml`` has ``kind: aces`` or ``kind: meds_labels``, a MEDS label
+file: :mod:`ehr_assets.data.label_files`; both are tasks with their own prediction times and share these assets):
+the task's own prediction times enter the graph beside the cohort's decision nodes.
 
 * ``aces_labels`` (after ``subjects``): ACES run on the cohort's events for every ACES task of the cohort
   (:mod:`ehr_assets.data.aces_tasks`); table ``aces_labels`` with the columns of ``task_labels``. Blocking checks: every
@@ -38,7 +39,8 @@ NODE_KEY = ["subject_id", "prediction_time"]
 
 
 def has_aces(project: Project) -> bool:
-    return any(p.kind == "aces" for p in project.probes.values())
+    """The project declares a task with its own prediction times (an ACES config or a MEDS label file)."""
+    return any(p.own_times for p in project.probes.values())
 
 
 def aces_deps(project: Project, asset: str = LABELS) -> list[str]:
@@ -99,12 +101,14 @@ def aces_labels_asset(project: Project, partitions: dg.PartitionsDefinition) -> 
         automation_condition=FOLLOWS_DECLARATIONS,
     )
     def aces_labels(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
-        """Labels and prediction times of the ACES tasks (probes with kind: aces), extracted by ACES from the
-        cohort's events; MEDS label columns plus task, horizon_days (0), split, source_cohort, outcome_time (the
-        label window's start)."""
+        """Labels and prediction times of the tasks with their own times: ACES tasks (probes with kind: aces),
+        extracted by ACES from the cohort's events, and MEDS label files (kind: meds_labels); MEDS label columns
+        plus task, horizon_days (0), split, source_cohort, outcome_time (the label window's start)."""
         key = context.partition_key
         ev = read_table(warehouse, "cohort_table", key, columns=[*aces_stage.ACES_INPUT_COLUMNS, "source_cohort"])
-        subj = read_table(warehouse, "subjects", key, columns=["subject_id", "split", "source_cohort"])
+        subj = read_table(
+            warehouse, "subjects", key, columns=["subject_id", "split", "source_cohort", "first_time", "death_time"]
+        )
         lab = aces_stage.cohort_aces_labels(project, key, ev, subj, log=context.log.info)
         with warehouse.get_connection() as conn:
             (n,) = replace_partitions(conn, [(LABELS, tag_partition(lab, key), {"cohort": key})])

@@ -41,6 +41,14 @@ from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version
 
 BENCHMARK = {"code_version": code_version("benchmark"), "automation_condition": FOLLOWS_DECLARATIONS}
 
+
+def benchmark_options(project: Project) -> dict:
+    """:data:`BENCHMARK` for an asset that applies the project's small-sample minimum (``project.yaml``): its
+    code version also covers that minimum."""
+    minimum = project.settings.small_samples.model_dump(mode="json")
+    return {**BENCHMARK, "code_version": code_version("benchmark", {"small_samples": minimum})}
+
+
 CHANCE_CHECK = "recipes_beat_chance"
 
 
@@ -61,7 +69,11 @@ def _chance_check(scored) -> dg.AssetCheckResult:
     )
 
 
-def paired_differences_asset(partitions: dg.PartitionsDefinition, metric_assets: list[str]) -> dg.AssetsDefinition:
+def paired_differences_asset(
+    project: Project, partitions: dg.PartitionsDefinition, metric_assets: list[str]
+) -> dg.AssetsDefinition:
+    minimum = project.settings.small_samples
+
     @dg.asset(
         name=keys.PAIRED_DIFFERENCES,
         group_name="evaluation",
@@ -69,7 +81,7 @@ def paired_differences_asset(partitions: dg.PartitionsDefinition, metric_assets:
         deps=metric_assets,
         partitions_def=partitions,
         pool=POOL,
-        **BENCHMARK,
+        **benchmark_options(project),
         check_specs=[
             dg.AssetCheckSpec(
                 CHANCE_CHECK,
@@ -86,8 +98,8 @@ def paired_differences_asset(partitions: dg.PartitionsDefinition, metric_assets:
         key = context.partition_key
         preds = read_table(warehouse, "probe_predictions", key).drop(columns=["cohort"])
         t0 = time.perf_counter()
-        scored = paired.score_tasks(preds)
-        table = paired.paired_differences(preds, scored=scored)
+        scored = paired.score_tasks(preds, minimum=minimum)
+        table = paired.paired_differences(preds, scored=scored, minimum=minimum)
         context.log.info(
             f"paired differences of {preds['recipe'].nunique()} recipes: {len(table)} rows, "
             f"{paired.N_BOOTSTRAP} resamples, {time.perf_counter() - t0:.1f} s"
@@ -98,13 +110,16 @@ def paired_differences_asset(partitions: dg.PartitionsDefinition, metric_assets:
             "pooled": meta_table(pooled_table(table)),
             "forest_plot": png_md(plots.paired_forest_png(table, key), f"{key}: paired differences"),
             "n_bootstrap": paired.N_BOOTSTRAP,
+            "too_few_left_out": sum(g.too_few for g in scored),  # task x horizon pairs, see eval/small_samples
         }
         for ref in paired.REFERENCES:
             wide = delta_wide(table, ref)
             if len(wide):
                 md[f"delta_vs_{ref}"] = meta_table(wide)
         return dg.MaterializeResult(
-            data_version=data_version(frame_version(table)), metadata=md, check_results=[_chance_check(scored)]
+            data_version=data_version(frame_version(table)),
+            metadata=md,
+            check_results=[_chance_check([g for g in scored if not g.too_few])],
         )
 
     return paired_differences
@@ -224,7 +239,14 @@ def _evidence_metadata(warehouse, key: str, metrics: pd.DataFrame) -> dict:
 def summary_asset(project: Project, partitions: dg.PartitionsDefinition, metric_assets: list[str]):
     deps = [*metric_assets, keys.PAIRED_DIFFERENCES, keys.LATENT_DYNAMICS]
 
-    @dg.asset(group_name="evaluation", kinds={"duckdb"}, deps=deps, partitions_def=partitions, pool=POOL, **BENCHMARK)
+    @dg.asset(
+        group_name="evaluation",
+        kinds={"duckdb"},
+        deps=deps,
+        partitions_def=partitions,
+        pool=POOL,
+        **benchmark_options(project),
+    )
     def benchmark_summary(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore
     ) -> dg.MaterializeResult:

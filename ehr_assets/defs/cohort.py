@@ -60,7 +60,9 @@ def cohort_events_asset(project: Project, partitions: dg.PartitionsDefinition) -
             raise cohort_stage.CohortDataError(
                 f"cohort {key!r}: the source yielded no events ({source_names(project, key)}); nothing was written"
             )
-        cohort_stage.validate_events(ev, key)  # every rule, before writing: a bad delivery never replaces a good one
+        cohort_stage.validate_events(
+            ev, key, cohort_stage.keeps_events_after_death(project, key)
+        )  # every rule, before writing: a bad delivery never replaces a good one
         with warehouse.get_connection() as conn:  # both tables in one transaction
             n, _ = replace_partitions(
                 conn,
@@ -84,13 +86,14 @@ def cohort_events_asset(project: Project, partitions: dg.PartitionsDefinition) -
     return cohort_events
 
 
-def cohort_table_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def cohort_table_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @_cohort_asset(partitions, ["cohort_events"], "cohort")
     def cohort_table(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Validated events (pandera): typed columns, no event after death, no duplicate rows. Fails on bad rows."""
         key = context.partition_key
         ev = read_table(warehouse, "cohort_events", key).drop(columns=["cohort"])
-        valid = cohort_stage.validate_events(ev, key)  # raises CohortDataError listing every failed rule
+        keep = cohort_stage.keeps_events_after_death(project, key)
+        valid = cohort_stage.validate_events(ev, key, keep)  # raises CohortDataError listing every failed rule
         n = write_table(warehouse, "cohort_table", key, valid)
         return dg.MaterializeResult(
             data_version=data_version(frame_version(valid)),
@@ -176,7 +179,7 @@ def task_labels_asset(project: Project, partitions: dg.PartitionsDefinition) -> 
 def build_cohort_assets(project: Project, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     return [
         cohort_events_asset(project, partitions),
-        cohort_table_asset(partitions),
+        cohort_table_asset(project, partitions),
         subjects_asset(project, partitions),
         decision_nodes_asset(project, partitions),
         task_labels_asset(project, partitions),

@@ -85,7 +85,7 @@ def build_definitions(
     assets += [oracle_asset(project, v, partitions) for v in ORACLES]
     metric_assets += oracle_metric_assets()
     assets += [label_files_asset(project, partitions), prediction_files_asset(partitions, metric_assets)]
-    assets += [paired_differences_asset(partitions, metric_assets), latent_dynamics_asset(project, partitions)]
+    assets += [paired_differences_asset(project, partitions, metric_assets), latent_dynamics_asset(project, partitions)]
     assets.append(summary_asset(project, partitions, metric_assets))
     reports = [cross_disease_report_asset(project, metric_assets), study_report_asset(project, metric_assets)]
     reports = [a for a in reports if a is not None]

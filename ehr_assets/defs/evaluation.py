@@ -36,7 +36,8 @@ def probe_and_write(context, warehouse: DuckDBResource, project: Project, key: s
     labels["prediction_time"] = labels["prediction_time"].astype("datetime64[us]")
     nodes = nodes.assign(prediction_time=nodes["prediction_time"].astype("datetime64[us]"))
     kinds = {p.name: p.probe_kind for p in project.probes.values()}
-    metrics, preds = evaluate(key, recipe, features, nodes, labels, kinds, log=context.log.info)
+    minimum = project.settings.small_samples
+    metrics, preds = evaluate(key, recipe, features, nodes, labels, kinds, log=context.log.info, minimum=minimum)
     metrics["materialized_at"] = utc_now()
     with warehouse.get_connection() as conn:  # metrics and the predictions they come from: one transaction
         replace_partitions(
@@ -47,13 +48,15 @@ def probe_and_write(context, warehouse: DuckDBResource, project: Project, key: s
             ],
         )
     main = metrics[metrics["metric"].isin(["auroc", "c_index"])][
-        ["task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]
+        ["task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n", "n_pos", "too_few"]
     ]
     return dg.MaterializeResult(
         data_version=data_version(frame_version(metrics, preds)),
         metadata={
             "dagster/row_count": len(metrics),
-            "metrics": meta_table(main, ("n",)),
+            "metrics": meta_table(main, ("n", "n_pos")),
+            # below project.yaml's small_samples minimum: flagged, never a point estimate in the human tables
+            "too_few_to_score": int(main["too_few"].sum()),
             "mean_auroc": float(metrics.loc[metrics["metric"] == "auroc", "value"].mean()),
         },
     )
@@ -70,7 +73,9 @@ def probe_metrics_asset(project: Project, name: str, partitions: dg.PartitionsDe
         deps=[emb_key, "task_labels", *aces_deps(project)],
         partitions_def=partitions,
         pool=POOL,
-        code_version=code_version("probes", recipe_declaration(project, name, keys.PROBE_METRICS)),
+        code_version=code_version(
+            "probes", probe_declaration(project, recipe_declaration(project, name, keys.PROBE_METRICS))
+        ),
         automation_condition=FOLLOWS_DECLARATIONS,
         description=f"Linear probes on '{name}' embeddings: logistic AUROC/AUPRC, Cox C-index, on held_out.",
     )
@@ -84,6 +89,12 @@ def probe_metrics_asset(project: Project, name: str, partitions: dg.PartitionsDe
     return probe_metrics
 
 
+def probe_declaration(project: Project, recipe: dict | None = None) -> dict:
+    """What a probe-metrics asset reads besides its stage code: the recipe (of a recipe's probes) and the
+    project's small-sample minimum (``project.yaml``), which decides the ``too_few`` flags it writes."""
+    return {"recipe": recipe, "small_samples": project.settings.small_samples.model_dump(mode="json")}
+
+
 def count_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         name=keys.probe_metrics(keys.COUNT_BASELINE),
@@ -92,7 +103,7 @@ def count_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) 
         deps=["task_labels", "decision_nodes", "cohort_table", "subjects", *aces_deps(project)],
         partitions_def=partitions,
         pool=POOL,
-        code_version=code_version("probes"),
+        code_version=code_version("probes", probe_declaration(project)),
         automation_condition=FOLLOWS_DECLARATIONS,
     )
     def count_baseline_probe_metrics(context: AssetExecutionContext, warehouse: DuckDBResource, compute: Compute):
@@ -156,7 +167,7 @@ def oracle_asset(project: Project, variant: str, partitions: dg.PartitionsDefini
         deps=[LATENT_TABLE, "decision_nodes", "task_labels", *aces_deps(project)],
         partitions_def=partitions,
         pool=POOL,
-        code_version=code_version("probes"),
+        code_version=code_version("probes", probe_declaration(project)),
         automation_condition=FOLLOWS_DECLARATIONS,
         description=f"The recipes' probes on the true latent state at each decision node ({', '.join(columns)}): "
         "the ceiling of the benchmark. Synthetic cohorts only.",

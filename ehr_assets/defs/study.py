@@ -93,7 +93,10 @@ def study_report_asset(project: Project, deps: list[str]) -> dg.AssetsDefinition
         kinds={"duckdb", "markdown"},
         deps=[*deps, keys.LATENT_DYNAMICS, *checkpoints],
         pool=POOL,
-        code_version=code_version("reports", study_declaration(project)),
+        code_version=code_version(
+            "reports",
+            {"study": study_declaration(project), "small_samples": project.settings.small_samples.model_dump()},
+        ),
         automation_condition=FOLLOWS_DECLARATIONS,
     )
     def study_report(context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore):

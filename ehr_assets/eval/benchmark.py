@@ -8,7 +8,9 @@ Harrell's C (survival tasks, horizon 0). A recipe's **gap closed** is
 
 0 = no better than counting codes, 1 = as good as knowing the hidden state (it can leave [0, 1] when the recipe is
 worse than the baseline or, through sampling noise, better than the oracle). It is left undefined (NaN) when either
-reference is missing or the gap is below :data:`MIN_GAP` (a task the baseline already solves cannot rank encoders).
+reference is missing or the gap is below :data:`MIN_GAP` (a task the baseline already solves cannot rank encoders),
+and where the recipe's metric is too few to score (:mod:`.small_samples`: the reference values of a too-few task
+are too few as well, since every recipe is scored on the same held-out rows).
 :func:`gap_summary` pools the rows of a recipe as ``sum(recipe - baseline) / sum(oracle - baseline)`` -- all
 tasks, and the long horizons (>= :data:`LONG_HORIZON_DAYS`) where the latent *rate* matters most.
 
@@ -60,9 +62,13 @@ def recipe_order(recipes) -> list[str]:
 
 
 def headline(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The AUROC / C-index rows of ``metrics`` (columns of :data:`KEYS` + recipe, value, ci_low, ci_high)."""
+    """The AUROC / C-index rows of ``metrics`` (columns of :data:`KEYS` + recipe, value, ci_low, ci_high,
+    too_few: :mod:`.small_samples`; false where the table predates the flag)."""
     head = metrics[metrics["metric"].isin(HEADLINE_METRICS)]
-    return head[KEYS + ["recipe", "value", "ci_low", "ci_high"]].reset_index(drop=True)
+    if "too_few" not in head.columns:
+        head = head.assign(too_few=False)
+    head = head.assign(too_few=head["too_few"].fillna(False).astype(bool))
+    return head[KEYS + ["recipe", "value", "ci_low", "ci_high", "too_few"]].reset_index(drop=True)
 
 
 def gap_table(metrics: pd.DataFrame, baseline: str = BASELINE, oracle: str = ORACLE) -> pd.DataFrame:
@@ -79,15 +85,18 @@ def gap_table(metrics: pd.DataFrame, baseline: str = BASELINE, oracle: str = ORA
     ).reset_index()
     rows = head[~head["recipe"].isin([baseline, oracle])].merge(ref, on=KEYS, how="left")
     rows["gap"] = rows["oracle"] - rows["baseline"]
-    ok = rows["gap"].notna() & (rows["gap"] >= MIN_GAP) & rows["value"].notna()
+    ok = rows["gap"].notna() & (rows["gap"] >= MIN_GAP) & rows["value"].notna() & ~rows["too_few"]
     rows["gap_closed"] = np.where(ok, (rows["value"] - rows["baseline"]) / rows["gap"].where(ok, 1.0), np.nan)
-    cols = KEYS + ["recipe", "value", "baseline", "oracle", "gap", "gap_closed"]
+    cols = KEYS + ["recipe", "value", "baseline", "oracle", "gap", "gap_closed", "too_few"]
     return rows[cols].sort_values(KEYS + ["recipe"], kind="stable").reset_index(drop=True)
 
 
 def gap_summary(table: pd.DataFrame, long_horizon_days: int = LONG_HORIZON_DAYS) -> pd.DataFrame:
     """Per (cohort, recipe): pooled gap closed over every task/horizon with a defined gap, and over the binary
-    tasks at horizons >= ``long_horizon_days``; with the number of (task, horizon) rows each pools."""
+    tasks at horizons >= ``long_horizon_days``; with the number of (task, horizon) rows each pools and
+    ``n_too_few``, the rows left out as too few to score (:mod:`.small_samples`)."""
+    few = table.get("too_few", pd.Series(False, index=table.index)).fillna(False).astype(bool)
+    n_few = table[few].groupby(["cohort", "recipe"]).size()
     ok = table[table["gap_closed"].notna()]
     out = []
     for (cohort, recipe), g in ok.groupby(["cohort", "recipe"], sort=True):
@@ -107,6 +116,7 @@ def gap_summary(table: pd.DataFrame, long_horizon_days: int = LONG_HORIZON_DAYS)
                 float(g["value"].mean()),
                 float(g["baseline"].mean()),
                 float(g["oracle"].mean()),
+                int(n_few.get((cohort, recipe), 0)),
             )
         )
     cols = [
@@ -119,6 +129,7 @@ def gap_summary(table: pd.DataFrame, long_horizon_days: int = LONG_HORIZON_DAYS)
         "mean_value",
         "mean_baseline",
         "mean_oracle",
+        "n_too_few",
     ]
     return pd.DataFrame(out, columns=cols)
 
@@ -130,6 +141,8 @@ def benchmark_wide(metrics: pd.DataFrame, cohort: str | None = None) -> pd.DataF
     if head.empty:
         return pd.DataFrame(columns=KEYS)
     wide = head.pivot_table(index=KEYS, columns="recipe", values="value", aggfunc="first")
+    few = head.pivot_table(index=KEYS, columns="recipe", values="too_few", aggfunc="max").reindex_like(wide)
+    wide = wide.mask(few.fillna(False).astype(bool))  # too few to score: no point estimate
     wide = wide[recipe_order(wide.columns)]
     gaps = gap_table(metrics if cohort is None else metrics[metrics["cohort"] == cohort])
     if len(gaps):

@@ -17,8 +17,11 @@ For every task and horizon (AUROC for binary tasks, Harrell's C for survival), :
   replicate pooling the same draw of subjects across tasks.
 
 Each row carries the 95 % percentile interval, a two-sided bootstrap p-value (twice the smaller share of replicates
-on either side of 0; at best ``1 / B``), the number of rows and subjects scored and the replicates defined. Rows where
-a recipe has no score (its probe could not be fit) are left out of that recipe's comparisons, and the note says so.
+on either side of 0; at best ``1 / B``), the number of rows, subjects and positives scored and the replicates defined.
+Rows where a recipe has no score (its probe could not be fit) are left out of that recipe's comparisons, and the note
+says so. A task and horizon with too few held-out positives or negatives (:mod:`ehr_assets.eval.small_samples`)
+gets delta rows without an estimate (``too_few``) and no gap-closed row, and is left out of the pooled rows, whose
+note says how many.
 Nothing here imports Dagster.
 """
 
@@ -30,8 +33,10 @@ import numpy as np
 import pandas as pd
 
 from .. import keys
+from ..specs import SmallSamples
 from .benchmark import BASELINE, LONG_HORIZON_DAYS, MIN_GAP, ORACLE
 from .resample import bootstrap_p_value, percentile_ci, row_weights, subject_draws, weighted_auroc, weighted_harrell
+from .small_samples import cell, left_out_note, too_few
 
 __all__ = [
     "COLUMNS",
@@ -65,7 +70,9 @@ COLUMNS = [
     "reference_value",
     "n",
     "n_subjects",
+    "n_pos",
     "n_boot",
+    "too_few",
     "note",
 ]
 POOLED_LONG = f"(binary, h>={LONG_HORIZON_DAYS})"
@@ -103,11 +110,16 @@ class ScoredTask:
     n: int = 0
     n_subjects: int = 0
     note: str = ""
+    n_pos: int = 0  # held-out positives (survival: events) among the n rows
+    too_few: bool = False  # below the project's small-sample minimum: left out (ehr_assets.eval.small_samples)
 
 
-def score_task(task, horizon, rows: pd.DataFrame, draws: tuple[np.ndarray, np.ndarray]) -> ScoredTask:
+def score_task(
+    task, horizon, rows: pd.DataFrame, draws: tuple[np.ndarray, np.ndarray], minimum: SmallSamples | None = None
+) -> ScoredTask:
     """Every recipe's headline metric on the rows that every recipe scored (recipes whose probe was not fit at all
-    are left out and named in the note), under no weights and under each bootstrap draw."""
+    are left out and named in the note), under no weights and under each bootstrap draw; with the held-out
+    positives and whether they are too few (``minimum``, :mod:`.small_samples`)."""
     binary = rows["predicted_boolean_probability"].notna().any()
     col = "predicted_boolean_probability" if binary else "predicted_risk"
     wide = rows.pivot_table(index=["subject_id", "prediction_time"], columns="recipe", values=col, aggfunc="first")
@@ -125,6 +137,8 @@ def score_task(task, horizon, rows: pd.DataFrame, draws: tuple[np.ndarray, np.nd
     W = row_weights(draws, subjects)
     out = ScoredTask(task, int(horizon), "auroc" if binary else "c_index", n=len(wide), note="; ".join(notes))
     out.n_subjects = int(np.unique(subjects).size)
+    out.n_pos = int(truth["boolean_value"].astype(bool).sum())
+    out.too_few = bool(too_few(out.n, out.n_pos, minimum))
     for r in wide.columns:
         s = wide[r].to_numpy(dtype=np.float64)
         if binary:
@@ -183,14 +197,26 @@ def _fields(g: ScoredTask, statistic: str, recipe: str, reference: str, ref_valu
         reference_value=ref_value,
         n=g.n,
         n_subjects=g.n_subjects,
+        n_pos=g.n_pos,
+        too_few=g.too_few,
         note=note,
     )
 
 
 def _group_rows(g: ScoredTask, references) -> list[dict]:
-    """The delta rows (each recipe against each reference) and gap-closed rows of one task and horizon."""
+    """The delta rows (each recipe against each reference) and gap-closed rows of one task and horizon; for a task
+    with too few held-out positives or negatives, rows without an estimate that say so."""
     rows = []
     recipes = list(g.point)
+    if g.too_few:
+        note = f"{cell(g.n, g.n_pos)} to score: left out"
+        none = np.full(1, np.nan)
+        for ref in references:
+            for r in recipes:
+                against = reference_for(r, ref, recipes)
+                if against is not None:
+                    rows.append(_row(np.nan, none, **_fields(g, "delta", r, against, g.point[against], note)))
+        return rows
     for ref in references:
         for r in recipes:
             against = reference_for(r, ref, recipes)
@@ -215,7 +241,7 @@ def _group_rows(g: ScoredTask, references) -> list[dict]:
     return rows
 
 
-def _pooled_deltas(groups: list[ScoredTask], references, long_days: int) -> list[dict]:
+def _pooled_deltas(groups: list[ScoredTask], references, long_days: int, left_out: str = "") -> list[dict]:
     """Mean delta over the long-horizon binary tasks, per recipe and reference; each replicate averages the same
     draw across tasks (a replicate undefined on any task is left out)."""
     long = [g for g in groups if g.metric == "auroc" and g.horizon >= long_days]
@@ -233,12 +259,13 @@ def _pooled_deltas(groups: list[ScoredTask], references, long_days: int) -> list
             fields = dict(scope="pooled_long", task=POOLED_LONG, horizon_days=long_days, metric="auroc")
             fields |= dict(statistic="delta", recipe=r, reference=against)
             fields |= dict(recipe_value=d.recipe_value, reference_value=d.reference_value)
-            fields |= dict(n=d.n_terms, n_subjects=n_subj, note=f"mean over {d.n_terms} task x horizon pairs")
+            note = "; ".join(x for x in (f"mean over {d.n_terms} task x horizon pairs", left_out) if x)
+            fields |= dict(n=d.n_terms, n_subjects=n_subj, n_pos=None, too_few=False, note=note)
             rows.append(_row(d.estimate, d.reps, **fields))
     return rows
 
 
-def _pooled_gaps(groups: list[ScoredTask], long_days: int) -> list[dict]:
+def _pooled_gaps(groups: list[ScoredTask], long_days: int, left_out: str = "") -> list[dict]:
     """Pooled gap closed, ``sum(recipe - baseline) / sum(oracle - baseline)`` over the tasks whose point gap is
     defined, over all tasks and over the long-horizon binary tasks."""
     ok = [g for g in groups if {BASELINE, ORACLE} <= set(g.point) and g.point[ORACLE] - g.point[BASELINE] >= MIN_GAP]
@@ -262,18 +289,23 @@ def _pooled_gaps(groups: list[ScoredTask], long_days: int) -> list[dict]:
             n_subj = max(g.n_subjects for g in use)
             fields = dict(scope=scope, task=label, horizon_days=long_days if scope == "pooled_long" else 0)
             fields |= dict(metric="headline", statistic="gap_closed", recipe=r, reference=BASELINE)
-            fields |= dict(recipe_value=rv, reference_value=fv, n=len(use), n_subjects=n_subj)
-            rows.append(_row(num / den, reps, note=f"pooled over {len(use)} task x horizon pairs", **fields))
+            fields |= dict(recipe_value=rv, reference_value=fv, n=len(use), n_subjects=n_subj, n_pos=None)
+            note = "; ".join(x for x in (f"pooled over {len(use)} task x horizon pairs", left_out) if x)
+            rows.append(_row(num / den, reps, note=note, too_few=False, **fields))
     return rows
 
 
-def score_tasks(preds: pd.DataFrame, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> list[ScoredTask]:
+def score_tasks(
+    preds: pd.DataFrame, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, minimum: SmallSamples | None = None
+) -> list[ScoredTask]:
     """Every task and horizon of ``preds`` (the ``probe_predictions`` rows of one cohort) scored for every recipe,
-    under one draw of ``n_bootstrap`` resamples of the held-out subjects (``seed``) shared by all of them."""
+    under one draw of ``n_bootstrap`` resamples of the held-out subjects (``seed``) shared by all of them; each
+    flagged ``too_few`` below ``minimum``."""
     if preds.empty:
         return []
     draws = subject_draws(preds["subject_id"].to_numpy(), n_bootstrap, seed)
-    return [score_task(task, h, rows, draws) for (task, h), rows in preds.groupby(["task", "horizon_days"], sort=True)]
+    groups = preds.groupby(["task", "horizon_days"], sort=True)
+    return [score_task(task, h, rows, draws, minimum) for (task, h), rows in groups]
 
 
 def paired_differences(
@@ -284,17 +316,22 @@ def paired_differences(
     seed: int = 0,
     long_horizon_days: int = LONG_HORIZON_DAYS,
     scored: list[ScoredTask] | None = None,
+    minimum: SmallSamples | None = None,
 ) -> pd.DataFrame:
     """The :data:`COLUMNS` table of ``preds`` (the ``probe_predictions`` rows of one cohort, every recipe): per task
     and horizon, each recipe minus each reference and each recipe's gap closed, then the pooled rows; all with
     paired subject-bootstrap CIs from one draw of ``n_bootstrap`` resamples of the held-out subjects (``seed``).
-    ``scored``: :func:`score_tasks` of ``preds`` when the caller already has it."""
-    groups = score_tasks(preds, n_bootstrap, seed) if scored is None else scored
+    ``scored``: :func:`score_tasks` of ``preds`` when the caller already has it. A task and horizon with too few
+    held-out positives or negatives (``minimum``) gets rows without an estimate and stays out of the pooled rows,
+    whose note says how many were left out."""
+    groups = score_tasks(preds, n_bootstrap, seed, minimum) if scored is None else scored
     if not groups:
         return pd.DataFrame(columns=COLUMNS)
     rows = [r for g in groups for r in _group_rows(g, references)]
-    rows += _pooled_deltas(groups, references, long_horizon_days)
-    rows += _pooled_gaps(groups, long_horizon_days)
+    ok = [g for g in groups if not g.too_few]
+    long_out = sum(g.too_few and g.metric == "auroc" and g.horizon >= long_horizon_days for g in groups)
+    rows += _pooled_deltas(ok, references, long_horizon_days, left_out_note(long_out, minimum))
+    rows += _pooled_gaps(ok, long_horizon_days, left_out_note(len(groups) - len(ok), minimum))
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["horizon_days"] = out["horizon_days"].astype("int64")
     return out.sort_values(["scope", "statistic", "reference", "task", "horizon_days", "recipe"], kind="stable")

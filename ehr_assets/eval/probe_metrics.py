@@ -16,8 +16,10 @@ import pandas as pd
 from meds import held_out_split, train_split, tuning_split
 
 from ..progress import Progress, duration
+from ..specs import SmallSamples
 from .fallbacks import probe_fallbacks, with_fallbacks
 from .probes import Split, binary_probe
+from .small_samples import too_few
 from .survival import survival_probe
 
 __all__ = ["METRIC_COLUMNS", "PREDICTION_COLUMNS", "evaluate"]
@@ -33,6 +35,7 @@ METRIC_COLUMNS = [
     "ci_high",
     "n",
     "n_pos",
+    "too_few",
     "note",
 ]
 PREDICTION_COLUMNS = [
@@ -99,8 +102,10 @@ def evaluate(
     seed: int = 0,
     n_bootstrap: int = 200,
     log: Callable[[str], None] | None = None,
+    minimum: SmallSamples | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Probe every (task, horizon) in ``labels``. ``features[i]`` belongs to ``nodes.iloc[i]``."""
+    """Probe every (task, horizon) in ``labels``. ``features[i]`` belongs to ``nodes.iloc[i]``. Each metric row
+    carries its held-out ``n``, ``n_pos`` and ``too_few`` (below ``minimum``, :mod:`.small_samples`)."""
     if len(features) != len(nodes):
         raise ValueError(f"{recipe}: {len(features)} feature rows for {len(nodes)} decision nodes")
     key = nodes[["subject_id", "prediction_time"]].assign(_row=np.arange(len(nodes)))
@@ -115,8 +120,9 @@ def evaluate(
         probe = binary_probe if kind == "binary" else survival_probe
         res = probe(tr, tu, te, seed=seed, n_bootstrap=n_bootstrap)
         for m in with_fallbacks(res.metrics, _fallback_notes(kind, [tr, tu, te], res.params)):
+            few = too_few(m.n, m.n_pos, minimum)
             metric_rows.append(
-                (cohort, recipe, task, int(horizon), m.metric, m.value, m.ci_low, m.ci_high, m.n, m.n_pos, m.note)
+                (cohort, recipe, task, int(horizon), m.metric, m.value, m.ci_low, m.ci_high, m.n, m.n_pos, few, m.note)
             )
         pred_frames.append(_predictions(parts[held_out_split], res.test_scores, kind, cohort, recipe, task, horizon))
         progress.advance()
@@ -127,5 +133,6 @@ def evaluate(
                 f"| {progress.status()}, {duration(progress.elapsed())} so far"
             )
     metrics = pd.DataFrame(metric_rows, columns=METRIC_COLUMNS)
+    metrics["too_few"] = metrics["too_few"].astype(bool)
     preds = pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
     return metrics, preds

@@ -4,20 +4,21 @@
                                 [--cohort msk] [--recipe sft] [--artifacts DIR]
 
 ``table`` and ``csv``: one row per (cohort partition, recipe, task, horizon_days, metric); columns
-``cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n``. ``wide``: the headline metric of every task
-(AUROC for binary tasks, Harrell's C for survival) with one column per recipe, the count baseline first and the
-oracles last. ``gap``: the headline values and, per recipe, the fraction of the baseline-to-oracle gap it closes
-(``closed:<recipe>``), then each recipe's pooled gap closed over all tasks and over horizons >= 365 days
-(see :mod:`ehr_assets.eval.benchmark`) and the number of probes that fell back (:mod:`ehr_assets.eval.fallbacks`).
-``delta``: the ``paired_differences`` table -- pooled rows first (each recipe minus the count baseline and minus
-``sft`` over the long horizons, the gap closed), then per task and horizon, with paired subject-bootstrap CIs
-(:mod:`ehr_assets.eval.paired`). ``latent``: the ``latent_dynamics`` table, held-out R^2 of the hidden state now and
-later (:mod:`ehr_assets.eval.latent_probe`). ``seeds``: mean and spread across training seeds of the recipes with
-``replicate_seeds`` (:mod:`ehr_assets.eval.replicates`). ``health``: per cohort and recipe, whether its JEPA
-objective beat the mean predictor and its embeddings' effective rank cleared the floor
-(:mod:`ehr_assets.eval.health`, from the checkpoints' training logs and the embeddings under the artifact root,
-default: ``artifacts/`` beside the warehouse); ``gap`` and ``delta`` end with the same table when the artifacts
-are there. The warehouse is opened read-only.
+``cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n,n_pos,too_few`` (``too_few``: below the project's
+small-sample minimum, :mod:`ehr_assets.eval.small_samples`; the table prints no value there). ``wide``: the headline
+metric of every task (AUROC for binary tasks, Harrell's C for survival) with one column per recipe, the count
+baseline first and the oracles last (``too few (p+/q-)`` where too few were held out). ``gap``: the headline values
+and, per recipe, the fraction of the baseline-to-oracle gap it closes (``closed:<recipe>``), then each recipe's
+pooled gap closed over all tasks and over horizons >= 365 days (see :mod:`ehr_assets.eval.benchmark`) and the number
+of probes that fell back (:mod:`ehr_assets.eval.fallbacks`). ``delta``: the ``paired_differences`` table -- pooled
+rows first (each recipe minus the count baseline and minus ``sft`` over the long horizons, the gap closed), then per
+task and horizon, with paired subject-bootstrap CIs (:mod:`ehr_assets.eval.paired`). ``latent``: the
+``latent_dynamics`` table, held-out R^2 of the hidden state now and later (:mod:`ehr_assets.eval.latent_probe`).
+``seeds``: mean and spread across training seeds of the recipes with ``replicate_seeds``
+(:mod:`ehr_assets.eval.replicates`). ``health``: per cohort and recipe, whether its JEPA objective beat the mean
+predictor and its embeddings' effective rank cleared the floor (:mod:`ehr_assets.eval.health`, from the checkpoints'
+training logs and the embeddings under the artifact root, default: ``artifacts/`` beside the warehouse); ``gap`` and
+``delta`` end with the same table when the artifacts are there. The warehouse is opened read-only.
 
 The command is ``python -m ehr_assets.report`` (a forwarding module); the first line of this docstring is its
 ``--help`` description. :func:`markdown_table` is the small Markdown rendering the Dagster layer uses for metadata
@@ -39,6 +40,7 @@ from .benchmark import HEADLINE_METRICS, benchmark_wide, gap_summary, gap_table,
 from .evidence import delta_report, latent_report, seeds_report
 from .fallbacks import count_fallbacks
 from .health import health_report, training_health
+from .small_samples import cell as too_few_cell
 
 __all__ = [
     "COLUMNS",
@@ -52,7 +54,7 @@ __all__ = [
     "wide_table",
 ]
 
-COLUMNS = ["cohort", "recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"]
+COLUMNS = ["cohort", "recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n", "n_pos", "too_few"]
 
 
 def load_table(
@@ -82,9 +84,11 @@ def load_metrics(warehouse: str | Path, cohort: str | None = None, recipe: str |
     recipe, sorted by cohort, recipe, task, horizon and metric. A missing warehouse or table raises with what to run
     first."""
     try:
-        df = load_table(warehouse, "probe_metrics", cohort, recipe, columns=[*COLUMNS, "note"])
+        df = load_table(warehouse, "probe_metrics", cohort, recipe)
     except LookupError:
         raise LookupError(f"{warehouse}: no probe_metrics table yet; materialize a *_probe_metrics asset") from None
+    df = df.reindex(columns=[*COLUMNS, "note"])  # a table written before n_pos / too_few existed lacks them
+    df["too_few"] = df["too_few"].astype("boolean").fillna(False).astype(bool)
     df = df.sort_values(["cohort", "recipe", "task", "horizon_days", "metric"], kind="stable").reset_index(drop=True)
     return df
 
@@ -117,6 +121,9 @@ def format_table(df: pd.DataFrame) -> str:
     fmt = df.copy()
     for c in ("value", "ci_low", "ci_high"):
         fmt[c] = fmt[c].map(lambda v: "nan" if pd.isna(v) else f"{v:.3f}")
+    if "too_few" in fmt:  # no point estimate where too few were held out (eval/small_samples)
+        few = fmt["too_few"].fillna(False).astype(bool).to_numpy()
+        fmt.loc[few, ["value", "ci_low", "ci_high"]] = ["too few", "", ""]
     return fmt.to_string(index=False)
 
 
@@ -128,6 +135,8 @@ def wide_table(df: pd.DataFrame) -> str:
         return "(no AUROC or C-index rows)"
 
     def cell(r) -> str:
+        if getattr(r, "too_few", False):
+            return too_few_cell(r.n, r.n_pos)
         if pd.isna(r.value):
             return "nan"
         ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"

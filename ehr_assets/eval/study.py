@@ -57,6 +57,7 @@ COLUMNS = [
     "recipe_value",
     "reference_value",
     "n_terms",
+    "left_out",
     "jepa_health",
     "verdict",
 ]
@@ -109,12 +110,13 @@ def _row(
     seeds: list[PooledDifference],
     failed: list[str] | None = None,
     jepa_runs: list[str] | None = None,
+    left_out: int = 0,
 ) -> dict:
     """One :data:`COLUMNS` row from the per-seed statistics of a comparison; ``failed``: the JEPA runs it reads
     whose objective was not learned (the verdict is withheld), ``jepa_runs``: all the JEPA runs it reads."""
     failed = failed or []
     base = dict(question=q.id, cohort=cohort, comparison=c.label or f"{c.recipe} vs {c.reference}")
-    base |= dict(recipe=c.recipe, reference=c.reference, expect=c.expect, seeds=len(seeds))
+    base |= dict(recipe=c.recipe, reference=c.reference, expect=c.expect, seeds=len(seeds), left_out=left_out)
     base |= dict(jepa_health=health_note(failed, jepa_runs or []))
     if not seeds:
         undefined = dict.fromkeys(["estimate", "ci_low", "ci_high", "p_value", "seed_sd", "resolvable"], np.nan)
@@ -146,8 +148,9 @@ def _long_binary(preds: pd.DataFrame, long_days: int) -> pd.DataFrame:
 
 
 def _delta(groups: list[ScoredTask], recipe: str, ref: str) -> PooledDifference | None:
-    """Mean AUROC difference over the scored tasks where both were scored."""
-    pairs = [(g, ref) for g in groups if recipe in g.point and ref in g.point]
+    """Mean AUROC difference over the scored tasks where both were scored (a task with too few held-out positives
+    or negatives is left out: :mod:`.small_samples`)."""
+    pairs = [(g, ref) for g in groups if not g.too_few and recipe in g.point and ref in g.point]
     return mean_difference(pairs, recipe) if pairs else None
 
 
@@ -166,7 +169,8 @@ def _delta_rows(project: Project, q: Question, scored: dict[str, list[ScoredTask
             pairs = seed_pairs(c.recipe, c.reference, names)
             seeds = [_delta(groups, r, f) for r, f in pairs]
             h = _health_args(project, health, pairs, [cohort])
-            rows.append(_row(q, cohort, c, [s for s in seeds if s is not None], *h))
+            left = sum(g.too_few for g in groups)
+            rows.append(_row(q, cohort, c, [s for s in seeds if s is not None], *h, left_out=left))
     return rows
 
 
@@ -214,7 +218,7 @@ def _transfer_rows(project: Project, q: Question, preds: pd.DataFrame, health) -
     both = pd.concat(
         [member.assign(recipe=member["recipe"] + "@member"), union.assign(recipe=union["recipe"] + "@union")]
     )
-    groups = score_tasks(both, study.n_bootstrap, study.seed)
+    groups = score_tasks(both, study.n_bootstrap, study.seed, project.settings.small_samples)
     names = {n.rsplit("@", 1)[0] for g in groups for n in g.point}
     rows = []
     for c in q.comparisons:
@@ -227,7 +231,8 @@ def _transfer_rows(project: Project, q: Question, preds: pd.DataFrame, health) -
             est = gain_r.estimate - gain_f.estimate
             n = min(gain_r.n_terms, gain_f.n_terms)
             seeds.append(PooledDifference(est, gain_r.reps - gain_f.reps, gain_r.estimate, gain_f.estimate, n))
-        rows.append(_row(q, q.member, c, seeds, *_health_args(project, health, pairs, [q.member, q.union])))
+        h = _health_args(project, health, pairs, [q.member, q.union])
+        rows.append(_row(q, q.member, c, seeds, *h, left_out=sum(g.too_few for g in groups)))
     return rows
 
 
@@ -237,7 +242,8 @@ def score_cohorts(project: Project, preds: pd.DataFrame) -> dict[str, list[Score
     out = {}
     for cohort in project.cohorts:
         rows = _long_binary(preds[preds["cohort"] == cohort], study.long_horizon_days)
-        out[cohort] = score_tasks(rows.drop(columns=["cohort"]), study.n_bootstrap, study.seed)
+        minimum = project.settings.small_samples
+        out[cohort] = score_tasks(rows.drop(columns=["cohort"]), study.n_bootstrap, study.seed, minimum)
     return out
 
 

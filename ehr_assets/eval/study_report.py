@@ -184,8 +184,9 @@ def _question_table(rows: pd.DataFrame, qid: str) -> pd.DataFrame:
         for e, lo, hi in zip(r["estimate"], r["ci_low"], r["ci_high"])
     ]
     cols = ["cohort", "comparison", "recipe_value", "reference_value", "delta [95% CI]", "p_value"]
-    cols += ["seed_values", "seed_sd", "resolvable", "n_terms", "verdict"]
-    return r[cols]
+    cols += ["seed_values", "seed_sd", "resolvable", "n_terms"]
+    cols += ["left_out"] if "left_out" in r else []  # task x horizon pairs too few to score (eval/small_samples)
+    return r[[*cols, "verdict"]]
 
 
 def study_markdown(

@@ -47,6 +47,7 @@ from .recipe import (
     TinyBackboneConfig,
     Training,
 )
+from .settings import ProjectSettings, SmallSamples
 from .study import Comparison, Question, StudySpec
 
 __all__ = [
@@ -66,7 +67,9 @@ __all__ = [
     "MedsSource",
     "Optimizer",
     "ProbeSpec",
+    "ProjectSettings",
     "Question",
+    "SmallSamples",
     "Project",
     "RecipeSpec",
     "Source",

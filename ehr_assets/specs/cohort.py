@@ -115,6 +115,10 @@ class Splits(StrictModel):
         return self
 
 
+EventsAfterDeath = Literal["clip", "drop", "keep", "error"]
+EVENTS_AFTER_DEATH_DEFAULT: EventsAfterDeath = "clip"
+
+
 class CohortSpec(StrictModel):
     """One file of ``cohorts/``: one cohort partition of every cohort-dependent asset."""
 
@@ -130,6 +134,13 @@ class CohortSpec(StrictModel):
     splits: Splits | None = Field(
         default=None, description="split fractions when the source has none (default 0.7 / 0.1 / 0.2); not for unions"
     )
+    events_after_death: EventsAfterDeath | None = Field(
+        default=None,
+        description="events later than the subject's MEDS_DEATH (deaths recorded by day): clip (default: the death "
+        "moves to the end of its day, after that day's events; events on later days are dropped), drop (every "
+        "later event is dropped), keep (kept; follow-up and outcomes end at the death) or error (refuse the "
+        "cohort); every affected row is counted in the source report",
+    )
 
     _n = field_validator("name")(check_name)
 
@@ -140,8 +151,11 @@ class CohortSpec(StrictModel):
         if self.union is not None:
             if len(self.union) < 2:
                 raise ValueError("union: list at least two cohorts")
-            if self.decision_nodes is not None or self.splits is not None:
-                raise ValueError("a union cohort inherits decision_nodes and splits from its members; remove them")
+            if self.decision_nodes is not None or self.splits is not None or self.events_after_death is not None:
+                raise ValueError(
+                    "a union cohort inherits decision_nodes, splits and events_after_death from its members; "
+                    "remove them"
+                )
         else:
             if self.decision_nodes is None:
                 raise ValueError("decision_nodes: required for a cohort with a source")
@@ -150,3 +164,8 @@ class CohortSpec(StrictModel):
     @property
     def is_union(self) -> bool:
         return self.union is not None
+
+    @property
+    def after_death(self) -> EventsAfterDeath:
+        """The declared policy for events after MEDS_DEATH, else the default (``clip``)."""
+        return self.events_after_death or EVENTS_AFTER_DEATH_DEFAULT

@@ -1,5 +1,6 @@
 """``probes/*.yaml``: a task family (outcome codes, kind, horizons) and the cohorts it is evaluated on; or, with
-``kind: aces``, an ACES task config whose labels and prediction times ACES extracts (:mod:`.data.aces_tasks`)."""
+``kind: aces``, an ACES task config whose labels and prediction times ACES extracts (:mod:`.data.aces_tasks`); or,
+with ``kind: meds_labels``, a MEDS label file or folder made by another tool (:mod:`.data.label_files`)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ class ProbeSpec(StrictModel):
 
     name: str = Field(description="the task's name in metrics and label files; must equal the file name")
     description: str = Field(default="", description="free text for people; changes no output")
-    kind: Literal["binary", "survival", "aces"] = Field(
+    kind: Literal["binary", "survival", "aces", "meds_labels"] = Field(
         description="binary: outcome within each horizon (logistic probe, AUROC); survival: time to the outcome "
-        "(Cox probe, C-index); aces: labels and prediction times from an ACES task config"
+        "(Cox probe, C-index); aces: labels and prediction times from an ACES task config; meds_labels: from a "
+        "MEDS label file (labels)"
     )
     outcome_codes: list[str] = Field(default_factory=list, description="full-match regexes of the outcome event's code")
     horizons_days: list[int] = Field(
@@ -33,12 +35,52 @@ class ProbeSpec(StrictModel):
     cohorts: list[str] = Field(min_length=1, description="cohorts (partitions) the task is labelled and probed on")
     config: str | None = Field(default=None, description="aces: the ACES task config (YAML), relative to the project")
     predicates: str | None = Field(default=None, description="aces: an ACES predicates file overriding the config's")
+    labels: str | None = Field(
+        default=None,
+        description="meds_labels: a MEDS label file (parquet, meds.LabelSchema) or a folder of them, relative to "
+        "the project",
+    )
+    value: Literal["boolean", "integer", "float", "categorical"] | None = Field(
+        default=None,
+        description="meds_labels: the value column that is the label (<value>_value); default: the one the file fills",
+    )
+    positive_values: list[int | str] = Field(
+        default_factory=list,
+        description="meds_labels with an integer or categorical value: the values that count as positive",
+    )
+    threshold: float | None = Field(
+        default=None, description="meds_labels with a float value: a value at or above it counts as positive"
+    )
 
     _n = field_validator("name")(check_name)
     _v = field_validator("outcome_codes")(check_regexes)
 
     @model_validator(mode="after")
+    def _label_file(self) -> ProbeSpec:
+        if self.kind == "meds_labels":
+            if self.labels is None:
+                raise ValueError("labels: a task of kind meds_labels needs the path of its MEDS label file or folder")
+            given = [
+                k for k in ("outcome_codes", "horizons_days", "exclude_prior", "blanking_days") if getattr(self, k)
+            ]
+            if given:
+                raise ValueError(f"{given[0]}: a meds_labels task takes its labels and times from its file")
+            if self.value in ("integer", "categorical") and not self.positive_values:
+                raise ValueError(f"positive_values: a {self.value} label needs the values that count as positive")
+            if self.value == "float" and self.threshold is None:
+                raise ValueError("threshold: a float label needs the value at or above which it is positive")
+            if self.positive_values and self.value not in ("integer", "categorical"):
+                raise ValueError("positive_values: only for value: integer or categorical")
+            if self.threshold is not None and self.value != "float":
+                raise ValueError("threshold: only for value: float")
+        elif any(getattr(self, k) is not None for k in ("labels", "value", "threshold")) or self.positive_values:
+            raise ValueError(f"labels: only a task of kind meds_labels reads a label file (this one is {self.kind})")
+        return self
+
+    @model_validator(mode="after")
     def _aces(self) -> ProbeSpec:
+        if self.kind == "meds_labels":
+            return self
         if self.kind == "aces":
             if self.config is None:
                 raise ValueError("config: a task of kind aces needs the path of its ACES task config")
@@ -75,5 +117,10 @@ class ProbeSpec(StrictModel):
 
     @property
     def probe_kind(self) -> str:
-        """How its labels are probed: ``binary`` (an ACES task's label is boolean) or ``survival``."""
-        return "binary" if self.kind == "aces" else self.kind
+        """How its labels are probed: ``binary`` (an ACES or label-file task's label is boolean) or ``survival``."""
+        return "binary" if self.own_times else self.kind
+
+    @property
+    def own_times(self) -> bool:
+        """The task brings its own prediction times (an ACES config, a MEDS label file), not the decision nodes."""
+        return self.kind in ("aces", "meds_labels")

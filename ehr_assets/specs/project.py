@@ -14,6 +14,7 @@ from .base import SpecError
 from .cohort import CohortSpec
 from .probe import ProbeSpec
 from .recipe import RecipeSpec
+from .settings import ProjectSettings
 from .study import StudySpec
 
 
@@ -100,6 +101,9 @@ class Project(BaseModel):
     )
     probes: dict[str, ProbeSpec] = Field(description="probes/*.yaml by name: the tasks")
     study: StudySpec | None = Field(default=None, description="study.yaml, when the project declares one")
+    settings: ProjectSettings = Field(
+        default=ProjectSettings(), description="project.yaml, when the project declares one (e.g. small_samples)"
+    )
 
     @cached_property
     def partition_keys(self) -> list[str]:
@@ -251,7 +255,9 @@ def load_project(root: str | Path) -> Project:
     probes = {n: _resolve_aces_paths(p, root, dirs["probes"] / f"{n}.yaml") for n, p in probes.items()}
     study = _load_study(root / "study.yaml", cohorts, recipes)
     recipes = _topo_recipes(recipes, dirs["models"])
-    return Project(root=root, cohorts=cohorts, recipes=recipes, probes=probes, study=study)
+    settings_file = root / "project.yaml"
+    settings = load_spec(settings_file, ProjectSettings) if settings_file.is_file() else ProjectSettings()
+    return Project(root=root, cohorts=cohorts, recipes=recipes, probes=probes, study=study, settings=settings)
 
 
 STUDY_REFERENCES = (keys.COUNT_BASELINE, "oracle")  # feature sets a study may compare that are not recipes
@@ -295,11 +301,14 @@ def _resolve_source_path(spec: CohortSpec, root: Path) -> CohortSpec:
 
 
 def _resolve_aces_paths(probe: ProbeSpec, root: Path, file: Path) -> ProbeSpec:
-    """An ACES task's ``config`` / ``predicates`` resolved against the project root; a missing file is an error."""
+    """An ACES task's ``config`` / ``predicates`` (a missing file is an error) and a label-file task's ``labels``
+    resolved against the project root."""
     upd = {k: _abs(getattr(probe, k), root) for k in ("config", "predicates") if getattr(probe, k) is not None}
     for k, path in upd.items():
         if not Path(path).is_file():
             raise SpecError(f"{file}: {k}: ACES file {path} not found (paths are relative to the project {root})")
+    if probe.labels is not None:  # a MEDS label file or folder (read, and its absence reported, by the label stage)
+        upd["labels"] = _abs(probe.labels, root)
     return probe.model_copy(update=upd) if upd else probe
 
 

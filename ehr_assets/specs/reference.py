@@ -24,6 +24,7 @@ from .cohort import CohortSpec
 from .probe import ProbeSpec
 from .project import Project
 from .recipe import RecipeSpec
+from .settings import ProjectSettings
 from .study import StudySpec
 
 # (title, where the file lives, its model); the order of the page
@@ -32,6 +33,7 @@ FILES: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("Recipes", "models/<name>.yaml", RecipeSpec),
     ("Tasks", "probes/<name>.yaml", ProbeSpec),
     ("Study", "study.yaml", StudySpec),
+    ("Project settings", "project.yaml", ProjectSettings),
 )
 
 _CONSTRAINTS = ((at.Gt, "gt", ">"), (at.Ge, "ge", ">="), (at.Lt, "lt", "<"), (at.Le, "le", "<="))

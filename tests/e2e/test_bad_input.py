@@ -208,6 +208,10 @@ def _numbers_as_strings(p):
 
 
 def _event_after_death(p):
+    """An event three days after the death, in a cohort that declares ``events_after_death: error`` (the default,
+    ``clip``, drops it and counts it: tests/data/test_death_policy.py)."""
+    spec = yaml.safe_load((p / "cohorts" / f"{COHORT}.yaml").read_text())
+    w(p / "cohorts" / f"{COHORT}.yaml", {**spec, "events_after_death": "error"})
     f = shards(p)[0]
     df = pq.read_table(f).to_pandas()
     dead = df.loc[df["code"] == "MEDS_DEATH"].iloc[0]
@@ -260,7 +264,7 @@ DATA_CASES = {
     "missing_subject_id": (_drop("subject_id"), ["column 'subject_id'", ".parquet"]),
     "time_wrong_type": (_time_as_string, ["'time'", "held_out/0.parquet"]),
     "numbers_as_strings": (_numbers_as_strings, ["'numeric_value'", "train/0.parquet"]),
-    "event_after_death": (_event_after_death, ["no_event_after_death", "subject"]),
+    "event_after_death": (_event_after_death, ["no_event_after_death", "subject", "declare events_after_death"]),
     "infinite_value": (_infinite_value, ["finite", "numeric_value", "subject"]),
     "subject_in_two_splits": (_subject_in_two_splits, ["subject_splits.parquet", "subject"]),
     "empty_cohort": (_empty_cohort, [f"cohort {COHORT!r}", "no events"]),

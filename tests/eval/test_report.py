@@ -26,8 +26,8 @@ def test_report_csv_and_table(tmp_path, capsys):
         replace_partition(c, "probe_metrics", rows, {"cohort": "msk", "recipe": "sft"})
     assert report.main(["--format", "csv", "--warehouse", str(db)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n"
-    assert out[1] == "msk,sft,mortality,90,auroc,0.7123,0.6000,0.8000,100"
+    assert out[0] == "cohort,recipe,task,horizon_days,metric,value,ci_low,ci_high,n,n_pos,too_few"
+    assert out[1] == "msk,sft,mortality,90,auroc,0.7123,0.6000,0.8000,100,10,False"
     assert report.main(["--format", "table", "--warehouse", str(db), "--recipe", "sft"]) == 0
     assert "0.712" in capsys.readouterr().out
 
