@@ -13,6 +13,7 @@
 """
 
 import time
+import warnings
 
 import dagster as dg
 import numpy as np
@@ -44,7 +45,7 @@ BENCHMARK = {"code_version": code_version("benchmark"), "automation_condition": 
 CHANCE_CHECK = "recipes_beat_chance"
 
 
-def _chance_check(scored) -> dg.AssetCheckResult:
+def _chance_check(scored, partition: str) -> dg.AssetCheckResult:
     """``recipes_beat_chance``: every trained recipe's mean headline metric over the tasks where the count baseline
     beats chance has its CI above 0.5 (:mod:`ehr_assets.eval.chance`); fails naming the recipes that do not."""
     table = chance.chance_table(scored)
@@ -54,11 +55,25 @@ def _chance_check(scored) -> dg.AssetCheckResult:
         check_name=CHANCE_CHECK,
         passed=not failed,
         metadata={
+            "partition": partition,
             "problems": dg.MetadataValue.md("\n".join(f"- {r} is not above chance" for r in failed) or "none"),
             "tasks": ", ".join(f"{g.task}@{g.horizon}d" for g in tasks) or "none: no task beats chance by counting",
             "recipes": meta_table(table),
         },
     )
+
+
+def chance_check_spec(partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+    """The spec of ``recipes_beat_chance``, partitioned like its asset (each result tied to its cohort partition)."""
+    with warnings.catch_warnings():  # partitioned checks are a preview feature of Dagster 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            CHANCE_CHECK,
+            asset=keys.PAIRED_DIFFERENCES,
+            partitions_def=partitions,
+            description="Every trained recipe beats chance (CI above 0.5) on the tasks where the count baseline does: "
+            "a broken embedding path (wrong position, rows out of order) sits at chance.",
+        )
 
 
 def paired_differences_asset(partitions: dg.PartitionsDefinition, metric_assets: list[str]) -> dg.AssetsDefinition:
@@ -70,14 +85,7 @@ def paired_differences_asset(partitions: dg.PartitionsDefinition, metric_assets:
         partitions_def=partitions,
         pool=POOL,
         **BENCHMARK,
-        check_specs=[
-            dg.AssetCheckSpec(
-                CHANCE_CHECK,
-                asset=keys.PAIRED_DIFFERENCES,
-                description="Every trained recipe beats chance (CI above 0.5) on the tasks where the count baseline "
-                "does: a broken embedding path (wrong position, rows out of order) sits at chance.",
-            )
-        ],
+        check_specs=[chance_check_spec(partitions)],
     )
     def paired_differences(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Each recipe minus the count baseline and minus sft (AUROC / Harrell's C), per task and horizon and pooled
@@ -104,7 +112,7 @@ def paired_differences_asset(partitions: dg.PartitionsDefinition, metric_assets:
             if len(wide):
                 md[f"delta_vs_{ref}"] = meta_table(wide)
         return dg.MaterializeResult(
-            data_version=data_version(frame_version(table)), metadata=md, check_results=[_chance_check(scored)]
+            data_version=data_version(frame_version(table)), metadata=md, check_results=[_chance_check(scored, key)]
         )
 
     return paired_differences

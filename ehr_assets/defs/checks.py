@@ -5,9 +5,14 @@ blocking): ``jepa_beats_mean_predictor`` on each JEPA recipe's checkpoint and ``
 recipe's embeddings (rules in :mod:`ehr_assets.stats`). In a partitioned run a check reads only the partition being
 materialized; run on its own (the UI's "Execute check", or a check-only job without a partition) it checks every
 cohort partition present in the warehouse and reports per partition.
+
+Every check is partitioned like its asset (Dagster's partitioned asset checks): each result is recorded for the
+cohort partition it checked, so the UI's checks tab and its metadata plots show one partition at a time, and the
+result's metadata names the partition too (``partition``).
 """
 
 import json
+import warnings
 from collections.abc import Callable
 
 import dagster as dg
@@ -38,6 +43,19 @@ EMBEDDING_STD_FLOOR = 1e-4
 PartitionCheck = Callable[[str], tuple[list[str], dict]]
 
 
+def cohort_check(project: Project, **kw):
+    """``dg.asset_check(**kw)`` partitioned by the project's cohorts, like the asset it checks: each result is tied to
+    the partition it checked (partitioned checks are a preview feature of Dagster 1.13; its warning is silenced)."""
+    partitions = dg.StaticPartitionsDefinition(project.partition_keys)
+
+    def decorate(fn):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.PreviewWarning)
+            return dg.asset_check(partitions_def=partitions, **kw)(fn)
+
+    return decorate
+
+
 def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
     md = {"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"), **metadata}
     return dg.AssetCheckResult(passed=not problems, metadata=md)
@@ -60,8 +78,8 @@ def _run(context: AssetCheckExecutionContext, project: Project, one: PartitionCh
     if len(keys) == 1 and context.has_partition_key:
         problems, md = one(keys[0])
         if problems == [NOT_MATERIALIZED]:
-            return _result([], note=f"partition {keys[0]!r} has no rows to check")
-        return _result(problems, **md)
+            return _result([], partition=keys[0], note=f"partition {keys[0]!r} has no rows to check")
+        return _result(problems, partition=keys[0], **md)
     problems, checked = [], []
     for key in keys:
         p, _ = one(key)
@@ -87,8 +105,11 @@ run_partition_check = _run  # public name for the checks of other modules (ehr_a
 def cohort_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     """The MEDS schema of ``cohort_events`` and the disjoint splits of ``subjects``."""
 
-    @dg.asset_check(
-        asset="cohort_events", blocking=True, description="Events conform to the MEDS DataSchema (meds package)."
+    @cohort_check(
+        project,
+        asset="cohort_events",
+        blocking=True,
+        description="Events conform to the MEDS DataSchema (meds package).",
     )
     def meds_schema(context: AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
         def one(key):
@@ -99,7 +120,7 @@ def cohort_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 
         return _run(context, project, one)
 
-    @dg.asset_check(asset="subjects", blocking=True, description="Every subject is in exactly one split.")
+    @cohort_check(project, asset="subjects", blocking=True, description="Every subject is in exactly one split.")
     def split_disjointness(context: AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
         def one(key):
             subj = read_table_or_none(warehouse, "subjects", key)
@@ -115,7 +136,8 @@ def cohort_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 def context_check(project: Project) -> dg.AssetChecksDefinition:
     """The leakage check of the shared default tokenization (``node_contexts``)."""
 
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset="node_contexts",
         blocking=True,
         description="No token a model reads for a decision node comes from an event after its prediction time.",
@@ -144,7 +166,8 @@ def context_check(project: Project) -> dg.AssetChecksDefinition:
 def label_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     """Labels never come from the context, and every label row carries its subject's split."""
 
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset="task_labels",
         blocking=True,
         description="Every outcome that sets a label lies strictly after the prediction time (never in the context).",
@@ -162,7 +185,8 @@ def label_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 
         return _run(context, project, one)
 
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset="task_labels",
         blocking=True,
         description="Every label row carries its subject's split (so a probe fit on 'train' rows sees train subjects "
@@ -203,7 +227,8 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 
 
 def _held_out_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset=keys.probe_metrics(recipe),
         name="scored_on_held_out_only",
         blocking=True,
@@ -239,7 +264,8 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
     root = project.recipes[keys.parse(tokens_key)[0]]
     text_table = text_table_of(root.format)
 
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset=tokens_key,
         name="no_future_in_context",
         blocking=True,
@@ -294,7 +320,8 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
 
 
 def _collapse_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset=keys.embeddings(recipe),
         name="not_collapsed",
         blocking=True,
@@ -342,7 +369,8 @@ def _rank_floor_check(project: Project, recipe) -> dg.AssetChecksDefinition:
     floor = recipe.embedding.min_effective_rank
     rule = f"{floor}" if floor is not None else "max(2, dims / 32)"
 
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset=keys.embeddings(recipe.name),
         name="effective_rank_floor",
         blocking=False,
@@ -363,7 +391,8 @@ def _rank_floor_check(project: Project, recipe) -> dg.AssetChecksDefinition:
 
 
 def _jepa_learning_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset=keys.checkpoint(recipe),
         name="jepa_beats_mean_predictor",
         blocking=False,

@@ -137,3 +137,14 @@ def test_health_checks_pass_a_healthy_partition(health_run):
     assert all(e.passed for e in ev.values()), {n: e.metadata for n, e in ev.items()}
     assert ev["jepa_beats_mean_predictor"].metadata["normalized_jepa_loss_end"].value == pytest.approx(0.4)
     assert ev["effective_rank_floor"].metadata["effective_rank"].value > 20
+
+
+def test_check_results_are_tied_to_their_partition(health_run):
+    """Partitioned checks: Dagster records each result for the cohort partition it checked (the UI's checks tab and
+    its plots show one partition), and the metadata names it too."""
+    for key, result in health_run.items():
+        evals = result.get_asset_check_evaluations()
+        assert len(evals) == len(HEALTH)
+        for e in evals:
+            assert e.partition == key, (e.check_name, e.partition)
+            assert e.metadata["partition"].value == key
