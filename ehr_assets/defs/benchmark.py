@@ -35,7 +35,7 @@ from ..eval.resample import subject_draws
 from ..specs import Project
 from ..versions import digest, frame_version
 from ..warehouse import replace_partitions
-from .io import POOL, clear_rows, load_embeddings, read_table, read_table_or_none, tag_partition, write_table
+from .io import clear_rows, load_embeddings, read_table, read_table_or_none, tag_partition, write_table
 from .metadata import meta_table, png_md
 from .resources import ArtifactStore, Compute
 from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version
@@ -83,7 +83,6 @@ def paired_differences_asset(partitions: dg.PartitionsDefinition, metric_assets:
         kinds={"duckdb"},
         deps=metric_assets,
         partitions_def=partitions,
-        pool=POOL,
         **BENCHMARK,
         check_specs=[chance_check_spec(partitions)],
     )
@@ -156,7 +155,6 @@ def latent_dynamics_asset(project: Project, partitions: dg.PartitionsDefinition)
         kinds={"duckdb", "sklearn"},
         deps=deps,
         partitions_def=partitions,
-        pool=POOL,
         **BENCHMARK,
     )
     def latent_dynamics(
@@ -232,7 +230,7 @@ def _evidence_metadata(warehouse, key: str, metrics: pd.DataFrame) -> dict:
 def summary_asset(project: Project, partitions: dg.PartitionsDefinition, metric_assets: list[str]):
     deps = [*metric_assets, keys.PAIRED_DIFFERENCES, keys.LATENT_DYNAMICS]
 
-    @dg.asset(group_name="evaluation", kinds={"duckdb"}, deps=deps, partitions_def=partitions, pool=POOL, **BENCHMARK)
+    @dg.asset(group_name="evaluation", kinds={"duckdb"}, deps=deps, partitions_def=partitions, **BENCHMARK)
     def benchmark_summary(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore
     ) -> dg.MaterializeResult:

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from .. import keys
 from ..eval.oracle import ORACLES
@@ -24,7 +23,7 @@ from .evaluation import count_baseline_asset, latent_asset, oracle_asset, oracle
 from .recipes import build_recipe_assets
 from .recovery import dead_runs_sensor, guarded
 from .reporting import cross_disease_report_asset, label_files_asset, prediction_files_asset
-from .resources import ArtifactStore, Compute, Trainer
+from .resources import ArtifactStore, Compute, Trainer, Warehouse
 from .sequences import build_sequence_assets
 from .study import study_report_asset
 from .versioning import DECLARATIONS, automation_sensor, declaration_assets, declarations_sensor
@@ -110,7 +109,7 @@ def build_definitions(
         jobs=jobs,
         executor=pick_executor(),
         resources={
-            "warehouse": DuckDBResource(database=str(warehouse_path)),
+            "warehouse": Warehouse(database=str(warehouse_path)),
             "artifacts": ArtifactStore(root=str(artifact_root)),
             "trainer": trainer or Trainer(launcher=os.environ.get("EHR_TRAINER_LAUNCHER", "in_process")),
             "compute": Compute(),
