@@ -1,0 +1,82 @@
+"""``python -m ehr_assets.backfill``: a backfill submitted, run by a real ``dagster-daemon`` that the command starts
+(and stops) for it, followed to its end; and the failure report of a backfill whose run failed."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.execution.backfill import BulkActionStatus
+
+from ehr_assets.defs.backfill import follow, submit
+
+from ..conftest import REPO, make_tiny_project
+
+
+def test_backfill_of_two_partitions_runs_to_the_end_with_its_own_daemon(tmp_path):
+    root = make_tiny_project(tmp_path / "project", {"msk": 20, "inspect": 20}, recipes=())
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "EHR_PROJECT_DIR": str(root),
+        "EHR_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+        "EHR_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "EHR_EXECUTOR": "in_process",  # short steps: no process start per step
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "ehr_assets.backfill",
+        "--partitions",
+        "msk,inspect",
+        "--select",
+        "*count_baseline_probe_metrics",
+    ]
+    proc = subprocess.run([*cmd, "--timeout", "240"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:] + (home / "backfill-daemon.log").read_text()[-3000:]
+    assert "starting one for this backfill" in out and "stopped the daemon it started" in out
+    assert "done in" in out and "2 run(s) succeeded" in out
+    pid = int(re.search(r"stopped the daemon it started \(pid (\d+)\)", out).group(1))
+    assert not Path(f"/proc/{pid}").exists()  # the daemon is gone
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (backfill,) = instance.get_backfills()
+        assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS
+        runs = instance.get_runs()
+        assert sorted(r.tags["dagster/partition"] for r in runs) == ["inspect", "msk"]  # no run but the backfill's
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        got = instance.get_materialized_partitions(dg.AssetKey("count_baseline_probe_metrics"))
+        assert got == {"msk", "inspect"}
+
+
+def test_a_failed_run_is_named_with_its_error(tmp_path):
+    """The end of a backfill whose partition ``b`` failed: exit 1, naming the run, its step and the error."""
+    parts = dg.StaticPartitionsDefinition(["a", "b"])
+
+    @dg.asset(partitions_def=parts)
+    def table(context):
+        if context.partition_key == "b":
+            raise ValueError("cohort b: column 'time' is missing")
+
+    defs = dg.Definitions(assets=[table])
+    with dg.instance_for_test() as instance:
+        backfill_id = submit(instance, defs, [table.key], ["a", "b"])
+        for p in ("a", "b"):
+            tags = {"dagster/backfill": backfill_id}
+            dg.materialize([table], partition_key=p, instance=instance, tags=tags, raise_on_error=False)
+        instance.update_backfill(instance.get_backfill(backfill_id).with_status(BulkActionStatus.COMPLETED_FAILED))
+        lines = []
+        assert follow(instance, backfill_id, lines.append, timeout_s=5) == 1
+    text = "\n".join(lines)
+    failed = [ln for ln in lines if ln.startswith("[backfill] FAILED")]
+    assert len(failed) == 1 and failed[0].startswith("[backfill] FAILED b: run "), text
+    assert "    table: ValueError: cohort b: column 'time' is missing" in lines, text
+    assert not any(ln.strip().startswith("run:") for ln in lines), text  # the step's error, not the run's copy
+    assert "1 of 2 run(s) did not succeed" in text
