@@ -21,6 +21,7 @@ every selected asset partition, in the daemon's run workers with the project's m
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
-from dagster._core.storage.tags import PARTITION_NAME_TAG
+from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
 from dagster._core.utils import make_new_backfill_id
 
 from ..specs import Project, default_project_dir, load_project
@@ -42,6 +43,8 @@ from .versioning import observe_declarations
 DAEMONS = ("BACKFILL", "QUEUED_RUN_COORDINATOR")  # what must run for a backfill's runs to start
 MODULE = "ehr_assets.definitions"
 POLL_S = 2.0
+HEARTBEAT_S = 30.0  # how often a Dagster daemon records a heartbeat
+IDLE_HINT_S = 90.0  # nothing started this long after submitting: say that a daemon may be missing
 DONE = {
     BulkActionStatus.COMPLETED,
     BulkActionStatus.COMPLETED_SUCCESS,
@@ -50,6 +53,7 @@ DONE = {
     BulkActionStatus.CANCELED,
 }
 RUN_DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 
 
 def selection(defs: dg.Definitions, project: Project, select: str | None, parts: list[str]) -> list[dg.AssetKey]:
@@ -91,11 +95,26 @@ def submit(instance: dg.DagsterInstance, defs: dg.Definitions, keys: list[dg.Ass
     return backfill.backfill_id
 
 
-def daemon_running(instance: dg.DagsterInstance) -> bool:
-    """Whether a daemon with the backfill and run-queue loops is alive for this instance (fresh heartbeats)."""
-    required = set(instance.get_required_daemon_types())
-    statuses = instance.get_daemon_statuses([d for d in DAEMONS if d in required])
-    return bool(statuses) and all(s.healthy for s in statuses.values())
+def daemon_running(instance: dg.DagsterInstance, interval_s: float = HEARTBEAT_S) -> bool:
+    """Whether a daemon with the backfill and run-queue loops is alive for this instance: their heartbeats are
+    recent and, when they are not brand new, advance within one heartbeat interval (a daemon stopped a moment ago
+    leaves fresh-looking heartbeats behind; Dagster's own status tolerates 30 minutes)."""
+    required = [d for d in DAEMONS if d in instance.get_required_daemon_types()]
+
+    def beats() -> dict[str, float]:
+        hb = instance.get_daemon_heartbeats()
+        return {d: hb[d].timestamp for d in required if d in hb}
+
+    first = beats()
+    if len(first) < len(required) or time.time() - min(first.values(), default=0) > 2 * interval_s:
+        return False
+    deadline = time.monotonic() + interval_s + min(5.0, interval_s)
+    while time.monotonic() < deadline:
+        now = beats()
+        if all(now[d] > first[d] for d in required):
+            return True
+        time.sleep(1.0)
+    return False
 
 
 def start_daemon(home: Path, out) -> subprocess.Popen:
@@ -113,9 +132,9 @@ def start_daemon(home: Path, out) -> subprocess.Popen:
     )
 
 
-def stop_daemon(proc: subprocess.Popen, out, runs_done: bool, grace_s: float = 30.0) -> None:
-    """SIGTERM the daemon (it stops its loops), SIGKILL it after ``grace_s``; when every run is done, also end what
-    is left of its process group (its code server). Runs still in flight are left alone."""
+def stop_daemon(instance, proc: subprocess.Popen, out, grace_s: float = 30.0) -> None:
+    """SIGTERM the daemon (it stops its loops), SIGKILL it after ``grace_s``. Run workers it launched are left
+    alone (runs of other backfills it picked up go on), and its code server exits on its own within 20 s."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -123,12 +142,12 @@ def stop_daemon(proc: subprocess.Popen, out, runs_done: bool, grace_s: float = 3
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if runs_done:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    instance.wipe_daemon_heartbeats()  # the next command sees at once that no daemon runs
     out(f"[backfill] stopped the daemon it started (pid {proc.pid})")
+    busy = [r for r in instance.get_runs(RunsFilter(statuses=IN_FLIGHT)) if r.tags.get(BACKFILL_ID_TAG)]
+    if busy:
+        ids = ", ".join(sorted({r.tags[BACKFILL_ID_TAG] for r in busy}))
+        out(f"[backfill] runs of other backfills ({ids}) are in flight; a daemon (`dagster dev`) carries them on")
 
 
 def runs_of(instance: dg.DagsterInstance, backfill_id: str):
@@ -151,13 +170,22 @@ def failure_lines(instance: dg.DagsterInstance, run) -> list[str]:
         if msg:
             out.append((e.step_key, f"{e.step_key or 'run'}: {msg[:200]}"))
     steps = [line for key, line in out if key is not None]
-    return list(dict.fromkeys(steps or [line for _, line in out]))  # the run's own error only without a step's
+    lines = list(dict.fromkeys(steps or [line for _, line in out]))  # the run's own error only without a step's
+    for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        ev = e.dagster_event.event_specific_data
+        if not ev.passed:  # which check, on which partition, and its first problem
+            problems = ev.metadata.get("problems")
+            first = str(problems.value).strip().splitlines()[0].lstrip("- ") if problems is not None else ""
+            where = f" [{ev.partition}]" if ev.partition else ""
+            lines.append(f"check {ev.asset_key.to_user_string()}:{ev.check_name}{where} failed: {first}"[:240])
+    return lines
 
 
 def follow(instance, backfill_id: str, out, timeout_s: float | None = None, daemon=None) -> int:
     """Print run state changes until the backfill is done; 0 when every run succeeded, else 1."""
     t0 = time.perf_counter()
     seen: dict[str, str] = {}
+    hinted = False
     while True:
         backfill = instance.get_backfill(backfill_id)
         runs = runs_of(instance, backfill_id)
@@ -170,6 +198,9 @@ def follow(instance, backfill_id: str, out, timeout_s: float | None = None, daem
         done = backfill.status in DONE and all(r.status in RUN_DONE for r in runs)
         if done:
             break
+        if not runs and not hinted and time.perf_counter() - t0 > IDLE_HINT_S:
+            hinted = True
+            out(f"[backfill] no run after {IDLE_HINT_S:.0f} s: is a daemon running for this instance (`dagster dev`)?")
         if daemon is not None and daemon.poll() is not None:
             out(f"[backfill] the daemon exited (rc {daemon.returncode}); see its log")
             return 1
@@ -184,8 +215,8 @@ def follow(instance, backfill_id: str, out, timeout_s: float | None = None, daem
     wall = time.perf_counter() - t0
     if backfill.status in (BulkActionStatus.FAILED, BulkActionStatus.CANCELED) or failed:
         out(
-            f"[backfill] {backfill.status.value.lower()} after {wall:.0f} s: {len(failed)} of {len(runs)} run(s) "
-            "did not succeed"
+            f"[backfill] after {wall:.0f} s (backfill {backfill.status.value.lower()}): {len(failed)} of {len(runs)} "
+            "run(s) did not succeed"
         )
         for run in failed:
             out(f"[backfill] FAILED {_label(run)}: run {run.run_id} ({run.status.value.lower()})")
@@ -219,6 +250,7 @@ def backfill(
     _say_changed(changed, "backfill", out)
     backfill_id = submit(instance, defs, keys, parts)
     out(f"[backfill] backfill {backfill_id}: {len(keys)} asset(s) x {', '.join(parts)} (the UI: Overview > Backfills)")
+    out("[backfill] looking for a running daemon (up to 35 s when one stopped a moment ago) ...")
     daemon = None if daemon_running(instance) else start_daemon(home, out)
     try:
         return follow(instance, backfill_id, out, timeout_s, daemon)
@@ -227,8 +259,7 @@ def backfill(
         return 130
     finally:
         if daemon is not None:
-            done = all(r.status in RUN_DONE for r in runs_of(instance, backfill_id))
-            stop_daemon(daemon, out, runs_done=done)
+            stop_daemon(instance, daemon, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             args.select,
             args.partitions.split(",") if args.partitions else None,
             timeout_s=args.timeout,
+            out=functools.partial(print, flush=True),
         )
 
 
