@@ -1,14 +1,15 @@
-"""Asset checks: the project's data tests, run after each materialization and on demand from the UI.
+"""Asset checks: the project's data tests, run after each materialization of their asset.
 
 Blocking checks stop downstream assets in the same run. Two training-health checks only warn (severity WARN, not
 blocking): ``jepa_beats_mean_predictor`` on each JEPA recipe's checkpoint and ``effective_rank_floor`` on each
 recipe's embeddings (rules in :mod:`ehr_assets.stats`). In a partitioned run a check reads only the partition being
-materialized; run on its own (the UI's "Execute check", or a check-only job without a partition) it checks every
-cohort partition present in the warehouse and reports per partition.
+materialized; run without a partition (a check-only job without a partition, where Dagster allows one: 1.13 does
+not run a partitioned check on its own) it checks every cohort partition present in the warehouse.
 
 Every check is partitioned like its asset (Dagster's partitioned asset checks): each result is recorded for the
-cohort partition it checked, so the UI's checks tab and its metadata plots show one partition at a time, and the
-result's metadata names the partition too (``partition``).
+cohort partition it checked (the UI's checks tab: a partition column, a Partitions view), the result's metadata names
+it (``partition``), and its numbers carry it in their keys (``rows [msk]``), so each metadata plot shows one
+partition.
 """
 
 import json
@@ -56,7 +57,19 @@ def cohort_check(project: Project, **kw):
     return decorate
 
 
-def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
+def per_partition(metadata: dict, partition: str) -> dict:
+    """``metadata`` with every number under ``<key> [<partition>]``: the UI plots each numeric key of a check over
+    time, whatever partition a result belongs to, so a plot per partition keeps cohorts of different sizes apart."""
+    numeric = (int, float, np.integer, np.floating)
+    return {
+        f"{k} [{partition}]" if isinstance(v, numeric) and not isinstance(v, bool) else k: v
+        for k, v in metadata.items()
+    }
+
+
+def _result(problems: list[str], partition: str | None = None, **metadata) -> dg.AssetCheckResult:
+    if partition is not None:
+        metadata = {"partition": partition, **per_partition(metadata, partition)}
     md = {"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"), **metadata}
     return dg.AssetCheckResult(passed=not problems, metadata=md)
 
