@@ -37,7 +37,7 @@ from dagster._core.utils import make_new_backfill_id
 
 from ..specs import Project, default_project_dir, load_project
 from ..warehouse import default_home
-from .build import _declared, _say_changed
+from .build import declared_names, say_changed
 from .versioning import observe_declarations
 
 DAEMONS = ("BACKFILL", "QUEUED_RUN_COORDINATOR")  # what must run for a backfill's runs to start
@@ -246,8 +246,8 @@ def backfill(
     except ValueError as e:
         out(f"[backfill] {e}")
         return 2
-    changed = observe_declarations(instance, project, _declared(defs.resolve_asset_graph()))
-    _say_changed(changed, "backfill", out)
+    changed = observe_declarations(instance, project, declared_names(defs.resolve_asset_graph()))
+    say_changed(changed, "backfill", out)
     backfill_id = submit(instance, defs, keys, parts)
     out(f"[backfill] backfill {backfill_id}: {len(keys)} asset(s) x {', '.join(parts)} (the UI: Overview > Backfills)")
     out("[backfill] looking for a running daemon (up to 35 s when one stopped a moment ago) ...")

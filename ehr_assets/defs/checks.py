@@ -1,8 +1,7 @@
 """Asset checks: the project's data tests, run after each materialization of their asset.
 
-Blocking checks stop downstream assets in the same run. Two training-health checks only warn (severity WARN, not
-blocking): ``jepa_beats_mean_predictor`` on each JEPA recipe's checkpoint and ``effective_rank_floor`` on each
-recipe's embeddings (rules in :mod:`ehr_assets.stats`). In a partitioned run a check reads only the partition being
+Blocking checks stop downstream assets in the same run. The training-health checks only warn (severity WARN, not
+blocking; :mod:`.health_checks`). In a partitioned run a check reads only the partition being
 materialized; run without a partition (a check-only job without a partition, where Dagster allows one: 1.13 does
 not run a partitioned check on its own) it checks every cohort partition present in the warehouse.
 
@@ -12,7 +11,6 @@ it (``partition``), and its numbers carry it in their keys (``rows [msk]``), so 
 partition.
 """
 
-import json
 import warnings
 from collections.abc import Callable
 
@@ -26,10 +24,7 @@ from ..data import cohort as cohort_stage
 from ..eval.oracle import ORACLES
 from ..specs import Project
 from ..stats import (
-    JEPA_NORM_CEILING,
     effective_rank,
-    effective_rank_problems,
-    jepa_mean_predictor_problems,
 )
 from ..text import tokenizers
 from ..text.contexts import context_violations
@@ -231,8 +226,6 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     held-out-only scoring for every probe-metrics asset."""
     checks = [*cohort_checks(project), context_check(project), *label_checks(project)]
     checks += [_collapse_check(project, recipe) for recipe in project.recipes]
-    checks += [_rank_floor_check(project, r) for r in project.recipes.values()]
-    checks += [_jepa_learning_check(project, r.name) for r in project.recipes.values() if r.uses_jepa]
     tokens_assets = dict.fromkeys(k for k in map(project.tokens_asset, project.recipes) if k)
     checks += [_recipe_context_check(project, tokens_key) for tokens_key in tokens_assets]
     checks += [_held_out_check(project, name) for name in [*project.recipes, keys.COUNT_BASELINE, *ORACLES]]
@@ -370,56 +363,3 @@ def collapse_problems(emb: np.ndarray, floor: float = EMBEDDING_STD_FLOOR) -> tu
         "effective_rank": round(effective_rank(emb), 2) if finite else float("nan"),
         "dims": int(emb.shape[1]),
     }
-
-
-# ------------------------------------------------------------------------------------------ WARN: training health
-def _warn(result: dg.AssetCheckResult) -> dg.AssetCheckResult:
-    """``result`` at WARN severity: a failure shows in the UI and the run's events but stops nothing."""
-    return dg.AssetCheckResult(passed=result.passed, severity=dg.AssetCheckSeverity.WARN, metadata=result.metadata)
-
-
-def _rank_floor_check(project: Project, recipe) -> dg.AssetChecksDefinition:
-    floor = recipe.embedding.min_effective_rank
-    rule = f"{floor}" if floor is not None else "max(2, dims / 32)"
-
-    @cohort_check(
-        project,
-        asset=keys.embeddings(recipe.name),
-        name="effective_rank_floor",
-        blocking=False,
-        description=f"WARN when the effective rank of the node embeddings is under {rule} "
-        "(embedding.min_effective_rank): they span too few directions to carry much of the patient state.",
-    )
-    def effective_rank_floor_check(context: AssetCheckExecutionContext, artifacts: ArtifactStore):
-        def one(key):
-            folder = artifacts.path(keys.embeddings(recipe.name), key)
-            if not (folder / "embeddings.safetensors").exists():
-                return [NOT_MATERIALIZED], {}
-            emb, _ = load_embeddings(folder)
-            return effective_rank_problems(emb, floor)
-
-        return _warn(_run(context, project, one))
-
-    return effective_rank_floor_check
-
-
-def _jepa_learning_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
-    @cohort_check(
-        project,
-        asset=keys.checkpoint(recipe),
-        name="jepa_beats_mean_predictor",
-        blocking=False,
-        description=f"WARN when the normalized JEPA loss (MSE / the targets' variance at masked positions) ends at or "
-        f"above {JEPA_NORM_CEILING}: 1.0 is what predicting the targets' mean scores, so the predictor learned little "
-        "about the masked future.",
-    )
-    def jepa_beats_mean_predictor(context: AssetCheckExecutionContext, artifacts: ArtifactStore):
-        def one(key):
-            log = artifacts.path(keys.checkpoint(recipe), key) / "train_log.json"
-            if not log.is_file():
-                return [NOT_MATERIALIZED], {}
-            return jepa_mean_predictor_problems(json.loads(log.read_text()).get("loss_curve", []))
-
-        return _warn(_run(context, project, one))
-
-    return jepa_beats_mean_predictor

@@ -20,6 +20,7 @@ from .benchmark import latent_dynamics_asset, paired_differences_asset, summary_
 from .checks import build_checks
 from .cohort import build_cohort_assets
 from .evaluation import count_baseline_asset, latent_asset, oracle_asset, oracle_metric_assets
+from .health_checks import health_checks
 from .recipes import build_recipe_assets
 from .recovery import dead_runs_sensor, guarded
 from .reporting import cross_disease_report_asset, label_files_asset, prediction_files_asset
@@ -116,7 +117,11 @@ def build_definitions(
     return dg.Definitions(
         assets=[*declaration_assets(project, partitions, declared), *assets],
         sensors=pick_sensors(project, declared),
-        asset_checks=build_checks(project) + (build_aces_checks(project) if has_aces(project) else []),
+        asset_checks=[
+            *build_checks(project),
+            *health_checks(project),
+            *(build_aces_checks(project) if has_aces(project) else []),
+        ],
         jobs=jobs,
         executor=pick_executor(),
         resources={

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ehr_assets import keys
-from ehr_assets.defs.checks import build_checks
+from ehr_assets.defs.health_checks import health_checks
 from ehr_assets.defs.io import save_embeddings
 from ehr_assets.defs.resources import ArtifactStore
 from ehr_assets.specs import load_project
@@ -101,7 +101,7 @@ def health_run(tmp_path_factory):
 
     checks = [
         c
-        for c in build_checks(project)
+        for c in health_checks(project)
         if any(k.name in HEALTH and k.asset_key.path[0].startswith("jepa_") for k in c.check_keys)
     ]
     assert len(checks) == 2
