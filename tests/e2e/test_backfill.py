@@ -121,3 +121,28 @@ def test_a_daemon_counts_as_running_only_while_its_heartbeats_advance():
         finally:
             stop.set()
             t.join()
+
+
+def test_the_daemon_it_starts_runs_the_backfill_only(tmp_path, monkeypatch):
+    """The daemon the command starts loads the project with its sensors off (no automation runs beside the
+    backfill's), from the same module as the UI (the same code location)."""
+    from ehr_assets.defs import backfill as command
+    from ehr_assets.defs.definitions import declared_parts, pick_sensors
+    from ehr_assets.specs import load_project
+
+    started = {}
+
+    class Popen:
+        def __init__(self, cmd, **kw):
+            started.update(cmd=cmd, **kw)
+
+    monkeypatch.setattr(command.subprocess, "Popen", Popen)
+    command.start_daemon(tmp_path, lambda line: None)
+    assert started["cmd"][1:4] == ["run", "-m", "ehr_assets.definitions"]
+    assert started["env"]["EHR_SENSORS"] == "off" and started["env"]["DAGSTER_HOME"] == str(tmp_path)
+    project = load_project(REPO)
+    monkeypatch.setenv("EHR_SENSORS", "off")
+    assert pick_sensors(project, declared_parts(project)) == []
+    monkeypatch.delenv("EHR_SENSORS")
+    names = {s.name for s in pick_sensors(project, declared_parts(project))}
+    assert names == {"declarations_sensor", "follow_declarations", "dead_runs_sensor"}
