@@ -2,8 +2,8 @@
 
 Blocking checks stop downstream assets in the same run. The training-health checks only warn (severity WARN, not
 blocking; :mod:`.health_checks`). In a partitioned run a check reads only the partition being
-materialized; run without a partition (a check-only job without a partition, where Dagster allows one: 1.13 does
-not run a partitioned check on its own) it checks every cohort partition present in the warehouse.
+materialized; in a check-only run without a partition (Dagster 1.13 runs no check-only run for one partition) it
+checks every cohort partition present in the warehouse and names the failing ones.
 
 Every check is partitioned like its asset (Dagster's partitioned asset checks): each result is recorded for the
 cohort partition it checked (the UI's checks tab: a partition column, a Partitions view), the result's metadata names
