@@ -53,7 +53,7 @@ lint: $(BIN)/.installed
 
 # the documentation site (docs/, mkdocs.yml) into site/; warnings are errors. Preview: .venv/bin/mkdocs serve
 docs: $(BIN)/.installed
-	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 format: $(BIN)/.installed
 	$(BIN)/ruff check --fix .

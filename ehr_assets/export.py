@@ -27,7 +27,7 @@ from . import keys
 from .eval.model_card import card_text, phase_rows, probe_table, source_line
 from .specs import Project, SpecError, default_project_dir, load_project
 from .text.tokenizers import add_special_tokens
-from .warehouse import atomic_dir, default_artifact_root, default_warehouse, read_partition, table_exists
+from .warehouse import atomic_dir, connect, default_artifact_root, default_warehouse, read_partition, table_exists
 
 TOKENIZER_EXTRAS = ("value_bins.json", "tokenization.json")
 
@@ -99,11 +99,9 @@ def training_chain(project: Project, recipe: str, cohort: str, artifacts: Path) 
 
 def read_metrics(warehouse: Path, cohort: str) -> pd.DataFrame:
     """The cohort's rows of ``probe_metrics`` (read-only), or an empty frame when there are none yet."""
-    import duckdb
-
     if not warehouse.is_file():
         return pd.DataFrame(columns=["recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"])
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with connect(warehouse, read_only=True) as conn:
         if not table_exists(conn, "probe_metrics"):
             return pd.DataFrame(columns=["recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n"])
         return read_partition(conn, "probe_metrics", {"cohort": cohort})

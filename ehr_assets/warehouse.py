@@ -4,6 +4,12 @@ Tables: one per asset, each with a ``cohort`` partition column. :func:`replace_p
 in one transaction, so a failed materialization leaves the previous one readable. Identifiers are validated and
 values always go through bound parameters.
 
+One process at a time: DuckDB lets one process open the file for writing and no other process open it meanwhile, so
+every connection the project opens (:func:`connect`, the Dagster ``warehouse`` resource) holds :func:`warehouse_lock`,
+an exclusive ``flock`` on ``<warehouse>.lock``, for exactly as long as it is open. Computation between connections
+(training, embedding, probes) holds nothing, so steps of several runs overlap and only their reads and writes queue;
+the kernel frees the lock of a process that dies.
+
 Artifacts: ``<root>/<asset>/<partition>/``. :func:`atomic_dir` yields a temporary sibling folder and renames it into
 place only when the body succeeds.
 """
@@ -11,11 +17,14 @@ place only when the body succeeds.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
+import threading
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -196,6 +205,94 @@ def read_training_tables(
         order_by=order,
     )
     return seq, ctx
+
+
+# ------------------------------------------------------------------------------------------------ the single writer
+class _Held:
+    """This process's hold on one lock file: threads take turns (``turn``), nested holds of one thread count."""
+
+    def __init__(self):
+        self.turn = threading.RLock()
+        self.depth = 0
+        self.fd: int | None = None
+
+
+_HELD: dict[str, _Held] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def lock_path(database: str | Path) -> Path | None:
+    """``<database>.lock``; None for an in-memory database (nothing to share)."""
+    name = str(database)
+    return None if name in ("", ":memory:") or name.startswith(("md:", "motherduck:")) else Path(name + ".lock")
+
+
+def _holder(path: Path) -> str:
+    """What a lock file says about its holder (``pid 123 on host``), '?' when unknown."""
+    try:
+        return path.read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+@contextlib.contextmanager
+def warehouse_lock(database: str | Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the warehouse's single-writer lock (exclusive ``flock`` on ``<database>.lock``) for the body.
+
+    Re-entrant within a thread (a helper that opens a connection inside another connection's block), taken in turn
+    by the threads of one process, waited for across processes. ``on_wait`` is told once, with the holder, when the
+    lock is busy. No Dagster: the training CLI and the report commands take it too."""
+    path = lock_path(database)
+    if path is None:
+        yield
+        return
+    with _HELD_GUARD:
+        held = _HELD.setdefault(str(path.resolve()), _Held())
+    with held.turn:
+        if held.depth == 0:
+            held.fd = _acquire(path, on_wait)
+        held.depth += 1
+        try:
+            yield
+        finally:
+            held.depth -= 1
+            if held.depth == 0:
+                fd, held.fd = held.fd, None
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+
+def _acquire(path: Path, on_wait) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            t0 = time.perf_counter()
+            if on_wait is not None:
+                on_wait(f"waiting for the warehouse lock {path} (held by {_holder(path)})")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if on_wait is not None:
+                on_wait(f"got the warehouse lock after {time.perf_counter() - t0:.1f} s")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def connect(database: str | Path, read_only: bool = False, **kw) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection to the warehouse, holding :func:`warehouse_lock` while it is open (closed before the lock
+    is released, also when the body raises)."""
+    with warehouse_lock(database):
+        conn = duckdb.connect(str(database), read_only=read_only, **kw)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
 
 # ----------------------------------------------------------------------------------------------------- default paths

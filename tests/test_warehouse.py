@@ -69,3 +69,84 @@ def test_a_failed_write_raises_the_original_error_and_keeps_the_connection_usabl
     assert c.execute("SELECT x FROM t").fetchall() == [([1, 2],)]
     replace_partition(c, "t", pd.DataFrame({"cohort": ["a"], "x": [[3]]}), {"cohort": "a"})
     assert c.execute("SELECT x FROM t").fetchall() == [([3],)]
+
+
+# ------------------------------------------------------------------------------------------- the single-writer lock
+def _writer(db: str, who: int, n: int) -> None:
+    """A process that opens the warehouse ``n`` times and appends a row each time (as a step does for its writes)."""
+    from ehr_assets.warehouse import connect
+
+    for i in range(n):
+        with connect(db) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS t (who INTEGER, i INTEGER)")
+            conn.execute("INSERT INTO t VALUES (?, ?)", [who, i])
+
+
+def test_processes_take_turns_on_the_warehouse_lock(tmp_path):
+    """Three processes open one DuckDB file over and over: every open waits for the lock instead of failing on
+    DuckDB's own file lock ("Could not set lock on file")."""
+    import multiprocessing as mp
+
+    db = str(tmp_path / "w.duckdb")
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(db, k, 15)) for k in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    with duckdb.connect(db, read_only=True) as c:
+        assert c.execute("SELECT who, count(*) FROM t GROUP BY 1 ORDER BY 1").fetchall() == [(0, 15), (1, 15), (2, 15)]
+
+
+def test_the_lock_is_reentrant_held_while_open_and_names_its_holder(tmp_path):
+    import fcntl
+    import os
+
+    from ehr_assets.defs.resources import Warehouse
+    from ehr_assets.warehouse import connect, lock_path, warehouse_lock
+
+    db = tmp_path / "w.duckdb"
+
+    def busy() -> bool:  # what another process sees: can it take the lock now?
+        fd = os.open(lock_path(db), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    resource = Warehouse(database=str(db))
+    with resource.get_connection() as conn:  # the Dagster resource holds it while open
+        assert busy()
+        with resource.get_connection() as inner:  # a nested open in the same thread does not deadlock
+            inner.execute("CREATE TABLE t AS SELECT 1 AS x")
+        assert busy()
+        assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+        assert lock_path(db).read_text() == f"pid {os.getpid()} on {os.uname().nodename}"
+    assert not busy()
+    with pytest.raises(RuntimeError), connect(db) as conn:  # released when the body raises too
+        raise RuntimeError
+    assert not busy()
+    # a waiter is told who holds it
+    fd = os.open(lock_path(db), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    told = []
+    import threading
+
+    def release():
+        import time
+
+        time.sleep(0.3)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+    threading.Thread(target=release).start()
+    with warehouse_lock(db, on_wait=told.append):
+        pass
+    os.close(fd)
+    assert "held by pid" in told[0] and told[1].startswith("got the warehouse lock after")
+    with warehouse_lock(":memory:"):  # nothing to share
+        pass

@@ -9,12 +9,13 @@ from ..data.aces_tasks import label_window_violations
 from ..specs import Project
 from ..text.contexts import context_violations
 from .aces import CONTEXTS, LABELS, RECIPE_CONTEXTS, aces_rows, tokens_assets
-from .checks import NOT_MATERIALIZED, run_partition_check
+from .checks import NOT_MATERIALIZED, cohort_check, run_partition_check
 from .io import read_table_or_none
 
 
 def aces_label_checks(project: Project) -> list[dg.AssetChecksDefinition]:
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset=LABELS,
         blocking=True,
         description="Every ACES label window starts after its prediction time (an event the model may read never "
@@ -38,7 +39,7 @@ def aces_label_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 
         return run_partition_check(context, project, one)
 
-    @dg.asset_check(asset=LABELS, blocking=True, description="Every ACES label row carries its subject's split.")
+    @cohort_check(project, asset=LABELS, blocking=True, description="Every ACES label row carries its subject's split.")
     def aces_label_splits_match_subjects(context: AssetCheckExecutionContext, warehouse: DuckDBResource):
         def one(key):
             lab = aces_rows(warehouse, LABELS, key)
@@ -59,7 +60,8 @@ def aces_label_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 def aces_context_check(project: Project) -> dg.AssetChecksDefinition:
     recipe_tokens = tokens_assets(project)
 
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset=CONTEXTS,
         name="no_future_in_context",
         blocking=True,

@@ -13,6 +13,7 @@
 """
 
 import time
+import warnings
 
 import dagster as dg
 import numpy as np
@@ -34,7 +35,7 @@ from ..eval.resample import subject_draws
 from ..specs import Project
 from ..versions import digest, frame_version
 from ..warehouse import replace_partitions
-from .io import POOL, clear_rows, load_embeddings, read_table, read_table_or_none, tag_partition, write_table
+from .io import clear_rows, load_embeddings, read_table, read_table_or_none, tag_partition, write_table
 from .metadata import meta_table, png_md
 from .resources import ArtifactStore, Compute
 from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version
@@ -52,7 +53,7 @@ def benchmark_options(project: Project) -> dict:
 CHANCE_CHECK = "recipes_beat_chance"
 
 
-def _chance_check(scored) -> dg.AssetCheckResult:
+def _chance_check(scored, partition: str) -> dg.AssetCheckResult:
     """``recipes_beat_chance``: every trained recipe's mean headline metric over the tasks where the count baseline
     beats chance has its CI above 0.5 (:mod:`ehr_assets.eval.chance`); fails naming the recipes that do not."""
     table = chance.chance_table(scored)
@@ -62,11 +63,25 @@ def _chance_check(scored) -> dg.AssetCheckResult:
         check_name=CHANCE_CHECK,
         passed=not failed,
         metadata={
+            "partition": partition,
             "problems": dg.MetadataValue.md("\n".join(f"- {r} is not above chance" for r in failed) or "none"),
             "tasks": ", ".join(f"{g.task}@{g.horizon}d" for g in tasks) or "none: no task beats chance by counting",
             "recipes": meta_table(table),
         },
     )
+
+
+def chance_check_spec(partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+    """The spec of ``recipes_beat_chance``, partitioned like its asset (each result tied to its cohort partition)."""
+    with warnings.catch_warnings():  # partitioned checks are a preview feature of Dagster 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            CHANCE_CHECK,
+            asset=keys.PAIRED_DIFFERENCES,
+            partitions_def=partitions,
+            description="Every trained recipe beats chance (CI above 0.5) on the tasks where the count baseline does: "
+            "a broken embedding path (wrong position, rows out of order) sits at chance.",
+        )
 
 
 def paired_differences_asset(
@@ -80,16 +95,8 @@ def paired_differences_asset(
         kinds={"duckdb"},
         deps=metric_assets,
         partitions_def=partitions,
-        pool=POOL,
         **benchmark_options(project),
-        check_specs=[
-            dg.AssetCheckSpec(
-                CHANCE_CHECK,
-                asset=keys.PAIRED_DIFFERENCES,
-                description="Every trained recipe beats chance (CI above 0.5) on the tasks where the count baseline "
-                "does: a broken embedding path (wrong position, rows out of order) sits at chance.",
-            )
-        ],
+        check_specs=[chance_check_spec(partitions)],
     )
     def paired_differences(context: AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         """Each recipe minus the count baseline and minus sft (AUROC / Harrell's C), per task and horizon and pooled
@@ -119,7 +126,7 @@ def paired_differences_asset(
         return dg.MaterializeResult(
             data_version=data_version(frame_version(table)),
             metadata=md,
-            check_results=[_chance_check([g for g in scored if not g.too_few])],
+            check_results=[_chance_check([g for g in scored if not g.too_few], key)],
         )
 
     return paired_differences
@@ -163,7 +170,6 @@ def latent_dynamics_asset(project: Project, partitions: dg.PartitionsDefinition)
         kinds={"duckdb", "sklearn"},
         deps=deps,
         partitions_def=partitions,
-        pool=POOL,
         **BENCHMARK,
     )
     def latent_dynamics(
@@ -240,12 +246,7 @@ def summary_asset(project: Project, partitions: dg.PartitionsDefinition, metric_
     deps = [*metric_assets, keys.PAIRED_DIFFERENCES, keys.LATENT_DYNAMICS]
 
     @dg.asset(
-        group_name="evaluation",
-        kinds={"duckdb"},
-        deps=deps,
-        partitions_def=partitions,
-        pool=POOL,
-        **benchmark_options(project),
+        group_name="evaluation", kinds={"duckdb"}, deps=deps, partitions_def=partitions, **benchmark_options(project)
     )
     def benchmark_summary(
         context: AssetExecutionContext, warehouse: DuckDBResource, artifacts: ArtifactStore

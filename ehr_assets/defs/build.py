@@ -227,8 +227,8 @@ def build(
         out(f"[{tag}] --select {select!r} selects no asset that can be materialized")
         return 2
     recover(instance, out=out, tag=tag)  # runs killed earlier: marked failed, their pool slots freed
-    changed = observe_declarations(instance, project, _declared(graph))
-    _say_changed(changed, tag, out)
+    changed = observe_declarations(instance, project, declared_names(graph))
+    say_changed(changed, tag, out)
     t_all = time.perf_counter()
     for wave in range(1, MAX_WAVES + 1):
         p = plan(instance, graph, selected, parts, force=force and wave == 1)
@@ -247,7 +247,7 @@ def build(
     return 0
 
 
-def _say_changed(changed, tag: str, out) -> None:
+def say_changed(changed, tag: str, out) -> None:
     """One wrapped line: which declared parts changed, in which partitions (or that they were first observed)."""
     if not changed:
         return
@@ -262,7 +262,7 @@ def _say_changed(changed, tag: str, out) -> None:
         out(line)
 
 
-def _declared(graph) -> tuple[str, ...]:
+def declared_names(graph) -> tuple[str, ...]:
     return tuple(k.path[-1] for k in graph.get_all_asset_keys() if k.path[0] == GROUP and len(k.path) == 2)
 
 

@@ -1,13 +1,17 @@
-"""Asset checks: the project's data tests, run after each materialization and on demand from the UI.
+"""Asset checks: the project's data tests, run after each materialization of their asset.
 
-Blocking checks stop downstream assets in the same run. Two training-health checks only warn (severity WARN, not
-blocking): ``jepa_beats_mean_predictor`` on each JEPA recipe's checkpoint and ``effective_rank_floor`` on each
-recipe's embeddings (rules in :mod:`ehr_assets.stats`). In a partitioned run a check reads only the partition being
-materialized; run on its own (the UI's "Execute check", or a check-only job without a partition) it checks every
-cohort partition present in the warehouse and reports per partition.
+Blocking checks stop downstream assets in the same run. The training-health checks only warn (severity WARN, not
+blocking; :mod:`.health_checks`). In a partitioned run a check reads only the partition being
+materialized; in a check-only run without a partition (Dagster 1.13 runs no check-only run for one partition) it
+checks every cohort partition present in the warehouse and names the failing ones.
+
+Every check is partitioned like its asset (Dagster's partitioned asset checks): each result is recorded for the
+cohort partition it checked (the UI's checks tab: a partition column, a Partitions view), the result's metadata names
+it (``partition``), and its numbers carry it in their keys (``rows [msk]``), so each metadata plot shows one
+partition.
 """
 
-import json
+import warnings
 from collections.abc import Callable
 
 import dagster as dg
@@ -20,10 +24,7 @@ from ..data import cohort as cohort_stage
 from ..eval.oracle import ORACLES
 from ..specs import Project
 from ..stats import (
-    JEPA_NORM_CEILING,
     effective_rank,
-    effective_rank_problems,
-    jepa_mean_predictor_problems,
 )
 from ..text import tokenizers
 from ..text.contexts import context_violations
@@ -38,7 +39,32 @@ EMBEDDING_STD_FLOOR = 1e-4
 PartitionCheck = Callable[[str], tuple[list[str], dict]]
 
 
-def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
+def cohort_check(project: Project, **kw):
+    """``dg.asset_check(**kw)`` partitioned by the project's cohorts, like the asset it checks: each result is tied to
+    the partition it checked (partitioned checks are a preview feature of Dagster 1.13; its warning is silenced)."""
+    partitions = dg.StaticPartitionsDefinition(project.partition_keys)
+
+    def decorate(fn):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.PreviewWarning)
+            return dg.asset_check(partitions_def=partitions, **kw)(fn)
+
+    return decorate
+
+
+def per_partition(metadata: dict, partition: str) -> dict:
+    """``metadata`` with every number under ``<key> [<partition>]``: the UI plots each numeric key of a check over
+    time, whatever partition a result belongs to, so a plot per partition keeps cohorts of different sizes apart."""
+    numeric = (int, float, np.integer, np.floating)
+    return {
+        f"{k} [{partition}]" if isinstance(v, numeric) and not isinstance(v, bool) else k: v
+        for k, v in metadata.items()
+    }
+
+
+def _result(problems: list[str], partition: str | None = None, **metadata) -> dg.AssetCheckResult:
+    if partition is not None:
+        metadata = {"partition": partition, **per_partition(metadata, partition)}
     md = {"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"), **metadata}
     return dg.AssetCheckResult(passed=not problems, metadata=md)
 
@@ -60,8 +86,8 @@ def _run(context: AssetCheckExecutionContext, project: Project, one: PartitionCh
     if len(keys) == 1 and context.has_partition_key:
         problems, md = one(keys[0])
         if problems == [NOT_MATERIALIZED]:
-            return _result([], note=f"partition {keys[0]!r} has no rows to check")
-        return _result(problems, **md)
+            return _result([], partition=keys[0], note=f"partition {keys[0]!r} has no rows to check")
+        return _result(problems, partition=keys[0], **md)
     problems, checked = [], []
     for key in keys:
         p, _ = one(key)
@@ -87,8 +113,11 @@ run_partition_check = _run  # public name for the checks of other modules (ehr_a
 def cohort_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     """The MEDS schema of ``cohort_events`` and the disjoint splits of ``subjects``."""
 
-    @dg.asset_check(
-        asset="cohort_events", blocking=True, description="Events conform to the MEDS DataSchema (meds package)."
+    @cohort_check(
+        project,
+        asset="cohort_events",
+        blocking=True,
+        description="Events conform to the MEDS DataSchema (meds package).",
     )
     def meds_schema(context: AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
         def one(key):
@@ -99,7 +128,7 @@ def cohort_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 
         return _run(context, project, one)
 
-    @dg.asset_check(asset="subjects", blocking=True, description="Every subject is in exactly one split.")
+    @cohort_check(project, asset="subjects", blocking=True, description="Every subject is in exactly one split.")
     def split_disjointness(context: AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
         def one(key):
             subj = read_table_or_none(warehouse, "subjects", key)
@@ -115,7 +144,8 @@ def cohort_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 def context_check(project: Project) -> dg.AssetChecksDefinition:
     """The leakage check of the shared default tokenization (``node_contexts``)."""
 
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset="node_contexts",
         blocking=True,
         description="No token a model reads for a decision node comes from an event after its prediction time.",
@@ -144,7 +174,8 @@ def context_check(project: Project) -> dg.AssetChecksDefinition:
 def label_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     """Labels never come from the context, and every label row carries its subject's split."""
 
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset="task_labels",
         blocking=True,
         description="Every outcome that sets a label lies strictly after the prediction time (never in the context).",
@@ -162,7 +193,8 @@ def label_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 
         return _run(context, project, one)
 
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset="task_labels",
         blocking=True,
         description="Every label row carries its subject's split (so a probe fit on 'train' rows sees train subjects "
@@ -194,8 +226,6 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
     held-out-only scoring for every probe-metrics asset."""
     checks = [*cohort_checks(project), context_check(project), *label_checks(project)]
     checks += [_collapse_check(project, recipe) for recipe in project.recipes]
-    checks += [_rank_floor_check(project, r) for r in project.recipes.values()]
-    checks += [_jepa_learning_check(project, r.name) for r in project.recipes.values() if r.uses_jepa]
     tokens_assets = dict.fromkeys(k for k in map(project.tokens_asset, project.recipes) if k)
     checks += [_recipe_context_check(project, tokens_key) for tokens_key in tokens_assets]
     checks += [_held_out_check(project, name) for name in [*project.recipes, keys.COUNT_BASELINE, *ORACLES]]
@@ -203,7 +233,8 @@ def build_checks(project: Project) -> list[dg.AssetChecksDefinition]:
 
 
 def _held_out_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset=keys.probe_metrics(recipe),
         name="scored_on_held_out_only",
         blocking=True,
@@ -239,7 +270,8 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
     root = project.recipes[keys.parse(tokens_key)[0]]
     text_table = text_table_of(root.format)
 
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset=tokens_key,
         name="no_future_in_context",
         blocking=True,
@@ -294,7 +326,8 @@ def _recipe_context_check(project: Project, tokens_key: str) -> dg.AssetChecksDe
 
 
 def _collapse_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+    @cohort_check(
+        project,
         asset=keys.embeddings(recipe),
         name="not_collapsed",
         blocking=True,
@@ -330,54 +363,3 @@ def collapse_problems(emb: np.ndarray, floor: float = EMBEDDING_STD_FLOOR) -> tu
         "effective_rank": round(effective_rank(emb), 2) if finite else float("nan"),
         "dims": int(emb.shape[1]),
     }
-
-
-# ------------------------------------------------------------------------------------------ WARN: training health
-def _warn(result: dg.AssetCheckResult) -> dg.AssetCheckResult:
-    """``result`` at WARN severity: a failure shows in the UI and the run's events but stops nothing."""
-    return dg.AssetCheckResult(passed=result.passed, severity=dg.AssetCheckSeverity.WARN, metadata=result.metadata)
-
-
-def _rank_floor_check(project: Project, recipe) -> dg.AssetChecksDefinition:
-    floor = recipe.embedding.min_effective_rank
-    rule = f"{floor}" if floor is not None else "max(2, dims / 32)"
-
-    @dg.asset_check(
-        asset=keys.embeddings(recipe.name),
-        name="effective_rank_floor",
-        blocking=False,
-        description=f"WARN when the effective rank of the node embeddings is under {rule} "
-        "(embedding.min_effective_rank): they span too few directions to carry much of the patient state.",
-    )
-    def effective_rank_floor_check(context: AssetCheckExecutionContext, artifacts: ArtifactStore):
-        def one(key):
-            folder = artifacts.path(keys.embeddings(recipe.name), key)
-            if not (folder / "embeddings.safetensors").exists():
-                return [NOT_MATERIALIZED], {}
-            emb, _ = load_embeddings(folder)
-            return effective_rank_problems(emb, floor)
-
-        return _warn(_run(context, project, one))
-
-    return effective_rank_floor_check
-
-
-def _jepa_learning_check(project: Project, recipe: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=keys.checkpoint(recipe),
-        name="jepa_beats_mean_predictor",
-        blocking=False,
-        description=f"WARN when the normalized JEPA loss (MSE / the targets' variance at masked positions) ends at or "
-        f"above {JEPA_NORM_CEILING}: 1.0 is what predicting the targets' mean scores, so the predictor learned little "
-        "about the masked future.",
-    )
-    def jepa_beats_mean_predictor(context: AssetCheckExecutionContext, artifacts: ArtifactStore):
-        def one(key):
-            log = artifacts.path(keys.checkpoint(recipe), key) / "train_log.json"
-            if not log.is_file():
-                return [NOT_MATERIALIZED], {}
-            return jepa_mean_predictor_problems(json.loads(log.read_text()).get("loss_curve", []))
-
-        return _warn(_run(context, project, one))
-
-    return jepa_beats_mean_predictor

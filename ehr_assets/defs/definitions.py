@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from .. import keys
 from ..eval.oracle import ORACLES
@@ -21,10 +20,11 @@ from .benchmark import latent_dynamics_asset, paired_differences_asset, summary_
 from .checks import build_checks
 from .cohort import build_cohort_assets
 from .evaluation import count_baseline_asset, latent_asset, oracle_asset, oracle_metric_assets
+from .health_checks import health_checks
 from .recipes import build_recipe_assets
 from .recovery import dead_runs_sensor, guarded
 from .reporting import cross_disease_report_asset, label_files_asset, prediction_files_asset
-from .resources import ArtifactStore, Compute, Trainer
+from .resources import ArtifactStore, Compute, Trainer, Warehouse
 from .sequences import build_sequence_assets
 from .study import study_report_asset
 from .versioning import DECLARATIONS, automation_sensor, declaration_assets, declarations_sensor
@@ -47,16 +47,27 @@ REPORT_JOB = "cross_disease_report_job"
 
 
 def pick_executor():
-    """``EHR_EXECUTOR=k8s``: dagster-k8s's ``k8s_job_executor`` (each step in its own pod; README "Scaling out"),
-    else the local forkserver multiprocess executor."""
+    """``EHR_EXECUTOR=k8s``: dagster-k8s's ``k8s_job_executor`` (each step in its own pod; README "Scaling out");
+    ``in_process``: every step of a run in the run's process, one after another (no process start per step: for
+    small machines, tests and runs of many short steps); else the local forkserver multiprocess executor."""
     choice = os.environ.get("EHR_EXECUTOR", "multiprocess")
     if choice == "k8s":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor
+    if choice == "in_process":
+        return guarded(dg.in_process_executor)
     if choice != "multiprocess":
-        raise ValueError(f"EHR_EXECUTOR must be 'multiprocess' or 'k8s', got {choice!r}")
+        raise ValueError(f"EHR_EXECUTOR must be 'multiprocess', 'in_process' or 'k8s', got {choice!r}")
     return EXECUTOR
+
+
+def pick_sensors(project: Project, declared: tuple[str, ...]) -> list:
+    """The project's sensors; none with ``EHR_SENSORS=off`` (the daemon ``python -m ehr_assets.backfill`` starts
+    runs the backfill's runs only, no automation)."""
+    if os.environ.get("EHR_SENSORS", "on") == "off":
+        return []
+    return [declarations_sensor(project, declared), automation_sensor(), dead_runs_sensor()]
 
 
 def build_definitions(
@@ -105,12 +116,16 @@ def build_definitions(
     declared = declared_parts(project)
     return dg.Definitions(
         assets=[*declaration_assets(project, partitions, declared), *assets],
-        sensors=[declarations_sensor(project, declared), automation_sensor(), dead_runs_sensor()],
-        asset_checks=build_checks(project) + (build_aces_checks(project) if has_aces(project) else []),
+        sensors=pick_sensors(project, declared),
+        asset_checks=[
+            *build_checks(project),
+            *health_checks(project),
+            *(build_aces_checks(project) if has_aces(project) else []),
+        ],
         jobs=jobs,
         executor=pick_executor(),
         resources={
-            "warehouse": DuckDBResource(database=str(warehouse_path)),
+            "warehouse": Warehouse(database=str(warehouse_path)),
             "artifacts": ArtifactStore(root=str(artifact_root)),
             "trainer": trainer or Trainer(launcher=os.environ.get("EHR_TRAINER_LAUNCHER", "in_process")),
             "compute": Compute(),

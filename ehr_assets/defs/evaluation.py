@@ -21,7 +21,7 @@ from ..specs import Project
 from ..versions import digest, frame_version, recipe_declaration
 from ..warehouse import replace_partitions
 from .aces import aces_deps, all_labels, prediction_nodes
-from .io import POOL, clear_rows, load_embeddings, read_table, write_table
+from .io import clear_rows, load_embeddings, read_table, write_table
 from .metadata import meta_table, utc_now
 from .resources import ArtifactStore, Compute
 from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version, declaration_key
@@ -72,7 +72,6 @@ def probe_metrics_asset(project: Project, name: str, partitions: dg.PartitionsDe
         kinds={"duckdb", "sklearn"},
         deps=[emb_key, "task_labels", *aces_deps(project)],
         partitions_def=partitions,
-        pool=POOL,
         code_version=code_version(
             "probes", probe_declaration(project, recipe_declaration(project, name, keys.PROBE_METRICS))
         ),
@@ -102,7 +101,6 @@ def count_baseline_asset(project: Project, partitions: dg.PartitionsDefinition) 
         kinds={"duckdb", "sklearn"},
         deps=["task_labels", "decision_nodes", "cohort_table", "subjects", *aces_deps(project)],
         partitions_def=partitions,
-        pool=POOL,
         code_version=code_version("probes", probe_declaration(project)),
         automation_condition=FOLLOWS_DECLARATIONS,
     )
@@ -127,7 +125,6 @@ def latent_asset(project: Project, partitions: dg.PartitionsDefinition) -> dg.As
         kinds={"duckdb"},
         deps=[declaration_key("cohort_source")],  # the simulator's declared profile, size and seed
         partitions_def=partitions,
-        pool=POOL,
         code_version=code_version("probes"),
         automation_condition=FOLLOWS_DECLARATIONS,
     )
@@ -166,7 +163,6 @@ def oracle_asset(project: Project, variant: str, partitions: dg.PartitionsDefini
         kinds={"duckdb", "sklearn"},
         deps=[LATENT_TABLE, "decision_nodes", "task_labels", *aces_deps(project)],
         partitions_def=partitions,
-        pool=POOL,
         code_version=code_version("probes", probe_declaration(project)),
         automation_condition=FOLLOWS_DECLARATIONS,
         description=f"The recipes' probes on the true latent state at each decision node ({', '.join(columns)}): "

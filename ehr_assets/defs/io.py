@@ -7,7 +7,10 @@ from dagster_duckdb import DuckDBResource
 
 from ..warehouse import atomic_dir, ident, read_partition, read_recipe_tokens, replace_partition, table_exists
 
-POOL = "duckdb"  # steps that write the warehouse; dagster_home/dagster.yaml limits this pool
+# The data-preparation steps (cohort, sequences, ACES: mostly warehouse reads and writes) run one at a time in the
+# pool "duckdb" (dagster.yaml); the one-writer rule itself is the lock every connection holds (Warehouse resource),
+# so training, embeddings, probes, the benchmark and the reports compute outside any pool and overlap.
+POOL = "duckdb"
 
 
 def tag_partition(df: pd.DataFrame, cohort: str, **extra) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from ..eval.oracle import ORACLES
 from ..specs import Project
 from ..versions import files_version, frame_version
 from ..warehouse import atomic_dir
-from .io import POOL, describe_missing, missing_metrics, read_table
+from .io import describe_missing, missing_metrics, read_table
 from .metadata import meta_table
 from .resources import ArtifactStore
 from .versioning import FOLLOWS_DECLARATIONS, code_version, data_version
@@ -94,7 +94,6 @@ def cross_disease_report_asset(project: Project, metric_assets: list[str]) -> dg
         group_name="reports",
         kinds={"duckdb"},
         deps=metric_assets,
-        pool=POOL,
         code_version=code_version("reports", unions),
         automation_condition=FOLLOWS_DECLARATIONS,
     )

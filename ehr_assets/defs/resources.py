@@ -1,15 +1,34 @@
-"""Dagster resources besides the warehouse (dagster-duckdb's ``DuckDBResource``): the artifact store, the trainer and
-the compute limits every step applies."""
+"""Dagster resources: the warehouse (dagster-duckdb's ``DuckDBResource`` holding the single-writer lock while a
+connection is open), the artifact store, the trainer and the compute limits every step applies."""
 
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 from pydantic import Field, PrivateAttr
 
 from ..threads import ThreadPolicy, apply, orchestrator_steps, resolve
-from ..warehouse import artifact_dir
+from ..warehouse import artifact_dir, warehouse_lock
+
+
+class Warehouse(DuckDBResource):
+    """The DuckDB warehouse; each connection holds :func:`ehr_assets.warehouse.warehouse_lock` while it is open.
+
+    DuckDB lets one process at a time open the file, so the lock (not a Dagster pool around the whole step) keeps
+    one writer: a step computes holding nothing and queues only for its reads and writes, whichever run it belongs
+    to. A step that waits says so at INFO, naming the holder."""
+
+    @contextmanager
+    def get_connection(self):
+        with warehouse_lock(self.database, on_wait=dg.get_dagster_logger().info):
+            with super().get_connection() as conn:
+                try:
+                    yield conn
+                finally:  # closed before the lock is released, also when the body raises
+                    conn.close()
 
 
 class Compute(dg.ConfigurableResource):

@@ -25,7 +25,6 @@ from ..eval.study_report import (
 from ..specs import Project
 from ..versions import digest, frame_version, study_declaration
 from ..warehouse import atomic_dir, ident, table_exists
-from .io import POOL
 from .metadata import meta_table, png_md
 from .reporting import require_metrics
 from .resources import ArtifactStore
@@ -92,7 +91,6 @@ def study_report_asset(project: Project, deps: list[str]) -> dg.AssetsDefinition
         group_name="reports",
         kinds={"duckdb", "markdown"},
         deps=[*deps, keys.LATENT_DYNAMICS, *checkpoints],
-        pool=POOL,
         code_version=code_version(
             "reports",
             {"study": study_declaration(project), "small_samples": project.settings.small_samples.model_dump()},

@@ -31,11 +31,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from .. import keys
-from ..warehouse import default_warehouse, read_partition, table_exists
+from ..warehouse import connect, default_warehouse, read_partition, table_exists
 from .benchmark import HEADLINE_METRICS, benchmark_wide, gap_summary, gap_table, recipe_order
 from .evidence import delta_report, latent_report, seeds_report
 from .fallbacks import count_fallbacks
@@ -70,7 +69,7 @@ def load_table(
     path = Path(warehouse)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no warehouse yet; run `make demo` or materialize the *_probe_metrics assets")
-    with duckdb.connect(str(path), read_only=True) as conn:
+    with connect(path, read_only=True) as conn:
         if not table_exists(conn, table):
             if optional:
                 return None

@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import keys
 from ..specs import RecipeSpec, SpecError, default_project_dir, load_project, load_spec, resolve_backbone_paths
 from ..threads import ThreadPolicy, apply, resolve
-from ..warehouse import atomic_dir, default_artifact_root, default_warehouse
+from ..warehouse import atomic_dir, connect, default_artifact_root, default_warehouse
 from ..warehouse import resume_dir as default_resume_dir
 from .data import TrainData, read_train_data
 from .loop import train
@@ -101,12 +101,10 @@ def load_data(args: argparse.Namespace, project_dir: Path, tokens_key: str | Non
     """The bundle of ``--data``, else the cohort's data in the warehouse (opened read-only)."""
     if args.data is not None:
         return TrainData.load(args.data)
-    import duckdb
-
     wh = Path(args.warehouse or default_warehouse(project_dir))
     if not wh.is_file():
         raise FileNotFoundError(f"{wh}: no warehouse; materialize the cohort's token_sequences first")
-    with duckdb.connect(str(wh), read_only=True) as conn:
+    with connect(wh, read_only=True) as conn:
         return read_train_data(conn, args.cohort, tokens_key, tok)
 
 

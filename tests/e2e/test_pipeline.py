@@ -320,6 +320,10 @@ def test_every_shipped_recipe_yields_its_assets_and_check(tmp_path):
         assert (f"{r.init_from}_checkpoint" in parents) == (r.init_from is not None)
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert {(f"{r}_embeddings", "not_collapsed") for r in project.recipes} <= checks
+    # every check is partitioned like the asset it checks: each result is recorded for the partition it checked
+    unpartitioned = [k for k in graph.asset_check_keys if graph.get(k).partitions_def is None]
+    assert not unpartitioned
+    assert all(graph.get(k).partitions_def == graph.get(k.asset_key).partitions_def for k in graph.asset_check_keys)
     report_parents = {k.to_user_string() for k in graph.get(dg.AssetKey("cross_disease_report")).parent_keys}
     assert report_parents == {f"{r}_probe_metrics" for r in project.recipes} | {
         "count_baseline_probe_metrics",

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ehr_assets import keys
-from ehr_assets.defs.checks import build_checks
+from ehr_assets.defs.health_checks import health_checks
 from ehr_assets.defs.io import save_embeddings
 from ehr_assets.defs.resources import ArtifactStore
 from ehr_assets.specs import load_project
@@ -101,7 +101,7 @@ def health_run(tmp_path_factory):
 
     checks = [
         c
-        for c in build_checks(project)
+        for c in health_checks(project)
         if any(k.name in HEALTH and k.asset_key.path[0].startswith("jepa_") for k in c.check_keys)
     ]
     assert len(checks) == 2
@@ -127,13 +127,27 @@ def test_health_checks_warn_and_stop_nothing(health_run):
     assert set(ev) == set(HEALTH)
     for name in HEALTH:
         assert ev[name].passed is False and ev[name].severity == dg.AssetCheckSeverity.WARN, name
-    assert ev["jepa_beats_mean_predictor"].metadata["normalized_jepa_loss_end"].value >= 0.9
+    assert ev["jepa_beats_mean_predictor"].metadata["normalized_jepa_loss_end [inspect]"].value >= 0.9
     assert "explains under 10 %" in ev["jepa_beats_mean_predictor"].metadata["problems"].value
-    assert ev["effective_rank_floor"].metadata["effective_rank"].value < 2.0
+    assert ev["effective_rank_floor"].metadata["effective_rank [inspect]"].value < 2.0
 
 
 def test_health_checks_pass_a_healthy_partition(health_run):
     ev = _evals(health_run["msk"])
     assert all(e.passed for e in ev.values()), {n: e.metadata for n, e in ev.items()}
-    assert ev["jepa_beats_mean_predictor"].metadata["normalized_jepa_loss_end"].value == pytest.approx(0.4)
-    assert ev["effective_rank_floor"].metadata["effective_rank"].value > 20
+    assert ev["jepa_beats_mean_predictor"].metadata["normalized_jepa_loss_end [msk]"].value == pytest.approx(0.4)
+    assert ev["effective_rank_floor"].metadata["effective_rank [msk]"].value > 20
+
+
+def test_check_results_are_tied_to_their_partition(health_run):
+    """Partitioned checks: Dagster records each result for the cohort partition it checked (the UI's checks tab shows
+    it per partition), the metadata names it, and each number's key carries it (so each plot shows one partition)."""
+    for key, result in health_run.items():
+        evals = result.get_asset_check_evaluations()
+        assert len(evals) == len(HEALTH)
+        for e in evals:
+            assert e.partition == key, (e.check_name, e.partition)
+            assert e.metadata["partition"].value == key
+            # numbers carry the partition in their keys: the UI's plot of a key then shows one partition
+            numbers = [k for k, v in e.metadata.items() if isinstance(v.value, (int, float))]
+            assert numbers and all(k.endswith(f" [{key}]") for k in numbers), (e.check_name, numbers)
