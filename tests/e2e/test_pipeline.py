@@ -16,7 +16,7 @@ from ehr_assets.definitions import PIPELINE_JOB, REPORT_JOB, build_definitions
 from ehr_assets.specs import load_project
 from ehr_assets.warehouse import replace_partition
 
-from ..conftest import REPO
+from ..conftest import REPO, run_checks
 
 PARTITION = "inspect"
 TRAINED = {"sft", "jepa", "sft_seed1"}  # sft and jepa, and a training-seed replicate of sft
@@ -221,15 +221,14 @@ def test_leaking_table_fails_the_leakage_check(built):
         leaky.loc[leaky.index[:5], "context_end"] = leaky.loc[leaky.index[:5], "n_tokens"]  # read the whole future
         replace_partition(c, "node_contexts", leaky, {"cohort": PARTITION})
     try:
-        # a check-only run (the UI's "Execute check") checks every partition present in the warehouse
-        check_job = dg.define_asset_job("leak", selection=dg.AssetSelection.checks_for_assets("node_contexts"))
-        job = dg.Definitions.merge(defs, dg.Definitions(jobs=[check_job])).resolve_job_def("leak")
-        res = job.execute_in_process(instance=instance, raise_on_error=False)
+        # a check-only run for the partition (the checks are partitioned like their assets)
+        res = run_checks(defs, instance, "node_contexts", PARTITION)
         ev = {e.check_name: e for e in res.get_asset_check_evaluations()}
         assert ev["no_future_in_context"].passed is False
         text = ev["no_future_in_context"].metadata["problems"].value
-        assert f"[{PARTITION}] 5 of {len(ctx)} decision nodes read events after their prediction time" in text
-        assert ev["no_future_in_context"].metadata["partitions_checked"].value == PARTITION
+        assert f"5 of {len(ctx)} decision nodes read events after their prediction time" in text
+        assert ev["no_future_in_context"].partition == PARTITION
+        assert ev["no_future_in_context"].metadata["partition"].value == PARTITION
     finally:
         with duckdb.connect(str(db)) as c:
             replace_partition(c, "node_contexts", ctx, {"cohort": PARTITION})
@@ -407,25 +406,12 @@ def test_predictions_outside_held_out_fail_the_blocking_check(built):
         bad.loc[bad.index[:3], "subject_id"] = train_id
         replace_partition(c, "probe_predictions", bad, {"cohort": PARTITION, "recipe": "sft"})
     try:
-        job = dg.Definitions.merge(
-            defs,
-            dg.Definitions(
-                jobs=[
-                    dg.define_asset_job(
-                        "held", selection=dg.AssetSelection.checks_for_assets("sft_probe_metrics", "jepa_probe_metrics")
-                    )
-                ]
-            ),
-        )
-        res = job.resolve_job_def("held").execute_in_process(instance=instance, raise_on_error=False)
+        res = run_checks(defs, instance, ["sft_probe_metrics", "jepa_probe_metrics"], PARTITION)
         ev = {(e.asset_key.to_user_string(), e.check_name): e for e in res.get_asset_check_evaluations()}
         assert ("sft_probe_metrics", "scored_on_held_out_only") in ev, (list(ev), res.success)
         sft = ev[("sft_probe_metrics", "scored_on_held_out_only")]
         assert sft.passed is False
-        assert (
-            f"[{PARTITION}] 3 of {len(preds)} predictions are for subjects outside held_out"
-            in sft.metadata["problems"].value
-        )
+        assert f"3 of {len(preds)} predictions are for subjects outside held_out" in sft.metadata["problems"].value
         assert ev[("jepa_probe_metrics", "scored_on_held_out_only")].passed is True
     finally:
         with duckdb.connect(str(db)) as c:
@@ -611,22 +597,16 @@ def test_tampered_labels_fail_both_label_checks(built):
         bad.loc[other, "split"] = "held_out"
         replace_partition(c, "task_labels", bad, {"cohort": PARTITION})
     try:
-        job = dg.Definitions.merge(
-            defs,
-            dg.Definitions(
-                jobs=[dg.define_asset_job("labels", selection=dg.AssetSelection.checks_for_assets("task_labels"))]
-            ),
-        )
-        res = job.resolve_job_def("labels").execute_in_process(instance=instance, raise_on_error=False)
+        res = run_checks(defs, instance, "task_labels", PARTITION)
         ev = {e.check_name: e for e in res.get_asset_check_evaluations()}
         assert ev["labels_after_prediction_time"].passed is False
         assert (
-            f"[{PARTITION}] 2 labels set by an outcome at or before the prediction time"
+            "2 labels set by an outcome at or before the prediction time"
             in ev["labels_after_prediction_time"].metadata["problems"].value
         )
         assert ev["label_splits_match_subjects"].passed is False
         assert (
-            f"[{PARTITION}] 3 label rows whose split differs from their subject's split"
+            "3 label rows whose split differs from their subject's split"
             in ev["label_splits_match_subjects"].metadata["problems"].value
         )
     finally:

@@ -26,6 +26,7 @@ from ehr_assets.text.smb_v1 import smb_v1_text
 from ehr_assets.text.tokenizers import encode, load_tokenizer_folder
 from ehr_assets.warehouse import replace_partition
 
+from ..conftest import run_checks
 from ..real_data import CT_CODE, save_tiny_llama, write_cbioportal_study, write_meds_dataset
 
 
@@ -296,18 +297,10 @@ def test_a_context_reading_past_its_node_fails_the_recipe_leakage_check(run):
         leaky.loc[leaky.index[:4], "context_char_end"] = leaky.loc[leaky.index[:4], "n_chars"]  # the whole text
         replace_partition(c, "recipe_node_contexts", leaky, where)
     try:
-        job = dg.define_asset_job("leak", selection=dg.AssetSelection.checks_for_assets("frozen_smb_tokens"))
-        res = (
-            dg.Definitions.merge(run["defs"], dg.Definitions(jobs=[job]))
-            .resolve_job_def("leak")
-            .execute_in_process(instance=run["instance"], raise_on_error=False)
-        )
+        res = run_checks(run["defs"], run["instance"], "frozen_smb_tokens", "inspect")
         [e] = res.get_asset_check_evaluations()
         assert e.passed is False
-        assert (
-            f"[inspect] 4 of {len(ctx)} decision nodes read events after their prediction time"
-            in e.metadata["problems"].value
-        )
+        assert f"4 of {len(ctx)} decision nodes read events after their prediction time" in e.metadata["problems"].value
     finally:
         with duckdb.connect(str(db)) as c:
             replace_partition(c, "recipe_node_contexts", ctx, where)
@@ -334,16 +327,11 @@ def test_context_ids_holding_later_tokens_fail_the_recipe_leakage_check(run):
             leaky.at[i, "context_ids"] = [int(x) for x in full[leaky.at[i, "subject_id"]]]
         replace_partition(c, "recipe_node_contexts", leaky, where)
     try:
-        job = dg.define_asset_job("leak_ids", selection=dg.AssetSelection.checks_for_assets("frozen_smb_tokens"))
-        res = (
-            dg.Definitions.merge(run["defs"], dg.Definitions(jobs=[job]))
-            .resolve_job_def("leak_ids")
-            .execute_in_process(instance=run["instance"], raise_on_error=False)
-        )
+        res = run_checks(run["defs"], run["instance"], "frozen_smb_tokens", "inspect")
         [e] = res.get_asset_check_evaluations()
         assert e.passed is False
         text = e.metadata["problems"].value
-        assert f"[inspect] 3 of {len(ctx)} decision nodes' context_ids are not their context text's tokens" in text
+        assert f"3 of {len(ctx)} decision nodes' context_ids are not their context text's tokens" in text
         assert "read events after their prediction time" not in text  # the offsets were left right
     finally:
         with duckdb.connect(str(db)) as c:
