@@ -74,6 +74,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "eval/plots.py",
         "eval/evidence.py",
         "eval/health.py",
+        "eval/render.py",
+        "eval/summary.py",
         "defs/study.py",
         "defs/reporting.py",
     ),
