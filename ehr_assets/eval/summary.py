@@ -89,7 +89,7 @@ def next_steps(results_dir: str | Path | None = None) -> list[str]:
         "    (--cohort, --recipe, --task to narrow it; --format csv for every metric as CSV)",
     ]
     if results_dir is not None:
-        lines.append(f"  the same tables and the plots as files: {results_dir}/ (index in README.txt)")
+        lines += ["  the same tables and the plots as files (index in README.txt):", f"    {results_dir}/"]
     return lines
 
 
@@ -124,7 +124,8 @@ def summary_text(
     ]
     gaps = long[(long["statistic"] == "gap_closed") & long["recipe"].isin(trained)]
     if len(gaps):
-        out += ["", "Gap to the oracle closed (0 = counting codes, 1 = the oracle; same tasks):", ""]
+        out += ["", "Gap to the oracle closed at long horizons (0 = counting codes, 1 = the oracle; tasks with a gap):"]
+        out.append("")
         shown = [r for r in trained if r in set(gaps["recipe"])]
         out.append(fit_columns(_pivot(gaps, cohorts, shown), ["recipe"], WIDTH, render=aligned))
     deltas = long[(long["statistic"] == "delta") & (long["reference"] == SFT) & long["recipe"].isin(trained)]

@@ -702,7 +702,7 @@ def test_the_demo_ends_with_forty_short_lines_whose_verdicts_follow_the_paired_c
     assert {"summary.txt", "report.md", "wide.txt", "delta.txt", "probe_metrics.csv", "README.txt"} <= files
     assert {f"auroc_by_horizon_{c}.png" for c in ("msk", "inspect", "combined")} <= files
     saved = (db.parent / "results" / "summary.txt").read_text().splitlines()
-    assert saved[:-1] == lines[:-1] and lines[-1].endswith("results/ (index in README.txt)")  # but for its path
+    assert saved[:-1] == lines[:-1] and lines[-1].endswith("results/")  # but for its path
 
 
 def test_the_report_job_answers_the_declared_study(cross_disease):

@@ -113,7 +113,7 @@ def test_the_summary_fits_forty_lines_of_a_hundred_and_says_what_each_ci_says():
     ]
     r = means.loc["sft"]
     assert f"{r.estimate:.3f} [{r.ci_low:.2f}, {r.ci_high:.2f}]" in auroc[2]
-    assert "make ui" in text and "http://127.0.0.1:3000" in text and "res/" in text
+    assert "make ui" in text and "http://127.0.0.1:3000" in text and "    res/" in lines
 
 
 def test_a_bigger_project_still_fits_and_leaves_the_seeds_out():
