@@ -76,6 +76,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "eval/health.py",
         "eval/render.py",
         "eval/summary.py",
+        "eval/results.py",
         "defs/study.py",
         "defs/reporting.py",
     ),

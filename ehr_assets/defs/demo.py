@@ -6,7 +6,7 @@ Runs are recorded in the instance, so they show in the UI (`dagster dev`) afterw
 the ``smb_pipeline`` job (in-process: on two cores a subprocess per step costs more than it buys), then the
 unpartitioned ``cross_disease_report`` runs over all partitions. The demo ends with the summary of
 ``python -m ehr_assets.report --format summary`` (at most 40 lines of 100 characters) and writes every table and
-plot to ``results/`` beside the warehouse (:func:`ehr_assets.eval.report.write_results`).
+plot to ``results/`` beside the warehouse (:func:`ehr_assets.eval.results.write_results`).
 """
 
 import argparse
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..eval.report import summary, write_results
+from ..eval.report import summary
+from ..eval.results import write_results
 from ..specs import Project, default_project_dir, load_project
 from ..warehouse import default_artifact_root, default_home, default_warehouse
 from .build import build

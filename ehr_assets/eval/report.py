@@ -28,7 +28,8 @@ Markdown tables (for notes). Every format but ``csv`` fits :data:`~ehr_assets.ev
 (wide tables are split into column blocks). An unknown ``--cohort``, ``--recipe`` or ``--task`` exits with status 2
 and lists the valid ones. The warehouse is opened read-only.
 
-:func:`write_results` writes every table and plot to a folder (the demo's ``results/`` beside the warehouse).
+:func:`ehr_assets.eval.results.write_results` writes every table and plot to a folder (the demo's ``results/``
+beside the warehouse).
 The command is ``python -m ehr_assets.report`` (a forwarding module); the first line of this docstring is its
 ``--help`` description. :func:`markdown_table` is the small Markdown rendering the Dagster layer uses for metadata
 tables.
@@ -44,14 +45,14 @@ import duckdb
 import pandas as pd
 
 from .. import keys
-from ..warehouse import atomic_dir, default_warehouse, read_partition, table_exists
+from ..warehouse import default_warehouse, read_partition, table_exists
 from .benchmark import HEADLINE_METRICS, benchmark_wide, gap_summary, gap_table, recipe_order
 from .evidence import delta_report, latent_report, pooled_table, seeds_report
 from .fallbacks import count_fallbacks
 from .health import health_report, training_health, uses_jepa
 from .render import fit_columns, per_cohort
 from .small_samples import cell as too_few_cell
-from .summary import summary_text
+from .summary import results_dir, summary_text
 
 __all__ = [
     "COLUMNS",
@@ -65,10 +66,9 @@ __all__ = [
     "main",
     "markdown_report",
     "markdown_table",
-    "results_dir",
+    "project_or_none",
     "summary",
     "wide_table",
-    "write_results",
 ]
 
 COLUMNS = ["cohort", "recipe", "task", "horizon_days", "metric", "value", "ci_low", "ci_high", "n", "n_pos", "too_few"]
@@ -117,7 +117,7 @@ def load_metrics(warehouse: str | Path, cohort: str | None = None, recipe: str |
     return df
 
 
-def _project():
+def project_or_none():
     """The project of the current folder ($EHR_PROJECT_DIR or the repository), or None (said on stderr) when its
     declarations do not load: the recipes decide which runs have a JEPA loss."""
     from ..specs import SpecError, default_project_dir, load_project
@@ -142,7 +142,7 @@ def load_health(
     root = Path(artifacts) if artifacts else Path(warehouse).parent / "artifacts"
     if not root.is_dir():
         return None
-    project = project or _project()
+    project = project or project_or_none()
     if project is None:
         return None
     cohorts = [cohort] if cohort else None
@@ -256,91 +256,15 @@ def markdown_report(metrics: pd.DataFrame, paired: pd.DataFrame | None, health: 
     return "\n".join(out)
 
 
-def results_dir(warehouse: str | Path) -> Path:
-    """Where :func:`write_results` writes for ``warehouse``: ``results/`` beside it."""
-    return Path(warehouse).parent / "results"
-
-
 def summary(warehouse, artifacts=None, project=None, cohort=None, recipe=None, results: Path | None = None) -> str:
     """``--format summary`` (and the demo's ending) for the warehouse: :func:`ehr_assets.eval.summary.summary_text`
     of its ``paired_differences`` with the training health of ``project``'s runs (default: the current project)."""
     paired = load_table(warehouse, keys.PAIRED_DIFFERENCES, cohort, recipe)
-    project = project or _project()
+    project = project or project_or_none()
     health = load_health(warehouse, artifacts, cohort, project=project) if project is not None else None
     jepa = {r: uses_jepa(project, r) for r in paired["recipe"].unique()} if project is not None else None
     order = list(project.recipes) if project is not None else None
     return summary_text(paired, health, jepa, results, order)
-
-
-RESULT_FILES = {
-    "summary.txt": "the summary the demo ends with (python -m ehr_assets.report --format summary)",
-    "report.md": "per cohort the headline metrics and pooled paired rows, the training health (Markdown)",
-    "wide.txt": "the headline metric of every task and horizon per recipe, with CIs (--format wide)",
-    "gap.txt": "the same values and the gap to the oracle each recipe closes (--format gap)",
-    "delta.txt": "paired differences: pooled, then per task and horizon (--format delta)",
-    "latent.txt": "the hidden state read from each recipe's embeddings (--format latent)",
-    "health.txt": "did each JEPA objective learn; effective rank of the embeddings (--format health)",
-    "seeds.txt": "spread across training seeds, when recipes declare replicate_seeds (--format seeds)",
-    "probe_metrics.csv": "every metric: cohort, recipe, task, horizon, metric, value, CI, n (--format csv)",
-    "paired_differences.csv": "the paired_differences table, every column",
-    "latent_dynamics.csv": "the latent_dynamics table, every column",
-    "auroc_by_horizon_<cohort>.png": "held-out AUROC against the horizon, a panel per binary task",
-    "paired_<cohort>.png": "pooled paired differences with their CIs (forest plot)",
-    "latent_r2_<cohort>.png": "held-out R^2 of the hidden state by offset, a panel per variable",
-}
-
-
-def write_results(warehouse: str | Path, artifacts=None, project=None, out: Path | None = None) -> Path:
-    """Every table of the report (text, Markdown, CSV) and the plots of every cohort into ``out`` (default:
-    :func:`results_dir`), replaced as a whole, with ``README.txt`` saying what each file holds; returns ``out``."""
-    from .benchmark import auroc_by_horizon_png
-    from .plots import latent_r2_png, paired_forest_png
-
-    out = Path(out) if out else results_dir(warehouse)
-    metrics = load_metrics(warehouse)
-    paired = load_table(warehouse, keys.PAIRED_DIFFERENCES, optional=True)
-    latent = load_table(warehouse, keys.LATENT_DYNAMICS, optional=True)
-    project = project or _project()
-    health = load_health(warehouse, artifacts, project=project) if project is not None else None
-    with atomic_dir(out) as tmp:
-        texts = {
-            "wide.txt": wide_table(metrics),
-            "gap.txt": gap_report(metrics) + ("" if health is None else "\n\n" + health_report(health)),
-            "health.txt": health_report(health),
-            "report.md": markdown_report(metrics, paired, health),
-        }
-        if paired is not None:
-            texts["summary.txt"] = summary(warehouse, artifacts, project, results=out)
-            texts["delta.txt"] = delta_report(paired)
-            paired.to_csv(tmp / "paired_differences.csv", index=False)
-        if latent is not None:
-            texts["latent.txt"] = latent_report(latent)
-            latent.to_csv(tmp / "latent_dynamics.csv", index=False)
-        seeds = seeds_report(metrics, paired)
-        if not seeds.startswith("(no recipe"):
-            texts["seeds.txt"] = seeds
-        for name, text in texts.items():
-            (tmp / name).write_text(text.rstrip("\n") + "\n")
-        metrics[COLUMNS].to_csv(tmp / "probe_metrics.csv", index=False, float_format="%.4f")
-        for c in sorted(metrics["cohort"].unique()):
-            (tmp / f"auroc_by_horizon_{c}.png").write_bytes(auroc_by_horizon_png(metrics, c))
-            if paired is not None and (paired["cohort"] == c).any():
-                (tmp / f"paired_{c}.png").write_bytes(paired_forest_png(paired[paired["cohort"] == c], c))
-            if latent is not None and (latent["cohort"] == c).any():
-                (tmp / f"latent_r2_{c}.png").write_bytes(latent_r2_png(latent[latent["cohort"] == c], c))
-        written = {f.name for f in tmp.iterdir()}
-        index = [f"Results of the warehouse {warehouse}, written by python -m ehr_assets.report / the demo:", ""]
-        for name, what in RESULT_FILES.items():
-            present = sorted(f for f in written if _matches(name, f))
-            if present:
-                index.append(f"{name:<30}  {what}")
-        (tmp / "README.txt").write_text("\n".join(index) + "\n")
-    return out
-
-
-def _matches(pattern: str, name: str) -> bool:
-    head, _, tail = pattern.partition("<cohort>")
-    return name == pattern if not tail else name.startswith(head) and name.endswith(tail)
 
 
 def _valid(wh: Path) -> dict[str, list[str]] | None:

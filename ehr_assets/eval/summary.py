@@ -27,7 +27,7 @@ from ..stats import JEPA_NORM_CEILING
 from .benchmark import BASELINE, LONG_HORIZON_DAYS, ORACLE, recipe_order
 from .render import aligned, fit_columns
 
-__all__ = ["MAX_LINES", "UI_ADDRESS", "WIDTH", "next_steps", "summary_text", "verdict"]
+__all__ = ["MAX_LINES", "UI_ADDRESS", "WIDTH", "next_steps", "results_dir", "summary_text", "verdict"]
 
 WIDTH = 100
 MAX_LINES = 40
@@ -80,6 +80,11 @@ def _pivot(rows: pd.DataFrame, cohorts: list[str], recipes: list[str], signed: b
     return out
 
 
+def results_dir(warehouse: str | Path) -> Path:
+    """Where :func:`ehr_assets.eval.results.write_results` writes for ``warehouse``: ``results/`` beside it."""
+    return Path(warehouse).parent / "results"
+
+
 def next_steps(results_dir: str | Path | None = None) -> list[str]:
     """Where to look next: the UI, the report command's formats, the files."""
     lines = [
@@ -103,7 +108,7 @@ def summary_text(
     """The summary of ``paired`` (the ``paired_differences`` rows of one or more cohorts, a ``cohort`` column
     included), the verdicts respecting ``health`` (:func:`ehr_assets.eval.health.training_health`; None: unknown);
     ``uses_jepa``: whether each recipe trains a JEPA loss (a recipe missing from ``health`` then gets ``n/a`` or
-    ``unknown``); ``results_dir``: the folder :func:`ehr_assets.eval.report.write_results` wrote, named at the end;
+    ``unknown``); ``results_dir``: the folder :func:`ehr_assets.eval.results.write_results` wrote, named at the end;
     ``order``: the recipes' order (the project's; default: by name), after the count baseline and sft."""
     uses_jepa = uses_jepa or {}
     primary = paired["recipe"].map(lambda r: keys.parse_replicate(r)[1] is None)  # seed replicates left out
