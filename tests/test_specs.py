@@ -141,14 +141,25 @@ def test_extends_inherits_and_overrides(tmp_path):
         load_spec(f, RecipeSpec)
 
 
-def test_shipped_recipes_are_the_paper_regimes_and_ablations():
+def test_shipped_recipes_are_the_demo_regimes():
+    """The demo answers one question (does the JEPA curriculum beat SFT, and hybrid?): three recipes, no seeds."""
     r = load_project(REPO).recipes
-    assert {"sft", "jepa", "hybrid", "jepa_only", "jepa_mask025", "jepa_mask075", "jepa_tau_sched"} <= set(r)
+    assert set(r) == {"sft", "jepa", "hybrid"}
     assert r["sft"].objective == "sft" and r["sft"].init_from is None
     assert r["jepa"].objective == "jepa" and r["jepa"].init_from == "sft" and r["jepa"].loss_weights.sft == 1.0
     assert r["jepa"].jepa.mask_ratio == 0.5 and r["jepa"].jepa.ema_tau == 0.996 and r["jepa"].jepa.predictor_depth == 2
     assert r["hybrid"].objective == "hybrid" and r["hybrid"].init_from is None
+    # the regimes get the same compute: hybrid takes as many steps as both curriculum phases
+    assert r["hybrid"].training.steps == r["sft"].training.steps + r["jepa"].training.steps
+
+
+def test_the_study_declares_the_other_regime_and_the_ablations():
+    """Seeds, JEPA-only and the mask / momentum ablations live in the study project (study/)."""
+    r = load_project(REPO / "study").recipes
+    assert {"sft", "jepa", "hybrid", "jepa_only", "jepa_mask025", "jepa_mask075", "jepa_tau_sched"} <= set(r)
+    assert r["jepa"].jepa.mask_ratio == 0.5 and r["jepa"].jepa.ema_tau == 0.996 and r["jepa"].jepa.predictor_depth == 2
     assert r["jepa_only"].init_from is None and r["jepa_only"].loss_weights.sft == 0.0
+    assert r["jepa_only"].objective == "jepa"
     assert r["jepa_mask025"].jepa.mask_ratio == 0.25 and r["jepa_mask075"].jepa.mask_ratio == 0.75
     assert r["jepa_mask025"].init_from == "sft"
     assert r["jepa_tau_sched"].jepa.ema_tau_end == 1.0

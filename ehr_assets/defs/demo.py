@@ -1,23 +1,24 @@
-"""Materialize every asset for every cohort partition on the persistent instance, then print the metrics.
+"""Materialize every asset for every cohort partition on the persistent instance, then print the answer.
 
     DAGSTER_HOME=$PWD/dagster_home python -m ehr_assets.demo [--partitions msk,inspect] [--log-level INFO]
 
 Runs are recorded in the instance, so they show in the UI (`dagster dev`) afterwards. Each partition is one run of
 the ``smb_pipeline`` job (in-process: on two cores a subprocess per step costs more than it buys), then the
-unpartitioned ``cross_disease_report`` runs over all partitions.
+unpartitioned ``cross_disease_report`` runs over all partitions. The demo ends with the summary of
+``python -m ehr_assets.report --format summary`` (at most 40 lines of 100 characters) and writes every table and
+plot to ``results/`` beside the warehouse (:func:`ehr_assets.eval.results.write_results`).
 """
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import dagster as dg
 
-from .. import keys
-from ..eval.evidence import delta_report, latent_report, seeds_report
-from ..eval.health import health_report
-from ..eval.report import gap_report, load_health, load_metrics, load_table, wide_table
-from ..specs import default_project_dir, load_project
+from ..eval.report import summary
+from ..eval.results import write_results
+from ..specs import Project, default_project_dir, load_project
 from ..warehouse import default_artifact_root, default_home, default_warehouse
 from .build import build
 from .definitions import defs
@@ -34,6 +35,19 @@ def materialize(partitions: list[str] | None, log_level: str = "INFO", tag: str 
     return build(defs, project, instance, None, partitions, force=force, log_level=log_level, tag=tag)
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it lies inside it (shorter to read and to type)."""
+    rel = os.path.relpath(path)
+    return path.as_posix() if rel.startswith("..") else rel
+
+
+def ending(warehouse: Path, artifacts: Path, project: Project) -> str:
+    """Write every table and plot to ``results/`` beside ``warehouse``, then return the demo's last words: the
+    summary (:func:`ehr_assets.eval.report.summary`) naming that folder."""
+    out = write_results(warehouse, artifacts, project)
+    return summary(warehouse, artifacts, project, results=Path(_shown(out)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ehr_assets.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--partitions", help="comma-separated cohort keys (default: all)")
@@ -43,32 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     rc = materialize(args.partitions.split(",") if args.partitions else None, args.log_level, force=args.force)
     if rc:
         return rc
-    metrics = load_metrics(default_warehouse())
-    print("Held-out AUROC (binary tasks) and Harrell's C (survival) with 95 % bootstrap CIs, per recipe")
-    print("(count_baseline = code counts + age; oracle = the same probe on the true latent state; oracle_no_rate =")
-    print(" the latent state without its growth rate):\n")
-    print(wide_table(metrics))
-    print("\nFraction of the baseline-to-oracle gap each recipe closes (closed:<recipe>; NaN where the gap < 0.02):\n")
-    print(gap_report(metrics))
-    print("\n== python -m ehr_assets.report --format health: did each JEPA objective learn? ==\n")
-    print(health_report(load_health(default_warehouse(), default_artifact_root())))
-    print_evidence(metrics)
-    print("\nEvery metric (AUPRC, Brier, td-AUC, IBS too): python -m ehr_assets.report --format table|csv")
+    print()
+    print(ending(default_warehouse(), default_artifact_root(), load_project(default_project_dir())))
     return 0
-
-
-def print_evidence(metrics) -> None:
-    """The paired differences, the latent-dynamics probe and the spread across seeds (README: "Reading the
-    evidence"); the same text as ``python -m ehr_assets.report --format delta|latent|seeds``."""
-    wh = default_warehouse()
-    paired = load_table(wh, keys.PAIRED_DIFFERENCES, optional=True)
-    latent = load_table(wh, keys.LATENT_DYNAMICS, optional=True)
-    print("\n== python -m ehr_assets.report --format delta: each recipe minus the count baseline and minus sft ==\n")
-    print(delta_report(paired) if paired is not None else "(paired_differences not materialized)")
-    print("\n== python -m ehr_assets.report --format latent: the hidden state read from each recipe's embeddings ==\n")
-    print(latent_report(latent) if latent is not None else "(latent_dynamics not materialized)")
-    print("\n== python -m ehr_assets.report --format seeds: spread across training seeds ==\n")
-    print(seeds_report(metrics, paired))
 
 
 if __name__ == "__main__":

@@ -19,9 +19,12 @@ imports only modules above it:
 * :mod:`~ehr_assets.eval.chance` -- trained recipes above chance where the baseline is (the embedding path's test);
 * :mod:`~ehr_assets.eval.latent_probe` -- ridge read-outs of the hidden state now and 180 / 365 days later;
 * :mod:`~ehr_assets.eval.replicates` -- mean and spread across training seeds;
+* :mod:`~ehr_assets.eval.render` -- tables as text that fits a terminal (per-cohort and column blocks);
 * :mod:`~ehr_assets.eval.evidence`, :mod:`~ehr_assets.eval.plots` -- those tables as text and as pictures;
 * :mod:`~ehr_assets.eval.exports` -- labels and predictions as MEDS files for other tools;
-* :mod:`~ehr_assets.eval.report` -- the text tables of ``python -m ehr_assets.report`` and ``markdown_table``.
+* :mod:`~ehr_assets.eval.summary` -- the answer in thirty seconds (the demo's ending, ``--format summary``);
+* :mod:`~ehr_assets.eval.report` -- the text tables of ``python -m ehr_assets.report`` and ``markdown_table``;
+* :mod:`~ehr_assets.eval.results` -- every table and plot as files (the demo's ``results/`` folder).
 
 Import rules: nothing in this package imports torch or dagster (the Dagster assets call these functions). Besides
 numpy, pandas, pyarrow, scikit-learn, scikit-survival, meds, duckdb and matplotlib it imports only the project's

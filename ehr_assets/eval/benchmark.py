@@ -14,7 +14,8 @@ are too few as well, since every recipe is scored on the same held-out rows).
 :func:`gap_summary` pools the rows of a recipe as ``sum(recipe - baseline) / sum(oracle - baseline)`` -- all
 tasks, and the long horizons (>= :data:`LONG_HORIZON_DAYS`) where the latent *rate* matters most.
 
-:func:`auroc_by_horizon_png` draws AUROC against the horizon, one panel per binary task, one line per recipe.
+:func:`auroc_by_horizon_png` draws AUROC against the horizon (log scale; linear for a task whose only horizon is 0,
+as an ACES task's), one panel per binary task, one line per recipe.
 Nothing here imports Dagster.
 """
 
@@ -190,8 +191,9 @@ def auroc_by_horizon_png(metrics: pd.DataFrame, cohort: str, dpi: int = 80) -> b
             ax.plot(d["horizon_days"], d["value"], marker="o", ms=3, label=r, **style)
             ax.fill_between(d["horizon_days"], d["ci_low"], d["ci_high"], color=style["color"], alpha=0.08)
         ax.set_title(task, fontsize=9)
-        ax.set_xscale("log")
         hs = sorted(t["horizon_days"].unique())
+        if min(hs) > 0:  # an ACES task has horizon 0 (its window is in its config): no log scale for it
+            ax.set_xscale("log")
         ax.set_xticks(hs)
         ax.set_xticklabels([str(h) for h in hs], fontsize=7)
         ax.minorticks_off()

@@ -7,7 +7,8 @@ for ``python -m ehr_assets.report`` (``--format delta|latent|seeds``), the demo 
   ``*`` where the CI excludes 0;
 * :func:`latent_wide` -- per latent variable and offset, one ``R^2 [low, high]`` column per recipe (count baseline
   first, oracles last);
-* :func:`delta_report`, :func:`latent_report`, :func:`seeds_report` -- the text the report command prints.
+* :func:`delta_report`, :func:`latent_report`, :func:`seeds_report` -- the text the report command prints: one block
+  per cohort, wide tables split into column blocks of at most :data:`~ehr_assets.eval.render.REPORT_WIDTH` columns.
 
 Nothing here imports Dagster.
 """
@@ -19,9 +20,12 @@ import pandas as pd
 
 from .. import keys
 from .benchmark import recipe_order
+from .render import fit_columns, per_cohort
 from .replicates import seed_spread, seed_summary
 
 __all__ = ["delta_report", "delta_wide", "latent_report", "latent_wide", "pooled_table", "seeds_report"]
+
+STATISTIC_ORDER = {"mean": 0, "delta": 1, "gap_closed": 2}  # the level first, then what is compared with it
 
 
 def _ci_cell(v: float, lo: float, hi: float, signed: bool = False, mark: bool = False) -> str:
@@ -46,7 +50,8 @@ def pooled_table(table: pd.DataFrame) -> pd.DataFrame:
     ]
     pooled["p"] = pooled["p_value"].map(lambda p: "" if pd.isna(p) else f"{p:.3f}")
     pooled["order"] = pooled["recipe"].map({r: i for i, r in enumerate(recipe_order(pooled["recipe"]))})
-    pooled = pooled.sort_values(["statistic", "scope", "reference", "order"], kind="stable")
+    pooled["stat_order"] = pooled["statistic"].map(lambda v: STATISTIC_ORDER.get(v, len(STATISTIC_ORDER)))
+    pooled = pooled.sort_values(["stat_order", "statistic", "scope", "reference", "order"], kind="stable")
     cols = ["statistic", "scope", "reference", "recipe", "estimate [95% CI]", "p", "n"]
     return pooled[cols].rename(columns={"n": "pairs"}).reset_index(drop=True)
 
@@ -76,26 +81,32 @@ def latent_wide(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def delta_report(table: pd.DataFrame) -> str:
-    """The text of ``--format delta``: the pooled rows, then per task each recipe minus each reference."""
+    """The text of ``--format delta``: per cohort, the pooled rows, then per task each recipe minus each
+    reference."""
     if table.empty:
         return "(no paired differences: materialize paired_differences)"
-    parts = [
-        "Pooled (paired subject-bootstrap 95 % CIs; * = CI excludes 0; p = two-sided bootstrap p-value):",
-        pooled_table(table).to_string(index=False),
-    ]
-    for ref in dict.fromkeys(keys.parse_replicate(r)[0] for r in table["reference"]):
-        wide = delta_wide(table, ref)
-        if len(wide):
-            parts += ["", f"recipe - {ref} per task and horizon (AUROC or Harrell's C):", wide.to_string(index=False)]
-    return "\n".join(parts)
+
+    def block(t: pd.DataFrame) -> str:
+        parts = [
+            "Pooled (paired subject-bootstrap 95 % CIs; * = CI excludes 0; p = two-sided bootstrap p-value):",
+            fit_columns(pooled_table(t), ["statistic", "scope", "reference", "recipe"]),
+        ]
+        for ref in dict.fromkeys(keys.parse_replicate(r)[0] for r in t["reference"] if r):
+            wide = delta_wide(t, ref)
+            if len(wide):
+                parts += ["", f"recipe - {ref} per task and horizon (AUROC or Harrell's C):"]
+                parts.append(fit_columns(wide, ["task", "horizon_days", "metric"]))
+        return "\n".join(parts)
+
+    return per_cohort(table, block)
 
 
 def latent_report(table: pd.DataFrame) -> str:
-    """The text of ``--format latent``."""
+    """The text of ``--format latent``: per cohort, the R^2 per variable and offset, a column per recipe."""
     if table.empty:
         return "(no latent-dynamics rows: synthetic cohorts only; materialize latent_dynamics)"
     head = "Held-out R^2 of a ridge read-out of the hidden state at the node (+0 d) and later, 95 % CIs:"
-    return head + "\n" + latent_wide(table).to_string(index=False)
+    return head + "\n" + per_cohort(table, lambda t: fit_columns(latent_wide(t), ["variable", "offset_days"]))
 
 
 def seeds_report(metrics: pd.DataFrame, paired: pd.DataFrame | None) -> str:
@@ -108,7 +119,8 @@ def seeds_report(metrics: pd.DataFrame, paired: pd.DataFrame | None) -> str:
         summary = seed_summary(paired)
         if len(summary):
             parts += ["Pooled paired rows across training seeds (mean, sd with ddof 1, min, max):"]
-            parts += [summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"), ""]
+            text = lambda d: d.to_string(index=False, float_format=lambda v: f"{v:.3f}")  # noqa: E731
+            parts += [fit_columns(summary, ["cohort", "recipe", "scope", "statistic", "reference"], render=text), ""]
     parts += ["Headline metric across training seeds, per task and horizon:"]
     parts += [spread.to_string(index=False, float_format=lambda v: f"{v:.3f}")]
     return "\n".join(parts)

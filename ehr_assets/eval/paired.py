@@ -12,9 +12,10 @@ For every task and horizon (AUROC for binary tasks, Harrell's C for survival), :
   (``jepa_seed1``) is compared with the same seed's reference when there is one (``sft_seed1``);
 * ``gap_closed`` rows: ``(recipe - baseline) / (oracle - baseline)`` (:mod:`ehr_assets.eval.benchmark`), its CI from
   the same replicates; undefined where the point gap is below ``MIN_GAP``;
-* pooled rows (``scope``): the mean delta over the binary tasks at horizons >= ``LONG_HORIZON_DAYS``, and the pooled
-  gap closed ``sum(recipe - baseline) / sum(oracle - baseline)`` over all tasks and over the long horizons, each
-  replicate pooling the same draw of subjects across tasks.
+* pooled rows (``scope``): each recipe's mean AUROC over the binary tasks at horizons >= ``LONG_HORIZON_DAYS``
+  (``mean`` rows, no reference), the mean delta over the same tasks, and the pooled gap closed
+  ``sum(recipe - baseline) / sum(oracle - baseline)`` over all tasks and over the long horizons, each replicate
+  pooling the same draw of subjects across tasks.
 
 Each row carries the 95 % percentile interval, a two-sided bootstrap p-value (twice the smaller share of replicates
 on either side of 0; at best ``1 / B``), the number of rows, subjects and positives scored and the replicates defined.
@@ -265,6 +266,23 @@ def _pooled_deltas(groups: list[ScoredTask], references, long_days: int, left_ou
     return rows
 
 
+def _pooled_means(groups: list[ScoredTask], long_days: int, left_out: str = "") -> list[dict]:
+    """Each recipe's mean AUROC over the long-horizon binary tasks it scored (``statistic`` ``mean``, no
+    reference), its CI from the same draws as the deltas: the level the deltas and the gap closed start from."""
+    long = [g for g in groups if g.metric == "auroc" and g.horizon >= long_days]
+    rows = []
+    for r in sorted({r for g in long for r in g.point}):
+        use = [g for g in long if r in g.point]
+        est = float(np.mean([g.point[r] for g in use]))
+        reps = np.mean(np.vstack([g.reps[r] for g in use]), axis=0)
+        fields = dict(scope="pooled_long", task=POOLED_LONG, horizon_days=long_days, metric="auroc")
+        fields |= dict(statistic="mean", recipe=r, reference="", recipe_value=est, reference_value=np.nan)
+        note = "; ".join(x for x in (f"mean over {len(use)} task x horizon pairs", left_out) if x)
+        fields |= dict(n=len(use), n_subjects=max(g.n_subjects for g in use), n_pos=None, too_few=False, note=note)
+        rows.append(_row(est, reps, **fields))
+    return rows
+
+
 def _pooled_gaps(groups: list[ScoredTask], long_days: int, left_out: str = "") -> list[dict]:
     """Pooled gap closed, ``sum(recipe - baseline) / sum(oracle - baseline)`` over the tasks whose point gap is
     defined, over all tasks and over the long-horizon binary tasks."""
@@ -319,7 +337,8 @@ def paired_differences(
     minimum: SmallSamples | None = None,
 ) -> pd.DataFrame:
     """The :data:`COLUMNS` table of ``preds`` (the ``probe_predictions`` rows of one cohort, every recipe): per task
-    and horizon, each recipe minus each reference and each recipe's gap closed, then the pooled rows; all with
+    and horizon, each recipe minus each reference and each recipe's gap closed, then the pooled rows (each
+    recipe's mean long-horizon AUROC, the mean deltas, the pooled gaps closed); all with
     paired subject-bootstrap CIs from one draw of ``n_bootstrap`` resamples of the held-out subjects (``seed``).
     ``scored``: :func:`score_tasks` of ``preds`` when the caller already has it. A task and horizon with too few
     held-out positives or negatives (``minimum``) gets rows without an estimate and stays out of the pooled rows,
@@ -330,6 +349,7 @@ def paired_differences(
     rows = [r for g in groups for r in _group_rows(g, references)]
     ok = [g for g in groups if not g.too_few]
     long_out = sum(g.too_few and g.metric == "auroc" and g.horizon >= long_horizon_days for g in groups)
+    rows += _pooled_means(ok, long_horizon_days, left_out_note(long_out, minimum))
     rows += _pooled_deltas(ok, references, long_horizon_days, left_out_note(long_out, minimum))
     rows += _pooled_gaps(ok, long_horizon_days, left_out_note(len(groups) - len(ok), minimum))
     out = pd.DataFrame(rows, columns=COLUMNS)

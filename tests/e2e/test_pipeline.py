@@ -306,10 +306,11 @@ def test_training_in_a_pipes_subprocess(built):
     assert not (tmp / "artifacts" / ".resume" / "sft_checkpoint" / PARTITION).exists()
 
 
-def test_every_shipped_recipe_yields_its_assets_and_check(tmp_path):
+@pytest.mark.parametrize("folder", [".", "study"])  # the demo's recipes; the study's seeds and ablations
+def test_every_shipped_recipe_yields_its_assets_and_check(tmp_path, folder):
     from ehr_assets.specs import load_project
 
-    project = load_project(REPO)
+    project = load_project(REPO / folder)
     defs = build_definitions(project, warehouse_path=tmp_path / "w.duckdb", artifact_root=tmp_path / "a")
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
@@ -652,19 +653,36 @@ def test_no_asset_metadata_names_a_subject_or_prints_a_timeline(built):
     assert "<demographics>" not in blob and "Birth:" not in blob and "<dt:" not in blob
 
 
-def test_the_demo_prints_the_paired_differences_the_latent_probe_and_the_seeds(built, monkeypatch, capsys):
-    """The demo's closing text (after its runs) on this warehouse: report --format delta, latent and seeds."""
-    from ehr_assets.defs.demo import print_evidence
-    from ehr_assets.eval.report import load_metrics
+def test_the_demo_ends_with_forty_short_lines_whose_verdicts_follow_the_paired_ci(cross_disease):
+    """The demo's ending on this three-partition warehouse: at most 40 lines of at most 100 characters; per cohort
+    the jepa - sft row shows the paired_differences estimate and the verdict its CI and its training health give
+    (a 6-step JEPA run does not learn its objective: withheld); every table and plot written to results/."""
+    from ehr_assets.defs.demo import ending
+    from ehr_assets.eval.health import training_health
+    from ehr_assets.eval.summary import verdict
+    from ehr_assets.specs import load_project
 
-    _, _, db, *_ = built
-    monkeypatch.setenv("EHR_WAREHOUSE", str(db))
-    print_evidence(load_metrics(db))
-    out = capsys.readouterr().out
-    assert "== python -m ehr_assets.report --format delta" in out and "Pooled (paired subject-bootstrap" in out
-    assert "recipe - sft per task and horizon" in out
-    assert "== python -m ehr_assets.report --format latent" in out and "growth_rate" in out
-    assert "Pooled paired rows across training seeds" in out
+    _, _, db, root = cross_disease
+    project = load_project(root)
+    text = ending(db, built_artifacts(root), project)
+    lines = text.splitlines()
+    assert len(lines) <= 40 and max(map(len, lines)) <= 100
+    health = training_health(project, built_artifacts(root)).set_index(["cohort", "recipe"])
+    sql = "SELECT * FROM paired_differences WHERE scope = 'pooled_long' AND statistic = 'delta' AND reference = 'sft'"
+    rows = q(db, sql)
+    assert set(rows["cohort"]) == {"msk", "inspect", "combined"} and set(rows["recipe"]) == {"jepa"}
+    for r in rows.itertuples():
+        h = health.loc[(r.cohort, "jepa")]
+        line = next(ln for ln in lines if ln.split()[:2] == [r.cohort, "jepa"])
+        assert f"{r.estimate:+.3f} [{r.ci_low:.2f}, {r.ci_high:.2f}]" in line
+        assert line.endswith(verdict(r.estimate, r.ci_low, r.ci_high, h.jepa_learned, h.jepa_loss_norm_end))
+        assert h.jepa_learned == "no" and "no verdict: JEPA not learned" in line
+    assert "sft_seed1" not in text  # the seed replicate: --format seeds
+    files = {f.name for f in (db.parent / "results").iterdir()}
+    assert {"summary.txt", "report.md", "wide.txt", "delta.txt", "probe_metrics.csv", "README.txt"} <= files
+    assert {f"auroc_by_horizon_{c}.png" for c in ("msk", "inspect", "combined")} <= files
+    saved = (db.parent / "results" / "summary.txt").read_text().splitlines()
+    assert saved[:-1] == lines[:-1] and lines[-1].endswith("results/")  # but for its path
 
 
 def test_the_report_job_answers_the_declared_study(cross_disease):

@@ -37,6 +37,20 @@ def test_report_without_warehouse_is_a_clear_error(tmp_path, capsys):
     assert "no warehouse yet" in capsys.readouterr().err
 
 
+def columns(text: str) -> dict[str, list[str]]:
+    """The columns of a per-cohort report block split into column blocks: each block's header (the line after
+    ``== cohort ==`` or after an empty line) and its rows, merged by column name (cells without spaces)."""
+    out: dict[str, list[str]] = {}
+    for block in text.split("\n\n"):
+        lines = [ln for ln in block.splitlines() if ln.strip() and not ln.startswith("==")]
+        if not lines:
+            continue
+        names = lines[0].split()
+        for i, name in enumerate(names):
+            out.setdefault(name, [ln.split()[i] for ln in lines[1:]])
+    return out
+
+
 def test_report_lists_baseline_recipes_and_oracle_and_the_gap_closed(tmp_path, capsys):
     db = tmp_path / "w.duckdb"
     values = {"count_baseline": 0.70, "sft": 0.75, "jepa": 0.80, "oracle_no_rate": 0.85, "oracle": 0.90}
@@ -59,12 +73,12 @@ def test_report_lists_baseline_recipes_and_oracle_and_the_gap_closed(tmp_path, c
             )
             replace_partition(c, "probe_metrics", rows, {"cohort": "msk", "recipe": recipe})
     assert report.main(["--format", "wide", "--warehouse", str(db)]) == 0
-    header = capsys.readouterr().out.splitlines()[0].split()
-    assert header[4:] == ["count_baseline", "jepa", "sft", "oracle_no_rate", "oracle"]  # baseline first, oracles last
+    wide = columns(capsys.readouterr().out)
+    assert list(wide)[3:] == ["count_baseline", "jepa", "sft", "oracle_no_rate", "oracle"]  # baseline 1st, oracles last
     assert report.main(["--format", "gap", "--warehouse", str(db)]) == 0
     out = capsys.readouterr().out
-    lines = out.splitlines()
-    assert lines[0].split()[4:] == [
+    gap = columns(out.split("Gap closed, pooled")[0])
+    assert list(gap)[3:] == [
         "count_baseline",
         "jepa",
         "sft",
@@ -74,8 +88,8 @@ def test_report_lists_baseline_recipes_and_oracle_and_the_gap_closed(tmp_path, c
         "closed:sft",
         "closed:oracle_no_rate",
     ]
-    row = lines[1].split()
-    assert row[:4] == ["msk", "mortality", "730", "auroc"] and row[9:] == ["0.500", "0.250", "0.750"]
+    assert [gap[k][0] for k in ("task", "horizon_days", "metric")] == ["mortality", "730", "auroc"]
+    assert [gap[f"closed:{r}"][0] for r in ("jepa", "sft", "oracle_no_rate")] == ["0.500", "0.250", "0.750"]
     assert "Gap closed, pooled" in out
     tail = out.split("Gap closed, pooled")[1].split("\n\n")[0].splitlines()[2:]
     pooled = {ln.split()[1]: ln.split()[2] for ln in tail if ln.strip()}
@@ -134,7 +148,8 @@ def test_report_delta_latent_and_seeds(tmp_path, capsys):
     assert "recipe - count_baseline per task and horizon" in out and "recipe - sft per task and horizon" in out
     assert report.main(["--format", "latent", "--warehouse", str(db)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[1].split() == ["cohort", "variable", "offset_days", "sft", "oracle"]
+    lines = out.splitlines()
+    assert lines[1] == "== msk ==" and lines[2].split() == ["variable", "offset_days", "sft", "oracle"]
     assert "0.410 [0.30, 0.50]" in out
     assert report.main(["--format", "seeds", "--warehouse", str(db)]) == 0
     out = capsys.readouterr().out

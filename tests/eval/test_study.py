@@ -234,13 +234,14 @@ def test_the_shipped_study_loads_and_every_question_names_declared_recipes():
     project = load_project(REPO / "study")
     assert [q.id for q in project.study.questions] == ["q1", "q2", "q3", "q4", "q5"]
     base = {n for n in project.recipes if "_seed" not in n}
-    assert base == {"sft", "sft_cont", "jepa", "hybrid", "jepa_mask025", "jepa_mask075", "jepa_tau_sched"}
+    assert base == {"sft", "sft_cont", "jepa", "hybrid", "jepa_only", "jepa_mask025", "jepa_mask075", "jepa_tau_sched"}
     assert all(f"{b}_seed{k}" in project.recipes for b in base for k in (1, 2))  # three seeds each
     # equal steps: the curriculum and its controls
     r = project.recipes
     assert r["jepa"].init_from == "sft" and r["sft_cont"].init_from == "sft"
     assert r["sft_cont"].training.steps == r["jepa"].training.steps
     assert r["hybrid"].training.steps == r["sft"].training.steps + r["jepa"].training.steps
+    assert r["jepa_only"].training.steps == r["hybrid"].training.steps and r["jepa_only"].loss_weights.sft == 0.0
     assert "admission_mortality_1y" not in project.probes and "mortality" in project.probes
 
 
