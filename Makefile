@@ -63,4 +63,4 @@ ui: $(BIN)/.installed
 	$(BIN)/dagster dev -m ehr_assets.definitions -h 127.0.0.1 -p 3000
 
 clean-home:
-	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +
+	find dagster_home -mindepth 1 -maxdepth 1 ! -name dagster.yaml -exec rm -rf {} +
