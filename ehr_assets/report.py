@@ -1,5 +1,5 @@
-"""``python -m ehr_assets.report --format table|csv|wide|gap``: print the latest probe metrics (README), forwarding
-to :mod:`ehr_assets.eval.report`, where the formats are documented."""
+"""``python -m ehr_assets.report --format summary|table|csv|wide|gap|...``: print the latest probe metrics
+(docs/how-to/commands.md), forwarding to :mod:`ehr_assets.eval.report`, where the formats are documented."""
 
 import sys
 

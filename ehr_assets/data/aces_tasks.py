@@ -15,7 +15,7 @@ What comes back (one row per ACES output row, the columns of :data:`ehr_assets.d
 ``label_window_start_inclusive``): ``prediction_time`` = the config's ``index_timestamp`` (MEDS: the inclusive end of
 the data a model may use), ``boolean_value`` = its ``label``, ``horizon_days`` = 0, the subject's split, and
 ``outcome_time`` = the start of the label window, which the leakage check compares with the prediction time. These
-prediction times are the task's own nodes, not the cohort's decision nodes (README, "ACES tasks").
+prediction times are the task's own nodes, not the cohort's decision nodes (docs/how-to/aces.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Runs whose process died (SIGKILL, the OOM killer, a closed terminal, a reboot): found, marked failed, their
-``duckdb`` pool slots freed, so that the next command goes on by itself (README "Reliability").
+``duckdb`` pool slots freed, so that the next command goes on by itself (docs/concepts/reliability.md).
 
     python -m ehr_assets.recover [--fail RUN_ID]
 

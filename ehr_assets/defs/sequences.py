@@ -5,7 +5,7 @@
 * ``smb_v1_text`` (when a recipe reads ``format: smb_v1``): each subject's SMB-v1 text with day blocks.
 * ``<root>_tokens`` (one per ``init_from`` chain whose format or tokenizer is not the default): the text tokenized with
   the chain's local HF tokenizer plus added tokens; tables ``recipe_token_sequences`` and ``recipe_node_contexts``
-  keyed by (``cohort``, ``tokens_asset``), and the tokenizer folder as an artifact (README "How token ids are keyed").
+  keyed by (``cohort``, ``tokens_asset``), and the tokenizer folder as an artifact (docs/how-to/backbones.md).
 """
 
 import json
