@@ -21,6 +21,7 @@ import fcntl
 import os
 import re
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -330,6 +331,35 @@ def artifact_dir(root: str | Path, asset: str, partition: str) -> Path:
     return Path(root) / asset / partition
 
 
+def sweep_dead_writers(final: Path) -> list[Path]:
+    """Remove the temporary folders (``.<name>.tmp-<host>-<pid>-<id>``, ``.<name>.old-...``) that a writer of
+    ``final`` killed mid-write left beside it: only those of this host whose process is gone (a live writer, or one
+    on another host sharing the folder, is left alone). Returns what it removed."""
+    host = socket.gethostname()
+    removed = []
+    for kind in ("tmp", "old"):
+        for p in final.parent.glob(f".{final.name}.{kind}-*"):
+            rest = p.name[len(f".{final.name}.{kind}-") :]
+            who, _, _ = rest.rpartition("-")
+            h, _, pid = who.rpartition("-")
+            if h != host or not pid.isdigit() or pid_alive(int(pid)):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``final``; on success, replace ``final`` with it.
@@ -338,7 +368,9 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    sweep_dead_writers(final)
+    tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = final.parent / f".{final.name}.tmp-{tag}"
     tmp.mkdir()
     try:
         yield tmp
@@ -347,7 +379,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         raise
     old = None
     if final.exists():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        old = final.parent / f".{final.name}.old-{tag}"
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:

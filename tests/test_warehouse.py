@@ -1,3 +1,5 @@
+import os
+
 import duckdb
 import pandas as pd
 import pytest
@@ -150,3 +152,32 @@ def test_the_lock_is_reentrant_held_while_open_and_names_its_holder(tmp_path):
     assert "held by pid" in told[0] and told[1].startswith("got the warehouse lock after")
     with warehouse_lock(":memory:"):  # nothing to share
         pass
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_the_next_write_keeps(tmp_path):
+    """The temporary folders of a writer that died (this host, its pid gone) are swept by the next write of the same
+    artifact; a live writer's, another host's and another artifact's are left alone."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    host = socket.gethostname()
+    final = tmp_path / "sft_embeddings" / "msk"
+    final.parent.mkdir()
+    left = {
+        "dead_tmp": final.parent / f".msk.tmp-{host}-{dead_pid}-0000aaaa",
+        "dead_old": final.parent / f".msk.old-{host}-{dead_pid}-0000bbbb",
+        "live": final.parent / f".msk.tmp-{host}-{os.getpid()}-0000cccc",
+        "other_host": final.parent / f".msk.tmp-elsewhere-{dead_pid}-0000dddd",
+        "other_artifact": final.parent / f".inspect.tmp-{host}-{dead_pid}-0000eeee",
+    }
+    for p in left.values():
+        (p / "part").mkdir(parents=True)
+    with atomic_dir(final) as tmp:
+        (tmp / "x").write_text("1")
+    assert (final / "x").read_text() == "1"
+    kept = {k for k, p in left.items() if p.exists()}
+    assert kept == {"live", "other_host", "other_artifact"}
+    assert not [p for p in final.parent.iterdir() if p.name.startswith(".msk.") and p not in left.values()]

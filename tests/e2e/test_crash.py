@@ -143,6 +143,8 @@ def test_build_killed_three_times_then_rerun_equals_an_uninterrupted_build(refer
     emb = load_file(str(tmp_path / "artifacts" / "sft_embeddings" / "msk" / "embeddings.safetensors"))["embeddings"]
     ref = load_file(str(ref_art / "sft_embeddings" / "msk" / "embeddings.safetensors"))["embeddings"]
     assert emb.shape == ref.shape and emb.shape[0] > 0 and np.array_equal(emb, ref)
+    # the folder the embedding write killed mid-way left was swept by the rerun's write: nothing half-written remains
+    assert not list((tmp_path / "artifacts").rglob(".*.tmp-*")) and not list((tmp_path / "artifacts").rglob(".*.old-*"))
 
 
 def test_materialize_killed_while_holding_the_pool_then_the_same_command_finishes(reference, tmp_path):
