@@ -297,7 +297,7 @@ def validate_events(events: pd.DataFrame, cohort: str, keep_after_death: Sequenc
         if (e.failure_cases["check"].astype(str) == "no_event_after_death").any():
             hint = (
                 "\nevents after MEDS_DEATH: declare events_after_death (clip, drop or keep) in the "
-                "cohort's YAML (docs/real-data.md)"
+                "cohort's YAML (docs/how-to/real-ehr.md)"
             )
         raise CohortDataError(f"cohort {cohort!r}: events failed validation:\n{format_failures(e, df)}{hint}") from None
     return df.sort_values(["subject_id", "time"], kind="stable").reset_index(drop=True)

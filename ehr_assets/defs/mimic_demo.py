@@ -91,7 +91,7 @@ def results_page(instance: dg.DagsterInstance, wall_s: float, built: bool = True
             f"**Sample size.** {len(subjects)} subjects: {int(splits.get('train', 0))} train, "
             f"{int(splits.get('tuning', 0))} tuning, {int(splits.get('held_out', 0))} held out (the dataset's own "
             "split). Every metric below is computed on the held-out subjects only. Below 10 held-out positives or "
-            "10 negatives a metric is too few to score (project.yaml `small_samples`; docs/real-data.md) and no "
+            "10 negatives a metric is too few to score (project.yaml `small_samples`; docs/how-to/real-ehr.md) and no "
             "point estimate is shown. This is a run of the method on real records, not evidence about it."
         ),
         "",
