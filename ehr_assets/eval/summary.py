@@ -116,7 +116,7 @@ def summary_text(
     means = long[long["statistic"] == "mean"]
     if means.empty:
         return "(no pooled long-horizon rows: materialize paired_differences)\n" + "\n".join(next_steps(results_dir))
-    cohorts = list(dict.fromkeys(means["cohort"]))
+    cohorts = sorted(dict.fromkeys(means["cohort"]))  # the same order whichever partition finished first
     recipes = recipe_order(means["recipe"])
     rank = {r: i for i, r in enumerate(order or [])}  # the baseline, then sft (the references), then the others
     recipes = sorted(recipes, key=lambda r: (r != BASELINE, r != SFT, rank.get(r, len(rank))))
