@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -122,3 +123,20 @@ def run_checks(defs, instance, assets: str | list[str], partition: str, job: str
     evaluations = res.get_asset_check_evaluations()
     assert {e.partition for e in evaluations} <= {partition}  # each result is recorded for the partition it checked
     return res
+
+
+def project_env(tmp: Path, root: Path, **extra: str) -> dict:
+    """The environment of a subprocess on its own instance (``tmp/home``, the shipped dagster.yaml), warehouse and
+    artifact root under ``tmp``, for the project at ``root``; ``extra`` variables on top. Creates ``tmp/home``."""
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "EHR_PROJECT_DIR": str(root),
+        "EHR_WAREHOUSE": str(tmp / "warehouse.duckdb"),
+        "EHR_ARTIFACT_ROOT": str(tmp / "artifacts"),
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }

@@ -34,6 +34,8 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
+from ..warehouse import pid_alive
+
 HOST_TAG, PID_TAG, START_TAG = "ehr/host", "ehr/pid", "ehr/pid_start"
 COMMAND = "python -m ehr_assets.recover"
 POLL_S = 10.0  # while a step of a run waits for a pool slot, look for dead holders this often
@@ -72,13 +74,7 @@ def alive(pid: int, start: int | None = None, *, before: float | None = None, af
     """Whether ``pid`` is a live process of this host that could be the one recorded: with the same start ticks
     (``start``), or started no later than ``before`` / no earlier than ``after`` (epoch seconds, 2 s slack)."""
     if not Path("/proc/self/stat").exists():  # no procfs: existence only
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(pid)
     ticks = process_start(pid)
     if ticks is None:
         return False

@@ -1,9 +1,7 @@
 """``python -m ehr_assets.backfill``: a backfill submitted, run by a real ``dagster-daemon`` that the command starts
 (and stops) for it, followed to its end; and the failure report of a backfill whose run failed."""
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,23 +13,13 @@ from dagster._core.execution.backfill import BulkActionStatus
 from ehr_assets.defs.backfill import daemon_running, follow, submit
 from ehr_assets.defs.checks import cohort_check
 
-from ..conftest import REPO, make_tiny_project
+from ..conftest import REPO, make_tiny_project, project_env
 
 
 def test_backfill_of_two_partitions_runs_to_the_end_with_its_own_daemon(tmp_path):
     root = make_tiny_project(tmp_path / "project", {"msk": 20, "inspect": 20}, recipes=())
+    env = project_env(tmp_path, root, EHR_EXECUTOR="in_process")  # short steps: no process start per step
     home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "EHR_PROJECT_DIR": str(root),
-        "EHR_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
-        "EHR_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-        "EHR_EXECUTOR": "in_process",  # short steps: no process start per step
-        "OMP_NUM_THREADS": "1",
-    }
     cmd = [
         sys.executable,
         "-m",

@@ -7,8 +7,6 @@ pool (only the data-preparation steps are), so they run side by side; each DuckD
 lock (:func:`ehr_assets.warehouse.warehouse_lock`), so none fails on DuckDB's file lock. The lock itself, across
 processes: tests/test_warehouse.py."""
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +16,7 @@ import duckdb
 
 from ehr_assets.definitions import build_definitions
 
-from ..conftest import REPO, make_tiny_project
+from ..conftest import REPO, make_tiny_project, project_env
 
 PROBES = ("count_baseline_probe_metrics", "oracle_probe_metrics", "oracle_no_rate_probe_metrics")
 SELECT = ",".join(PROBES)
@@ -40,18 +38,8 @@ def step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[flo
 
 def test_probe_steps_overlap_and_nothing_fails_on_the_duckdb_lock(tmp_path):
     root = make_tiny_project(tmp_path / "project", {"msk": 40, "inspect": 40}, recipes=())
+    env = project_env(tmp_path, root, EHR_CONCURRENT_STEPS="3")  # the executor may run the three probe steps at once
     home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "EHR_PROJECT_DIR": str(root),
-        "EHR_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
-        "EHR_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-        "EHR_CONCURRENT_STEPS": "3",  # the executor may run the three probe steps at once
-        "OMP_NUM_THREADS": "1",
-    }
     with dg.DagsterInstance.from_config(str(home)) as instance:  # the data below the probes, in this process
         defs = build_definitions(root, warehouse_path=env["EHR_WAREHOUSE"], artifact_root=env["EHR_ARTIFACT_ROOT"])
         graph = defs.resolve_asset_graph()
