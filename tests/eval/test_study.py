@@ -235,7 +235,9 @@ def test_the_shipped_study_loads_and_every_question_names_declared_recipes():
     assert [q.id for q in project.study.questions] == ["q1", "q2", "q3", "q4", "q5"]
     base = {n for n in project.recipes if "_seed" not in n}
     assert base == {"sft", "sft_cont", "jepa", "hybrid", "jepa_only", "jepa_mask025", "jepa_mask075", "jepa_tau_sched"}
-    assert all(f"{b}_seed{k}" in project.recipes for b in base for k in (1, 2))  # three seeds each
+    # three seeds each, but jepa_only: it answers no question (descriptive, one seed)
+    assert all(f"{b}_seed{k}" in project.recipes for b in base - {"jepa_only"} for k in (1, 2))
+    assert not any(n.startswith("jepa_only_seed") for n in project.recipes)
     # equal steps: the curriculum and its controls
     r = project.recipes
     assert r["jepa"].init_from == "sft" and r["sft_cont"].init_from == "sft"
