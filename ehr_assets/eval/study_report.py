@@ -197,7 +197,7 @@ def study_markdown(
     ``health`` of every run (:func:`ehr_assets.eval.health.training_health`)."""
     study = project.study
     out = [f"# {study.description or study.name}", ""]
-    out += ["## Settings (fixed before the first run)", ""]
+    out += ["## Settings (declared in study.yaml before the run)", ""]
     out += [f"- **{k}**: {v}" for k, v in study.settings.items()]
     out += ["", _md(_recipe_settings(project)), ""]
     out += ["## Answers", ""]
