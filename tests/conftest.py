@@ -63,6 +63,19 @@ TINY_MODEL = {
 }
 
 
+def keep_probes(root: Path, probes: dict[str, list[int] | None]) -> None:
+    """Only ``probes`` (name -> horizons in days, or None to keep the declared ones) stay in ``root/probes``."""
+    import yaml
+
+    for p in (root / "probes").glob("*.yaml"):
+        if p.stem not in probes:
+            p.unlink()
+        elif probes[p.stem]:
+            spec = yaml.safe_load(p.read_text())
+            spec["horizons_days"] = probes[p.stem]
+            p.write_text(yaml.safe_dump(spec))
+
+
 def make_tiny_project(root: Path, subjects: dict[str, int], recipes=("sft", "jepa"), steps: int = 6) -> Path:
     """A copy of the shipped declarations shrunk to run the whole graph in seconds: ``subjects`` per source cohort,
     only ``recipes`` (tiny backbone, ``steps`` steps), splits 50/20/30."""

@@ -43,18 +43,12 @@ def binary_pairs(root, cohort: str) -> set[tuple[str, int]]:
 def make_pipeline_project(root):
     """The shipped project, shrunk (tiny models, sft + jepa and one seed replicate of sft, 60 msk / 160 inspect
     subjects) to the TEST_PROBES."""
-    from ..conftest import make_tiny_project
+    from ..conftest import keep_probes, make_tiny_project
 
     root = make_tiny_project(root, {"msk": 60, "inspect": 160})
     p = root / "models" / "sft.yaml"  # (a replicated curriculum, jepa_seed1 from sft_seed1: tests/eval/test_replicates)
     p.write_text(yaml.safe_dump({**yaml.safe_load(p.read_text()), "replicate_seeds": [1]}))
-    for p in (root / "probes").glob("*.yaml"):
-        if p.stem not in TEST_PROBES:
-            p.unlink()
-        elif TEST_PROBES[p.stem]:
-            spec = yaml.safe_load(p.read_text())
-            spec["horizons_days"] = TEST_PROBES[p.stem]
-            p.write_text(yaml.safe_dump(spec))
+    keep_probes(root, TEST_PROBES)
     (root / "study.yaml").write_text(yaml.safe_dump(TEST_STUDY))  # the report job then answers it too
     return root
 

@@ -14,12 +14,12 @@ import dagster as dg
 import pytest
 import yaml
 
-from ehr_assets.defs.build import build, plan
+from ehr_assets.defs.build import build, declared_names, plan
 from ehr_assets.defs.definitions import build_definitions
 from ehr_assets.defs.versioning import observe_declarations
 from ehr_assets.specs import load_project
 
-from ..conftest import make_tiny_project
+from ..conftest import keep_probes, make_tiny_project
 from .test_pipeline import TEST_STUDY
 
 PARTS = ["combined", "inspect", "msk"]
@@ -28,13 +28,7 @@ PROBES = {"mortality": [365], "progression": [365], "admission_mortality_1y": No
 
 def make_project(root: Path) -> Path:
     root = make_tiny_project(root, {"msk": 40, "inspect": 40}, recipes=("sft", "jepa", "hybrid"), steps=2)
-    for p in (root / "probes").glob("*.yaml"):
-        if p.stem not in PROBES:
-            p.unlink()
-        elif PROBES[p.stem]:
-            spec = yaml.safe_load(p.read_text())
-            spec["horizons_days"] = PROBES[p.stem]
-            p.write_text(yaml.safe_dump(spec))
+    keep_probes(root, PROBES)
     study = {**TEST_STUDY, "questions": TEST_STUDY["questions"][:1]}
     (root / "study.yaml").write_text(yaml.safe_dump(study))
     return root
@@ -59,14 +53,10 @@ def out_of_date(project) -> set[tuple[str, str | None]]:
     defs = build_definitions(root, **paths)
     spec = load_project(root)
     graph = defs.resolve_asset_graph()
-    observe_declarations(instance, spec, _declared(graph))
+    observe_declarations(instance, spec, declared_names(graph))
     selected = [k for k in graph.toposorted_asset_keys if k in graph.materializable_asset_keys]
     todo = plan(instance, graph, selected, spec.partition_keys).todo
     return {(k.to_user_string(), p) for k, p in todo}
-
-
-def _declared(graph):
-    return tuple(k.path[-1] for k in graph.get_all_asset_keys() if k.path[0] == "declarations")
 
 
 @contextmanager
