@@ -187,5 +187,5 @@ def test_a_full_checkpoint_exports_as_the_trained_model(tmp_path):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
     ctx = data.sft_sequences[0][:20]
     with torch.no_grad():
-        h = model.model(input_ids=torch.tensor([ctx])).last_hidden_state[0, -1].numpy()
+        h = model.model(input_ids=torch.tensor(np.asarray([ctx]))).last_hidden_state[0, -1].numpy()
     np.testing.assert_allclose(h, embed(tmp_path / "sft", [ctx])[0], rtol=1e-5, atol=1e-5)
