@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test` (`make lint`: ruff; `make docs`: the documentation
-# site into site/; `make study`: the study, about an hour on two cores, writing bench/results/study.md). All create
+# site into site/; `make study`: the study, about 75 minutes on two cores, writing bench/results/study.md). All create
 # .venv on first use.
 PY      ?= python3
 VENV    := .venv
