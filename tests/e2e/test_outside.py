@@ -17,7 +17,7 @@ import yaml
 
 from ehr_assets.definitions import build_definitions
 
-from ..conftest import make_tiny_project
+from ..conftest import keep_probes, make_tiny_project
 
 PARTITION = "msk"
 PROBES = {"mortality": [365], "survival": None, "admission_mortality_1y": None}
@@ -27,13 +27,7 @@ def outside_project(root):
     root = make_tiny_project(root, {"msk": 60, "inspect": 10}, recipes=("sft",))
     sft = root / "models" / "sft.yaml"  # LoRA (the shipped demo trains its tiny backbone fully): export merges it
     sft.write_text(yaml.safe_dump({**yaml.safe_load(sft.read_text()), "finetune": "lora"}))
-    for p in (root / "probes").glob("*.yaml"):
-        if p.stem not in PROBES:
-            p.unlink()
-        elif PROBES[p.stem]:
-            spec = yaml.safe_load(p.read_text())
-            spec["horizons_days"] = PROBES[p.stem]
-            p.write_text(yaml.safe_dump(spec))
+    keep_probes(root, PROBES)
     return root
 
 
